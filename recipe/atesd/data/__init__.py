@@ -1,0 +1,1 @@
+"""Data preparation: training rows and evaluation sets in verl's RL parquet schema."""

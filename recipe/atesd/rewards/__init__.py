@@ -1,0 +1,1 @@
+"""Reward functions pluggable into verl's `reward.custom_reward_function`."""
