@@ -1,0 +1,307 @@
+"""Teacher exposure: how much of the reference solution the teacher sees (method.md §1, §2.1).
+
+Pure Python: no verl, Ray or torch import. A Hugging Face tokenizer is passed in duck-typed
+(it needs ``apply_chat_template(messages, tokenize=False, ...)`` and ``encode(text, add_special_tokens=False)``).
+
+Segments keep their trailing whitespace, so ``"".join(split_segments(ref, s)) == ref`` for every segmenter.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from dataclasses import dataclass
+
+MODES = ("fixed", "random", "adaptive", "schedule")
+SCHEDULE_KINDS = ("linear", "cosine")
+SEGMENTERS = ("paragraph", "lines", "sentences", "tokens")
+
+# A cut is placed at the END of each separator match, so separators stay with the preceding segment.
+_SEPARATORS = {
+    "paragraph": re.compile(r"\n[ \t]*\n\s*"),  # one or more blank lines
+    "lines": re.compile(r"\n\s*"),
+    "sentences": re.compile(r"(?<=[.!?])\s+|\n\s*"),  # end punctuation + whitespace, or a line break
+    "tokens": re.compile(r"\s+"),
+}
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+
+DEFAULT_STUDENT_TEMPLATE = (
+    "Problem: {problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+)
+DEFAULT_TEACHER_TEMPLATE = (
+    "Problem: {problem}\n\n"
+    "Here is a reference solution to this problem:\n{reference_block}\n\n"
+    "After understanding the reference solution, solve the problem on your own: reason step by step "
+    "to the same final answer, and put your final answer within \\boxed{{}}."
+)
+DEFAULT_REFERENCE_BLOCK_TEMPLATE = (
+    "=== Reference Solution Begin ===\n{reference}\n=== Reference Solution End ==="
+)
+DEFAULT_ANSWER_STATEMENT_TEMPLATE = "Final answer: \\boxed{{{answer}}}"
+
+# Template field -> the exact set of format fields it must use.
+_TEMPLATE_FIELDS = {
+    "student_template": {"problem"},
+    "teacher_template": {"problem", "reference_block"},
+    "reference_block_template": {"reference"},
+    "answer_statement_template": {"answer"},
+}
+
+
+@dataclass
+class ExposureConfig:
+    """Exposure settings (method.md §2.1, §2.2 modes). Mirrored by ``config/exposure/default.yaml``."""
+
+    mode: str = "adaptive"
+    alpha: float = 1.0
+    alpha_min: float = 0.05
+    alpha_max: float = 1.0
+    schedule_start: float = 1.0
+    schedule_end: float = 0.25
+    schedule_kind: str = "linear"
+    segmenter: str = "paragraph"
+    keep_final_answer: bool = True
+    student_template: str = DEFAULT_STUDENT_TEMPLATE
+    teacher_template: str = DEFAULT_TEACHER_TEMPLATE
+    reference_block_template: str = DEFAULT_REFERENCE_BLOCK_TEMPLATE
+    answer_statement_template: str = DEFAULT_ANSWER_STATEMENT_TEMPLATE
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad key."""
+        if self.mode not in MODES:
+            raise ValueError(f"exposure.mode={self.mode!r} unknown; expected one of {MODES}")
+        if self.schedule_kind not in SCHEDULE_KINDS:
+            raise ValueError(
+                f"exposure.schedule_kind={self.schedule_kind!r} unknown; expected one of {SCHEDULE_KINDS}"
+            )
+        _check_segmenter(self.segmenter)
+        for key in ("alpha", "alpha_min", "alpha_max", "schedule_start", "schedule_end"):
+            _check_alpha(getattr(self, key), f"exposure.{key}")
+        if self.alpha_min > self.alpha_max:
+            raise ValueError(f"exposure.alpha_min={self.alpha_min} > exposure.alpha_max={self.alpha_max}")
+        if not isinstance(self.keep_final_answer, bool):
+            raise ValueError(f"exposure.keep_final_answer must be a bool, got {self.keep_final_answer!r}")
+        for key, expected in _TEMPLATE_FIELDS.items():
+            _check_template(getattr(self, key), expected, f"exposure.{key}")
+
+
+@dataclass(frozen=True)
+class Revealed:
+    """Teacher-visible part of a reference.
+
+    text: the reference block content; remainder: the unrevealed segments joined (stripped), used for the
+    teacher-grounding signal g (method.md §2.2); n_revealed / n_segments: segment counts.
+    """
+
+    text: str
+    remainder: str
+    n_revealed: int
+    n_segments: int
+
+
+@dataclass(frozen=True)
+class TeacherPrompt:
+    """Tokenised teacher context: ``n_cut_segments`` revealed segments were dropped to fit ``max_len``."""
+
+    ids: list[int]
+    revealed: Revealed
+    n_cut_segments: int
+
+
+def _check_alpha(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not (0.0 <= value <= 1.0):  # also rejects NaN
+        raise ValueError(f"{name}={value} is outside [0, 1]")
+
+
+def _check_segmenter(segmenter: str) -> None:
+    if segmenter not in SEGMENTERS:
+        raise ValueError(f"segmenter={segmenter!r} unknown; expected one of {SEGMENTERS}")
+
+
+def _check_template(template: object, expected: set[str], name: str) -> None:
+    if not isinstance(template, str):
+        raise ValueError(f"{name} must be a string, got {type(template).__name__}")
+    try:
+        used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as err:
+        raise ValueError(
+            f"{name} is not a valid format string ({err}); write literal braces as {{{{ }}}}"
+        ) from err
+    if used != expected:
+        raise ValueError(f"{name} uses fields {sorted(used)}; expected exactly {sorted(expected)}")
+
+
+def _check_text(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r:.80}")
+    return value
+
+
+def extract_final_answer(text: str) -> str | None:
+    r"""Content of the last ``\boxed{...}`` / ``\fbox{...}`` in ``text`` (nested braces matched), else None.
+
+    ``\boxed 5`` (no braces) gives ``5``. The result is stripped; an empty or unbalanced last box gives None.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a string, got {type(text).__name__}")
+    matches = list(_BOX_RE.finditer(text))
+    if not matches:
+        return None
+    rest = text[matches[-1].end() :]
+    if rest.lstrip().startswith("{"):
+        rest = rest.lstrip()
+        depth = 0
+        for end, char in enumerate(rest):
+            depth += {"{": 1, "}": -1}.get(char, 0)
+            if depth == 0:
+                return rest[1:end].strip() or None
+        return None
+    bare = re.match(r" +([^\s$]+)", rest)
+    return bare.group(1).rstrip(".,;") if bare else None
+
+
+def split_segments(reference: str, segmenter: str = "paragraph") -> list[str]:
+    """Split ``reference`` into segments (method.md §2.1): paragraph | lines | sentences | tokens.
+
+    Each segment keeps its trailing separator whitespace and holds non-whitespace text (leading whitespace of
+    the reference goes to the first segment), so the segments join back to ``reference`` exactly.
+    """
+    _check_text(reference, "reference")
+    _check_segmenter(segmenter)
+    start = len(reference) - len(reference.lstrip())
+    cuts = [m.end() for m in _SEPARATORS[segmenter].finditer(reference, start) if m.end() < len(reference)]
+    bounds = [0, *cuts, len(reference)]
+    return [reference[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def _render(segments: list[str], k: int, statement: str | None) -> Revealed:
+    """Reveal the first k of m segments (+ the answer statement); k == m is the unchanged reference."""
+    m = len(segments)
+    if k == m:
+        return Revealed("".join(segments), "", m, m)
+    parts = ["".join(segments[:k]).rstrip(), statement or ""]
+    return Revealed("\n\n".join(p for p in parts if p), "".join(segments[k:]).strip(), k, m)
+
+
+def _answer_statement(reference: str, answer: str | None, template: str) -> str:
+    if answer is None:
+        answer = extract_final_answer(reference)
+        if answer is None:
+            raise ValueError(
+                "reference has no extractable final answer (no \\boxed{...}) and keep_final_answer is set; "
+                "pass answer=..."
+            )
+    return template.format(answer=_check_text(answer, "answer").strip())
+
+
+def reveal(
+    reference: str,
+    alpha: float,
+    segmenter: str = "paragraph",
+    keep_final_answer: bool = True,
+    answer: str | None = None,
+    answer_statement_template: str = DEFAULT_ANSWER_STATEMENT_TEMPLATE,
+) -> Revealed:
+    """Reveal the first ⌊α·m⌋ of the m segments, plus the final-answer statement (method.md §2.1).
+
+    α = 1 returns the reference unchanged (OPSD); α = 0 only the answer statement (empty text when
+    ``keep_final_answer`` is false). The answer is ``answer`` or, if None, the last ``\\boxed{}`` of the
+    reference. ⌊·⌋ uses a 1e-9 tolerance so that e.g. α=0.29, m=100 reveals 29 segments.
+    """
+    _check_alpha(alpha, "alpha")
+    segments = split_segments(reference, segmenter)
+    statement = None
+    if keep_final_answer:
+        _check_template(answer_statement_template, {"answer"}, "answer_statement_template")
+        statement = _answer_statement(reference, answer, answer_statement_template)
+    k = min(len(segments), math.floor(alpha * len(segments) + 1e-9))
+    if alpha < 1.0 and k == len(segments):
+        k -= 1  # only α = 1 is the full reference
+    return _render(segments, k, statement)
+
+
+def build_student_messages(problem: str, cfg: ExposureConfig) -> list[dict]:
+    """Student user turn c_S (method.md §1): ``cfg.student_template`` filled with the problem."""
+    _check_text(problem, "problem")
+    return [{"role": "user", "content": cfg.student_template.format(problem=problem)}]
+
+
+def build_teacher_messages(problem: str, revealed_text: str, cfg: ExposureConfig) -> list[dict]:
+    """Teacher user turn c_T (method.md §1): problem + delimited reference block + transition instruction."""
+    _check_text(problem, "problem")
+    if not isinstance(revealed_text, str):
+        raise ValueError(f"revealed_text must be a string, got {type(revealed_text).__name__}")
+    block = cfg.reference_block_template.format(reference=revealed_text)
+    return [{"role": "user", "content": cfg.teacher_template.format(problem=problem, reference_block=block)}]
+
+
+def _chat_ids(tokenizer, messages: list[dict], enable_thinking: bool) -> list[int]:
+    """Chat template rendered to text, then encoded without extra special tokens (as verl's RLHFDataset)."""
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+    )
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def student_prompt_ids(tokenizer, problem: str, cfg: ExposureConfig) -> list[int]:
+    """Token ids of c_S: chat template, thinking OFF, generation prompt appended (method.md §1)."""
+    return _chat_ids(tokenizer, build_student_messages(problem, cfg), enable_thinking=False)
+
+
+def teacher_prompt_ids(
+    tokenizer,
+    problem: str,
+    reference: str,
+    alpha: float,
+    cfg: ExposureConfig,
+    max_len: int | None = None,
+    answer: str | None = None,
+) -> TeacherPrompt:
+    """Token ids of c_T with thinking ON (method.md §1, §2.1), revealing ``alpha`` of ``reference``.
+
+    If the prompt exceeds ``max_len`` tokens, revealed segments are dropped from the end of the revealed part
+    (never the final-answer statement) until it fits; the number dropped is ``n_cut_segments``. The largest
+    fitting count is found by bisection (prompt length grows with the number of revealed segments). If even
+    zero revealed segments do not fit, ValueError names the length.
+    """
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len <= 0):
+        raise ValueError(f"max_len must be a positive int or None, got {max_len!r}")
+    revealed = reveal(
+        reference, alpha, cfg.segmenter, cfg.keep_final_answer, answer, cfg.answer_statement_template
+    )
+
+    def ids_for(rev: Revealed) -> list[int]:
+        return _chat_ids(tokenizer, build_teacher_messages(problem, rev.text, cfg), enable_thinking=True)
+
+    ids = ids_for(revealed)
+    if max_len is None or len(ids) <= max_len:
+        return TeacherPrompt(ids, revealed, 0)
+    segments = split_segments(reference, cfg.segmenter)
+    statement = (
+        _answer_statement(reference, answer, cfg.answer_statement_template) if cfg.keep_final_answer else None
+    )
+    shortest = _render(segments, 0, statement)
+    shortest_ids = ids_for(shortest)
+    if len(shortest_ids) > max_len:
+        raise ValueError(
+            f"teacher prompt is {len(shortest_ids)} tokens with no reference segment revealed, "
+            f"over max_len={max_len}"
+        )
+    best, best_ids = shortest, shortest_ids
+    lo, hi = 1, revealed.n_revealed - 1  # ``revealed`` itself does not fit
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        candidate = _render(segments, mid, statement)
+        candidate_ids = ids_for(candidate)
+        if len(candidate_ids) <= max_len:
+            best, best_ids, lo = candidate, candidate_ids, mid + 1
+        else:
+            hi = mid - 1
+    return TeacherPrompt(best_ids, best, revealed.n_revealed - best.n_revealed)
