@@ -1,0 +1,302 @@
+"""Exposure controller: picks the reveal ratio α for each student update (method.md §2.2).
+
+Call protocol (steps are 0-based consecutive update indices t = 0, 1, …):
+
+    ctrl.observe_baseline(ℓ_0, g_0)      # probe before the first update (before observe(0))
+    for t in range(T):
+        d = ctrl.decide(t)                # α for update t (same answer if asked again for t)
+        … student update with d.alpha, then probe …
+        metrics = ctrl.observe(t, StepStats(…))   # supplies ℓ_{t+1}, g_{t+1}
+
+Windows: steps t0 = k·H start window k; the α chosen at t0 is held for updates t0 … t0+H−1. A decision
+(s_{t0}, α_raw, log π) is pending until ``observe(t0 + L − 1)`` has supplied ℓ_{t0+L}; its reward is
+R = G_lp + λ_gt·G_gt (:mod:`controller_reward`, which also fixes the ℓ/g indexing). With L > H several
+decisions are pending at once, each credited with exactly its own ℓ_{t0} … ℓ_{t0+L}. Decisions still
+pending when training stops are never completed.
+
+Modes (``exposure_cfg.mode``): ``fixed`` α = alpha; ``random`` α ~ U[alpha_min, alpha_max] per window;
+``schedule`` α = curriculum from schedule_start to schedule_end (linear|cosine) at progress
+p = t0/(T−1), held for the window; ``adaptive`` α_raw ~ Beta(a, b) from the policy, α = clip(α_raw,
+alpha_min, alpha_max). Every mode uses the same windows and computes rewards (for logging); only
+``adaptive`` learns. Once B decisions have completed, one REINFORCE step (Adam):
+
+    A_j = (R_j − mean R)/(std R + ε)                (std over the B rewards, population form)
+    L_ctrl = −(1/B) Σ_j A_j log π_φ(α_raw_j | s_j) + c·max(0, H̄ − H_target)²,  H̄ = mean_j H[π_φ(·|s_j)]
+
+log π is recomputed with the current φ at update time (the decisions were sampled with an older φ;
+no importance weights: on-policy-ish REINFORCE), then those B decisions are consumed.
+
+All randomness (policy init, Beta / uniform draws) comes from a private ``torch.Generator`` seeded by
+``seed``; the global RNG is never touched. ``state_dict()`` captures everything, so a restored
+controller continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from recipe.atesd.controller_config import ControllerConfig
+from recipe.atesd.controller_policy import DTYPE, BetaPolicy, beta_entropy, beta_log_prob, sample_beta
+from recipe.atesd.controller_reward import PendingDecision, lookahead_reward
+from recipe.atesd.controller_state import StateFeaturiser
+
+EXPOSURE_KEYS = ("mode", "alpha", "alpha_min", "alpha_max", "schedule_start", "schedule_end", "schedule_kind")
+STATE_VERSION = 1
+
+__all__ = ["AlphaDecision", "ControllerConfig", "ExposureController", "StepStats"]
+
+
+@dataclass(frozen=True)
+class AlphaDecision:
+    """α for one update. ``window_start`` is True on the window's first step (where it was drawn);
+    beta_a / beta_b are the policy's Beta parameters for the window (NaN outside ``adaptive``)."""
+
+    alpha: float
+    window_id: int
+    window_start: bool
+    beta_a: float
+    beta_b: float
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Statistics of update t: distill loss and student–teacher mismatch of the batch, the probe after
+    the update (ℓ_{t+1} = probe_nll, g_{t+1} = teacher_ground) and batch-mean student self-confidence."""
+
+    distill_loss: float
+    mismatch: float
+    probe_nll: float
+    teacher_ground: float
+    self_confidence: float
+
+
+class ExposureController:
+    """See the module docstring for the protocol, the modes and the update rule."""
+
+    def __init__(self, exposure_cfg: Any, controller_cfg: ControllerConfig, total_steps: int, seed: int):
+        controller_cfg.validate(exposure_cfg)
+        if not (isinstance(total_steps, int) and total_steps >= 1):
+            raise ValueError(f"total_steps = {total_steps!r} is invalid: must be an int >= 1")
+        self.cfg = copy.deepcopy(controller_cfg)
+        self.exposure = {key: getattr(exposure_cfg, key) for key in EXPOSURE_KEYS}
+        self.total_steps = total_steps
+        self._generator = torch.Generator().manual_seed(seed)
+        self._policy = BetaPolicy(
+            len(self.cfg.state_features), self.cfg.hidden, self.cfg.layers, self._generator
+        )
+        self._optimizer = torch.optim.Adam(self._policy.parameters(), lr=self.cfg.lr)
+        self._features = StateFeaturiser(
+            self.cfg.state_features, self.cfg.ema_decay, self.cfg.norm_clip, total_steps
+        )
+        self._pending: list[PendingDecision] = []
+        self._completed: list[tuple[list[float], float, float]] = []  # (s, α_raw, R) awaiting an update
+        self._window: dict[str, Any] | None = None  # alpha, window_id, beta_a, beta_b of the current window
+        self._last: AlphaDecision | None = None
+        self._decided = 0  # steps decided so far
+        self._observed = 0  # steps observed so far
+        self._nll: float | None = None  # latest ℓ (ℓ_0 after the baseline, then ℓ_{t+1} after observe(t))
+        self._updates = 0
+
+    # ------------------------------------------------------------------ decisions
+    def decide(self, step: int) -> AlphaDecision:
+        """α for update ``step``; a new draw at window starts (step % H == 0), else the window's α.
+
+        Asking again for the last decided step returns the same decision. Any other step than the next
+        one, or deciding step t+1 before ``observe(t)``, raises ValueError.
+        """
+        if self._last is not None and step == self._decided - 1:
+            return self._last
+        if step != self._decided:
+            raise ValueError(f"decide(step={step}): out of order, the next step to decide is {self._decided}")
+        if self._observed != step:
+            raise ValueError(f"decide(step={step}): observe(step={step - 1}) must come first")
+        window_start = step % self.cfg.hold_window == 0
+        if window_start:
+            self._open_window(step)
+        window = self._window
+        self._last = AlphaDecision(
+            alpha=window["alpha"],
+            window_id=window["window_id"],
+            window_start=window_start,
+            beta_a=window["beta_a"],
+            beta_b=window["beta_b"],
+        )
+        self._decided += 1
+        return self._last
+
+    def _open_window(self, t0: int) -> None:
+        state = self._features.features(t0)
+        mode, exp = self.exposure["mode"], self.exposure
+        beta_a = beta_b = log_prob = math.nan
+        if mode == "fixed":
+            alpha = alpha_raw = float(exp["alpha"])
+        elif mode == "random":
+            u = torch.rand((), generator=self._generator, dtype=DTYPE).item()
+            alpha = alpha_raw = exp["alpha_min"] + (exp["alpha_max"] - exp["alpha_min"]) * u
+        elif mode == "schedule":
+            alpha = alpha_raw = self._schedule(t0)
+        else:
+            with torch.no_grad():
+                a, b = self._policy(torch.tensor([state], dtype=DTYPE))
+                beta_a, beta_b = a.item(), b.item()
+                alpha_raw = sample_beta(beta_a, beta_b, self._generator)
+                log_prob = beta_log_prob(torch.tensor(alpha_raw, dtype=DTYPE), a[0], b[0]).item()
+            alpha = min(max(alpha_raw, exp["alpha_min"]), exp["alpha_max"])
+        window_id = t0 // self.cfg.hold_window
+        self._window = {"alpha": alpha, "window_id": window_id, "beta_a": beta_a, "beta_b": beta_b}
+        self._pending.append(PendingDecision(t0, window_id, state, alpha, alpha_raw, log_prob))
+
+    def _schedule(self, t0: int) -> float:
+        """α(p) at p = min(1, t0/(T−1)): linear s + (e − s)·p; cosine e + (s − e)·(1 + cos πp)/2."""
+        start, end = self.exposure["schedule_start"], self.exposure["schedule_end"]
+        p = min(1.0, t0 / max(self.total_steps - 1, 1))
+        if self.exposure["schedule_kind"] == "linear":
+            return start + (end - start) * p
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+    # ------------------------------------------------------------------ observations
+    def observe_baseline(self, probe_nll: float, teacher_ground: float) -> dict[str, float]:
+        """ℓ_0 (and g_0) from the probe before the first update; once, before ``observe(0)``.
+
+        g_0 enters no reward (G_gt starts at g_{t0+1}); it is checked and returned for logging.
+        """
+        _require_finite({"probe_nll": probe_nll, "teacher_ground": teacher_ground}, "observe_baseline")
+        if self._nll is not None:
+            raise ValueError("observe_baseline: already called (ℓ_0 is set)")
+        self._nll = float(probe_nll)
+        self._features.observe_baseline(self._nll)
+        return {"controller/probe_nll": self._nll, "controller/teacher_ground": float(teacher_ground)}
+
+    def observe(self, step: int, stats: StepStats) -> dict[str, float]:
+        """Statistics after update ``step``; completes due decisions and maybe updates the policy.
+
+        Returns float metrics: controller/alpha, controller/window_id, controller/pending always;
+        controller/reward (mean R of the decisions completed now) only if some completed;
+        controller/beta_a, controller/beta_b in ``adaptive``; controller/loss, controller/entropy,
+        controller/updates only when a REINFORCE update happened. NaN/inf stats → ValueError.
+        """
+        _require_finite({f.name: getattr(stats, f.name) for f in fields(StepStats)}, f"observe(step={step})")
+        if self._nll is None:
+            raise ValueError(
+                f"observe(step={step}): observe_baseline(probe_nll, teacher_ground) must come first"
+            )
+        if step != self._observed or self._decided != step + 1:
+            raise ValueError(
+                f"observe(step={step}): out of order, expected observe({self._observed}) after decide({self._observed})"
+            )
+        window = self._window
+        self._features.observe(
+            window["alpha"], stats.distill_loss, stats.mismatch, stats.probe_nll, stats.self_confidence
+        )
+        for decision in self._pending:
+            decision.add(self._nll, float(stats.probe_nll), float(stats.teacher_ground))
+        self._nll = float(stats.probe_nll)
+        self._observed += 1
+
+        metrics = {
+            "controller/alpha": float(window["alpha"]),
+            "controller/window_id": float(window["window_id"]),
+        }
+        done = [d for d in self._pending if d.complete(self.cfg.lookahead)]
+        self._pending = [d for d in self._pending if not d.complete(self.cfg.lookahead)]
+        rewards = [lookahead_reward(d.nll, d.ground, self.cfg.gamma, self.cfg.lambda_gt) for d in done]
+        if rewards:
+            metrics["controller/reward"] = sum(rewards) / len(rewards)
+        if self.exposure["mode"] == "adaptive":
+            metrics["controller/beta_a"] = window["beta_a"]
+            metrics["controller/beta_b"] = window["beta_b"]
+            self._completed.extend((d.state, d.alpha_raw, r) for d, r in zip(done, rewards, strict=True))
+            while len(self._completed) >= self.cfg.batch_decisions:
+                batch = self._completed[: self.cfg.batch_decisions]
+                self._completed = self._completed[self.cfg.batch_decisions :]
+                metrics.update(self._reinforce(batch))
+        metrics["controller/pending"] = float(len(self._pending))
+        return metrics
+
+    def _reinforce(self, batch: list[tuple[list[float], float, float]]) -> dict[str, float]:
+        """One REINFORCE + entropy-penalty step on B completed decisions (module docstring, §2.2)."""
+        states = torch.tensor([s for s, _, _ in batch], dtype=DTYPE)
+        alpha_raw = torch.tensor([x for _, x, _ in batch], dtype=DTYPE)
+        rewards = torch.tensor([r for _, _, r in batch], dtype=DTYPE)
+        adv = (rewards - rewards.mean()) / (rewards.std(correction=0) + self.cfg.adv_eps)
+        a, b = self._policy(states)
+        entropy = beta_entropy(a, b).mean()
+        penalty = self.cfg.entropy_coef * torch.clamp(entropy - self.cfg.entropy_target, min=0.0) ** 2
+        loss = -(adv * beta_log_prob(alpha_raw, a, b)).mean() + penalty
+        self._optimizer.zero_grad()
+        loss.backward()
+        self._optimizer.step()
+        self._updates += 1
+        return {
+            "controller/loss": loss.item(),
+            "controller/entropy": entropy.item(),
+            "controller/updates": float(self._updates),
+        }
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically; plain containers + tensors (torch.save-able,
+        loadable with ``torch.load(weights_only=True)``)."""
+        return copy.deepcopy(
+            {
+                "version": STATE_VERSION,
+                "config": self.cfg.to_dict(),
+                "exposure": dict(self.exposure),
+                "total_steps": self.total_steps,
+                "policy": self._policy.state_dict(),
+                "optimizer": self._optimizer.state_dict(),
+                "generator": self._generator.get_state(),
+                "features": self._features.state_dict(),
+                "pending": [d.to_dict() for d in self._pending],
+                "completed": [[list(s), x, r] for s, x, r in self._completed],
+                "window": self._window,
+                "last": None if self._last is None else asdict(self._last),
+                "decided": self._decided,
+                "observed": self._observed,
+                "nll": self._nll,
+                "updates": self._updates,
+            }
+        )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; config, exposure fields and total_steps must match (ValueError)."""
+        state = copy.deepcopy(state)
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"controller state: version = {state.get('version')!r}, expected {STATE_VERSION}"
+            )
+        for key, mine in (("config", self.cfg.to_dict()), ("exposure", self.exposure)):
+            for name, value in mine.items():
+                if state[key].get(name) != value:
+                    raise ValueError(
+                        f"controller state: {key}.{name} = {state[key].get(name)!r} differs from this run's {value!r}"
+                    )
+        if state["total_steps"] != self.total_steps:
+            raise ValueError(
+                f"controller state: total_steps = {state['total_steps']} differs from {self.total_steps}"
+            )
+        self._policy.load_state_dict(state["policy"])
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._generator.set_state(state["generator"])
+        self._features.load_state_dict(state["features"])
+        self._pending = [PendingDecision(**d) for d in state["pending"]]
+        self._completed = [(list(s), x, r) for s, x, r in state["completed"]]
+        self._window = state["window"]
+        self._last = None if state["last"] is None else AlphaDecision(**state["last"])
+        self._decided, self._observed = state["decided"], state["observed"]
+        self._nll, self._updates = state["nll"], state["updates"]
+
+
+def _require_finite(values: dict[str, float], where: str) -> None:
+    for name, value in values.items():
+        try:
+            finite = math.isfinite(float(value))
+        except (TypeError, ValueError):
+            finite = False
+        if not finite:
+            raise ValueError(f"{where}: {name} = {value!r} is not a finite number")
