@@ -1,0 +1,223 @@
+"""Token-level distillation losses for on-policy self-distillation (method.md §1, "Loss").
+
+Public API:
+- :class:`DistillLossConfig` (mirrors ``config/distill/default.yaml`` field for field).
+- :data:`LOSSES` / :func:`register_loss`: name → chunk kernel (``losses_kernels.py``).
+- :func:`distill_token_losses`: per-token loss ``[T]`` plus detached diagnostics, computed in chunks
+  of ``chunk_size`` tokens by a custom autograd function. The forward pass computes the analytic
+  student-logit gradient chunk by chunk straight into one preallocated tensor of the student's
+  dtype; backward only scales it by the incoming per-token gradient. No [T, V] fp32 intermediate
+  exists at any time, so the memory beyond the inputs and their gradient does not grow with T.
+- :func:`masked_token_sum` / :func:`masked_token_mean`: token-mean reduction over valid tokens.
+- :func:`ema_update_`: the EMA teacher update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from recipe.atesd.losses_kernels import LOSSES, ChunkStats, register_loss
+
+__all__ = [
+    "LOSSES",
+    "DistillLossConfig",
+    "distill_token_losses",
+    "ema_update_",
+    "masked_token_mean",
+    "masked_token_sum",
+    "register_loss",
+]
+
+TEACHER_KINDS = ("frozen", "live", "ema")
+
+
+@dataclass
+class DistillLossConfig:
+    """Distillation loss and teacher settings (method.md §1).
+
+    mode: a key of ``LOSSES`` (forward_kl | reverse_kl | jsd | topk_tail | sampled_token).
+    clip_tau: per-entry clip τ of forward_kl and topk_tail (None = off); paper: 0.05 (1.7B/4B), 0.06 (8B).
+    jsd_beta: β of JSD_β (0 = forward KL, 1 = reverse KL).
+    topk: teacher support size k of topk_tail.
+    temperature: both logits are divided by it before the softmax; set it to the rollout temperature.
+    chunk_size: tokens per chunk (peak extra memory ≈ a few × chunk_size × V × 4 bytes).
+    teacher_kind: frozen (initial policy) | live (current student) | ema.
+    ema_rate: r in teacher ← (1 − r)·teacher + r·student (small r = slow teacher), see ``ema_update_``.
+    max_teacher_length: token budget of the teacher prompt [chosen]; None = no limit.
+    """
+
+    mode: str = "forward_kl"
+    clip_tau: float | None = 0.05
+    jsd_beta: float = 0.5
+    topk: int = 64
+    temperature: float = 1.0
+    chunk_size: int = 1024
+    teacher_kind: str = "frozen"
+    ema_rate: float = 0.01
+    max_teacher_length: int | None = 4096
+
+    def validate(self) -> DistillLossConfig:
+        """Raise ValueError naming the offending key; return self."""
+        if self.mode not in LOSSES:
+            raise ValueError(f"distill.mode: unknown mode {self.mode!r} (known: {sorted(LOSSES)})")
+        if self.clip_tau is not None and not self.clip_tau > 0:
+            raise ValueError(f"distill.clip_tau must be > 0 or None, got {self.clip_tau!r}")
+        if not 0.0 <= self.jsd_beta <= 1.0:
+            raise ValueError(f"distill.jsd_beta must be in [0, 1], got {self.jsd_beta!r}")
+        if self.topk < 1:
+            raise ValueError(f"distill.topk must be >= 1, got {self.topk!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"distill.temperature must be > 0, got {self.temperature!r}")
+        if self.chunk_size < 1:
+            raise ValueError(f"distill.chunk_size must be >= 1, got {self.chunk_size!r}")
+        if self.teacher_kind not in TEACHER_KINDS:
+            raise ValueError(
+                f"distill.teacher_kind must be one of {TEACHER_KINDS}, got {self.teacher_kind!r}"
+            )
+        if not 0.0 < self.ema_rate <= 1.0:
+            raise ValueError(f"distill.ema_rate must be in (0, 1], got {self.ema_rate!r}")
+        if self.max_teacher_length is not None and self.max_teacher_length < 1:
+            raise ValueError(
+                f"distill.max_teacher_length must be >= 1 or None, got {self.max_teacher_length!r}"
+            )
+        return self
+
+
+def _log_softmax(x: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:
+    if temperature == 1.0:
+        return torch.log_softmax(x, dim=-1, dtype=dtype)
+    return torch.log_softmax(x.to(dtype, copy=True).div_(temperature), dim=-1)
+
+
+def _chunk_stats(student, teacher, target_ids, temperature, dtype) -> ChunkStats:
+    logp_s = _log_softmax(student, temperature, dtype)
+    logp_t = _log_softmax(teacher, temperature, dtype)
+    p_t = logp_t.exp()
+    fwd_terms = torch.sub(logp_t, logp_s).mul_(p_t)
+    return ChunkStats(logp_s, logp_t, logp_s.exp(), p_t, fwd_terms, target_ids)
+
+
+class _ChunkedDistill(torch.autograd.Function):
+    """loss[T] (+ detached token_kl, top1_agree, student_entropy) from [T, V] logits, chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, student, teacher, target_ids, cfg):
+        need_grad = ctx.needs_input_grad[0]
+        n = student.shape[0]
+        dtype = torch.promote_types(student.dtype, torch.float32)
+        loss, token_kl, agree, entropy = (
+            torch.empty(n, dtype=dtype, device=student.device) for _ in range(4)
+        )
+        grad = torch.empty(student.shape, dtype=student.dtype, device=student.device) if need_grad else None
+        kernel = LOSSES[cfg.mode]
+        for lo in range(0, n, cfg.chunk_size):
+            hi = min(lo + cfg.chunk_size, n)
+            tgt = None if target_ids is None else target_ids[lo:hi]
+            ch = _chunk_stats(student[lo:hi], teacher[lo:hi], tgt, cfg.temperature, dtype)
+            token_kl[lo:hi] = ch.fwd_terms.sum(-1)
+            agree[lo:hi] = ch.logp_s.argmax(-1) == ch.logp_t.argmax(-1)
+            entropy[lo:hi] = -torch.bmm(ch.p_s.unsqueeze(1), ch.logp_s.unsqueeze(2)).view(-1)
+            loss[lo:hi], g = kernel(ch, cfg, need_grad)
+            if need_grad:
+                grad[lo:hi] = g if cfg.temperature == 1.0 else g.div_(cfg.temperature)
+            del ch, g
+        ctx.grad, ctx.chunk_size = grad, cfg.chunk_size
+        ctx.mark_non_differentiable(token_kl, agree, entropy)
+        return loss, token_kl, agree, entropy
+
+    @staticmethod
+    def backward(ctx, grad_loss, *_unused):
+        grad = ctx.grad
+        if grad is None:
+            raise RuntimeError(
+                "distill_token_losses: backward was already run once (retain_graph unsupported)"
+            )
+        ctx.grad = None
+        if grad.dtype == grad_loss.dtype:
+            grad.mul_(grad_loss.unsqueeze(-1))
+        else:
+            step = ctx.chunk_size  # per-chunk fp32 product, cast back to the gradient's dtype
+            for lo in range(0, grad.shape[0], step):
+                part = grad[lo : lo + step]
+                part.copy_(part.to(grad_loss.dtype) * grad_loss[lo : lo + step].unsqueeze(-1))
+        return grad, None, None, None
+
+
+def distill_token_losses(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    cfg: DistillLossConfig,
+    target_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token distillation loss D(p_T ‖ p_S) of ``cfg.mode`` (method.md §1).
+
+    student_logits, teacher_logits: [..., V] (same shape; any float dtype, computed per chunk in
+    fp32, or fp64 for fp64 inputs); both are divided by ``cfg.temperature`` before the softmax.
+    target_ids: [...] sampled token ids (required by ``sampled_token``).
+    Returns ``(token_loss[...], diag)``: the loss (differentiable w.r.t. the student logits only;
+    the teacher is detached) and detached per-token diagnostics ``token_kl`` (unclipped forward
+    KL), ``top1_agree`` (1.0 where the argmaxes agree) and ``student_entropy`` (of the
+    temperature-scaled student). Reduce with :func:`masked_token_mean` / :func:`masked_token_sum`.
+    """
+    cfg.validate()
+    if student_logits.dim() < 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student_logits {tuple(student_logits.shape)} and teacher_logits {tuple(teacher_logits.shape)} "
+            "must have the same shape [..., V]"
+        )
+    lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
+    if target_ids is not None:
+        if target_ids.shape != lead or target_ids.dtype.is_floating_point:
+            raise ValueError(f"target_ids must be an integer tensor of shape {tuple(lead)}")
+        if target_ids.numel() and not 0 <= int(target_ids.min()) <= int(target_ids.max()) < vocab:
+            raise ValueError(f"target_ids must lie in [0, {vocab})")
+        target_ids = target_ids.reshape(-1).long()
+    elif cfg.mode == "sampled_token":
+        raise ValueError("distill.mode 'sampled_token' needs target_ids")
+    outs = _ChunkedDistill.apply(
+        student_logits.reshape(-1, vocab), teacher_logits.detach().reshape(-1, vocab), target_ids, cfg
+    )
+    loss, token_kl, agree, entropy = (o.view(lead) for o in outs)
+    return loss, {"token_kl": token_kl, "top1_agree": agree, "student_entropy": entropy}
+
+
+def masked_token_sum(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_{mask} x, number of valid tokens). Summing both over micro-batches and dividing gives the
+    same token mean as :func:`masked_token_mean` on the whole batch."""
+    if mask.shape != x.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} != values shape {tuple(x.shape)}")
+    mask = mask.bool()
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(), mask.sum().to(x.dtype)
+
+
+def masked_token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token mean over valid positions: Σ_{mask} x / max(|mask|, 1) (method.md §1, "mean over valid
+    response tokens")."""
+    total, count = masked_token_sum(x, mask)
+    return total / count.clamp(min=1)
+
+
+@torch.no_grad()
+def ema_update_(
+    teacher_params: Iterable[torch.Tensor], student_params: Iterable[torch.Tensor], rate: float
+) -> None:
+    """EMA teacher, in place (method.md §1, "Teacher weights"):
+
+    teacher ← (1 − r)·teacher + r·student,  r = ``ema_rate`` (small r: the teacher moves slowly;
+    r = 1 copies the student, i.e. the ``live`` teacher).
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"ema_rate must be in [0, 1], got {rate!r}")
+    teachers, students = list(teacher_params), list(student_params)
+    if len(teachers) != len(students):
+        raise ValueError(f"teacher_params has {len(teachers)} tensors, student_params {len(students)}")
+    for i, (t, s) in enumerate(zip(teachers, students, strict=True)):
+        if t.shape != s.shape:
+            raise ValueError(
+                f"parameter {i}: teacher shape {tuple(t.shape)} != student shape {tuple(s.shape)}"
+            )
+    for t, s in zip(teachers, students, strict=True):
+        t.lerp_(s.to(t.dtype), rate)
