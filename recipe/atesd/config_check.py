@@ -1,0 +1,74 @@
+"""Validate an ATESD run's config and data before anything starts (no Ray, no GPU).
+
+Every error names the offending key (or the data row id): a bad run fails in seconds on the
+submitting machine, never deep inside a Ray worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow.parquet as pq
+from omegaconf import DictConfig, OmegaConf
+
+from recipe.atesd.controller_config import ControllerConfig
+from recipe.atesd.exposure import ExposureConfig
+from recipe.atesd.losses import DistillLossConfig
+
+REQUIRED_EXTRA_INFO = ("id", "problem", "reference_solution", "answer")
+
+
+def check_atesd_config(cfg: DictConfig) -> None:
+    """Raise ValueError naming the first bad key of the ATESD groups or of their verl neighbours."""
+    exposure = ExposureConfig(**OmegaConf.to_container(cfg.exposure, resolve=True))
+    ControllerConfig.from_mapping(OmegaConf.to_container(cfg.controller, resolve=True)).validate(exposure)
+    distill = DistillLossConfig(**OmegaConf.to_container(cfg.distill, resolve=True)).validate()
+    rollout = cfg.actor_rollout_ref.rollout
+    if distill.temperature != rollout.temperature:
+        raise ValueError(
+            f"distill.temperature={distill.temperature} must equal actor_rollout_ref.rollout.temperature="
+            f"{rollout.temperature}: verl scales the student logits by the rollout temperature"
+        )
+    model = cfg.actor_rollout_ref.model
+    lora_rank = (model.get("lora", {}) or {}).get("rank", 0) or model.get("lora_rank", 0) or 0
+    if distill.teacher_kind == "ema" and lora_rank > 0:
+        raise ValueError("distill.teacher_kind=ema needs full fine-tuning (actor_rollout_ref.model.lora_rank=0)")
+    if not cfg.trainer.use_v1 or cfg.trainer.v1.trainer_mode != "atesd":
+        raise ValueError("trainer.use_v1 must be true and trainer.v1.trainer_mode must be 'atesd'")
+    if cfg.actor_rollout_ref.model.get("use_fused_kernels", False):
+        raise ValueError("actor_rollout_ref.model.use_fused_kernels must be false: the loss needs student logits")
+    if cfg.actor_rollout_ref.actor.get("ulysses_sequence_parallel_size", 1) != 1:
+        raise ValueError("actor_rollout_ref.actor.ulysses_sequence_parallel_size must be 1 for ATESD")
+    if cfg.probe.batch_size < 1:
+        raise ValueError(f"probe.batch_size must be >= 1, got {cfg.probe.batch_size}")
+    if cfg.probe.size is not None and cfg.probe.size < 1:
+        raise ValueError(f"probe.size must be >= 1 or null, got {cfg.probe.size}")
+    _check_file(cfg.probe.path, "probe.path")
+    for key in ("train_files", "val_files"):
+        files = cfg.data[key]
+        for path in [files] if isinstance(files, str) else list(files):
+            _check_file(path, f"data.{key}")
+    train = cfg.data.train_files
+    for path in [train] if isinstance(train, str) else list(train):
+        check_reference_rows(path)
+    check_reference_rows(cfg.probe.path)
+
+
+def check_reference_rows(path: str) -> int:
+    """Every row must carry extra_info.{id, problem, reference_solution, answer}; error names the row id."""
+    table = pq.read_table(path, columns=["extra_info"])
+    for i, info in enumerate(table.column("extra_info").to_pylist()):
+        row_id = (info or {}).get("id") or f"#{i}"
+        for key in REQUIRED_EXTRA_INFO:
+            value = (info or {}).get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(
+                    f"{path}: row id {row_id!r} has no extra_info.{key} (ATESD needs a reference solution per row; "
+                    "build the file with python -m recipe.atesd.data.prepare_train)"
+                )
+    return table.num_rows
+
+
+def _check_file(path, key: str) -> None:
+    if not path or not os.path.isfile(path):
+        raise ValueError(f"{key}: file not found: {path!r}")

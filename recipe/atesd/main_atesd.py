@@ -1,0 +1,64 @@
+"""Entry point: ``python -m recipe.atesd.main_atesd [hydra overrides...]``.
+
+Config ``config/atesd_trainer.yaml`` is verl's own ``ppo_trainer`` (from the installed package)
+plus our groups (exposure, controller, distill, probe, platform). With no accelerator visible the
+``platform=cpu`` group and our verl patches are switched on automatically.
+``dry_run=true`` prints the resolved config and the resource plan and starts nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from recipe.atesd.platform import REPO_ROOT, configure_process_env, with_platform_override
+
+
+def resource_plan(cfg: DictConfig) -> dict:
+    """Where everything runs: one colocated pool; the teacher and the controller need no GPU of their own."""
+    model = cfg.actor_rollout_ref.model
+    lora = ((model.get("lora", {}) or {}).get("rank", 0) or model.get("lora_rank", 0) or 0) > 0
+    kind = cfg.distill.teacher_kind
+    if kind == "live":
+        teacher = "the actor module itself (current weights), in the actor worker"
+    elif lora:
+        teacher = "the actor module with LoRA adapters disabled (initial weights), in the actor worker"
+    else:
+        teacher = f"a {kind} reference copy fused into the actor worker (same GPUs)"
+    gpus = cfg.trainer.n_gpus_per_node
+    return {
+        "nodes": cfg.trainer.nnodes,
+        "gpus_per_node": gpus,
+        "total_gpus": cfg.trainer.nnodes * gpus,
+        "pools": {"global_pool": [gpus] * cfg.trainer.nnodes},
+        "colocated_on_global_pool": ["actor (FSDP student)", "vLLM rollout", f"teacher: {teacher}"],
+        "driver": ["trainer", "exposure controller actor (0 GPUs)"],
+    }
+
+
+@hydra.main(config_path="config", config_name="atesd_trainer", version_base=None)
+def main(cfg: DictConfig) -> None:
+    from verl.trainer.main_ppo import run_ppo
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from recipe.atesd.config_check import check_atesd_config
+
+    check_atesd_config(cfg)
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    if cfg.dry_run:
+        print(OmegaConf.to_yaml(cfg, resolve=True))
+        print("# resource plan\n" + OmegaConf.to_yaml(OmegaConf.create(resource_plan(cfg))))
+        return
+    from recipe.atesd.runner import ATESDTaskRunner
+
+    run_ppo(cfg, task_runner_class=ATESDTaskRunner)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("ATESD_REPO", str(REPO_ROOT))  # data/model paths in the config resolve from here
+    sys.argv = [sys.argv[0], *with_platform_override(sys.argv[1:], configure_process_env())]
+    main()

@@ -1,0 +1,81 @@
+"""The probe set behind the controller's progress signals (method.md §2.2), tokenised once.
+
+- ℓ (progress): the student's mean per-token NLL of the reference solutions, scored as the
+  response to the *student* prompt ``c_S``. Lower is better; the reward pays for decreases.
+- g (teacher grounding): the mean per-token log-probability that the exposure-conditioned
+  teacher assigns to the *unrevealed remainder* of each reference, scored as the response to
+  ``c_T(α)``. At α = 1 nothing is unrevealed and g is 0 by definition.
+
+Rows are a fixed held-out slice of training rows (``prepare_train`` writes ``probe.parquet``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+
+from recipe.atesd.exposure import ExposureConfig, student_prompt_ids, teacher_prompt_ids
+
+
+@dataclass
+class ProbeChunk:
+    rows: list[dict]
+    student_prompts: list[list[int]]
+    references: list[list[int]]
+
+
+class ProbeSet:
+    def __init__(self, rows: list[dict], tokenizer, exposure: ExposureConfig):
+        if not rows:
+            raise ValueError("probe set is empty")
+        self.rows = rows
+        self.tokenizer = tokenizer
+        self.exposure = exposure
+        self.student_prompts = [student_prompt_ids(tokenizer, r["problem"], exposure) for r in rows]
+        self.references = [self._encode(r["reference_solution"]) for r in rows]
+
+    @classmethod
+    def load(cls, path: str, tokenizer, exposure: ExposureConfig, size: int | None = None) -> ProbeSet:
+        """The first ``size`` rows (all when None) of a ``prepare_train`` probe parquet."""
+        frame = pd.read_parquet(path)
+        if size is not None:
+            if size < 1 or size > len(frame):
+                raise ValueError(f"probe.size={size}: {path} has {len(frame)} rows")
+            frame = frame.iloc[:size]
+        if "extra_info" not in frame.columns:
+            raise ValueError(f"probe file {path} has no 'extra_info' column (run prepare_train)")
+        rows = []
+        for i, info in enumerate(frame["extra_info"]):
+            for key in ("id", "problem", "reference_solution", "answer"):
+                if not info.get(key):
+                    raise ValueError(f"probe file {path} row {i}: extra_info.{key} is missing or empty")
+            rows.append(dict(info))
+        return cls(rows, tokenizer, exposure)
+
+    def shard(self, rank: int, world: int, batch_size: int) -> Iterator[ProbeChunk]:
+        """This rank's rows (``rank::world``) in batches of ``batch_size``."""
+        idx = list(range(rank, len(self.rows), world))
+        for s in range(0, len(idx), batch_size):
+            part = idx[s : s + batch_size]
+            yield ProbeChunk(
+                rows=[self.rows[i] for i in part],
+                student_prompts=[self.student_prompts[i] for i in part],
+                references=[self.references[i] for i in part],
+            )
+
+    def teacher_view(self, chunk: ProbeChunk, alpha: float, max_len: int) -> tuple[list, list]:
+        """Teacher prompts ``c_T(α)`` and the token ids of each reference's unrevealed remainder."""
+        prompts, rests = [], []
+        for row in chunk.rows:
+            prompt = teacher_prompt_ids(
+                self.tokenizer, row["problem"], row["reference_solution"], alpha, self.exposure, max_len=max_len
+            )
+            prompts.append(prompt.ids)
+            rest = prompt.revealed.remainder
+            rests.append(self._encode(rest) if rest else [])
+        return prompts, rests
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -1,0 +1,256 @@
+"""The ATESD trainer: verl 0.9.1's V1 synchronous trainer with the ATESD step.
+
+One update (method.md §1–2; ``_step_once``):
+
+    ŷ ~ π_θ(·|c_S)                        rollout (vLLM), task reward for logging only
+    α_t = controller(s_t)                 new hold window? decide and broadcast to every worker
+    θ ← θ − η ∇ 1/|ŷ| Σ_n D(p_T(·|c_T(α_t), ŷ<n) ‖ p_θ(·|c_S, ŷ<n))     (inside the workers)
+    ℓ_{t+1}, g_{t+1} = probe(θ, α_t)      progress and teacher-grounding signals
+    controller.observe(t, stats)          delayed learning-progress reward → REINFORCE
+
+verl's ``fit()`` (validation, checkpoints, logging, weight sync to vLLM) is inherited unchanged;
+only the per-update pipeline, the worker class and the checkpoint extras are ours.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import ray
+import torch
+from omegaconf import OmegaConf
+from verl.trainer.ppo.utils import Role
+from verl.trainer.ppo.v1.trainer_base import register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+from verl.utils.debug import marked_timer
+
+from recipe.atesd.controller import StepStats
+from recipe.atesd.controller_actor import spawn_controller
+from recipe.atesd.worker import ATESDWorker, TeacherSettings
+
+STATE_FILE = "atesd_state.pt"
+
+
+@register_trainer("atesd")
+class ATESDTrainer(PPOTrainerSync):
+    # ------------------------------------------------------------------ the algorithm
+
+    def _step_once(self, metrics: dict, timing_raw: dict, sample_batch_size: int):
+        """One ATESD update. Steps are named for the method; plumbing lives below."""
+        t = self.global_steps - 1  # the controller counts updates from 0
+        batch = self._rollout(metrics, timing_raw, sample_batch_size)
+        decision = self._expose(t, metrics, timing_raw)
+        report = self._distill(batch, decision, metrics, timing_raw)
+        signals = self._probe(metrics, timing_raw)
+        self._observe(t, report, signals, metrics, timing_raw)
+        return batch
+
+    def _rollout(self, metrics, timing_raw, sample_batch_size):
+        """Student samples ŷ from c_S (verl's rollout); rewards and GRPO advantages are logged only."""
+        with marked_timer("gen", timing_raw, color="red"):
+            self.on_sample_begin()
+            batch, off_policy_metrics = self.replay_buffer.sample(
+                global_steps=self.global_steps, partition_id="train", batch_size=sample_batch_size
+            )
+            metrics.update(off_policy_metrics)
+            batch.extra_info["temperature"] = self.config.actor_rollout_ref.rollout.temperature
+            self.on_sample_end()
+        if self.reward_loop_manager.reward_loop_worker_handles is None:
+            with marked_timer("reward", timing_raw, color="yellow"):
+                batch = self._compute_reward_colocate(batch, metrics=metrics)
+        batch = self._balance_batch(batch, metrics=metrics)
+        with marked_timer("adv", timing_raw, color="brown"):
+            return self._compute_advantage(batch, metrics=metrics)
+
+    def _expose(self, t: int, metrics: dict, timing_raw: dict):
+        """α_t from the controller; at a new hold window it is broadcast to every teacher worker."""
+        with marked_timer("controller_decide", timing_raw, color="purple"):
+            decision = ray.get(self.controller.decide.remote(t))
+        if decision.window_id != self._broadcast_window:
+            with marked_timer("exposure_broadcast", timing_raw, color="purple"):
+                acks = self.actor_rollout_wg.set_exposure(decision.alpha, decision.window_id)
+            _check_workers(acks, decision, "set_exposure")
+            self._broadcast_window = decision.window_id
+        metrics.update(
+            {
+                "exposure/alpha": decision.alpha,
+                "exposure/window": decision.window_id,
+                "exposure/window_start": float(decision.window_start),
+                "exposure/beta_a": decision.beta_a,
+                "exposure/beta_b": decision.beta_b,
+            }
+        )
+        return decision
+
+    def _distill(self, batch, decision, metrics: dict, timing_raw: dict) -> dict:
+        """Teacher scores ŷ under c_T(α_t); the student takes one distillation update (in the workers)."""
+        actor = self.config.actor_rollout_ref.actor
+        mini_batch = actor.ppo_mini_batch_size * self.config.actor_rollout_ref.rollout.n
+        batch.extra_info.update(
+            {
+                "global_batch_size": mini_batch,
+                "mini_batch_size": mini_batch,
+                "epochs": actor.ppo_epochs,
+                "seed": actor.data_loader_seed,
+                "dataloader_kwargs": {"shuffle": actor.shuffle},
+                "temperature": self.config.actor_rollout_ref.rollout.temperature,
+            }
+        )
+        with marked_timer("update_actor", timing_raw, color="red"):
+            output = self.actor_rollout_wg.update_actor(batch)
+            reports = self.actor_rollout_wg.distill_report()
+        _check_workers([(r.alpha, r.window_id) for r in reports], decision, "distillation update")
+        grad_norm = _mean(output["metrics"].get("grad_norm", [float("nan")]))
+        summary = _summarise(reports, grad_norm)
+        self._skipped_steps += int(summary["distill/skipped"])
+        summary["distill/skipped_total"] = float(self._skipped_steps)
+        metrics.update(summary)
+        metrics["actor/grad_norm"] = grad_norm
+        metrics["actor/lr"] = _mean(output["metrics"].get("lr", [float("nan")]))
+        return summary
+
+    def _probe(self, metrics: dict, timing_raw: dict) -> dict:
+        """ℓ (student NLL of probe references) and g (teacher log-prob of the unrevealed rest)."""
+        with marked_timer("probe", timing_raw, color="cyan"):
+            signals = self.actor_rollout_wg.probe_signals()[0]
+        metrics.update({"probe/nll": signals["probe_nll"], "probe/teacher_ground": signals["teacher_ground"]})
+        return signals
+
+    def _observe(self, t: int, report: dict, signals: dict, metrics: dict, timing_raw: dict) -> None:
+        """Hand update t's statistics to the controller; a skipped (non-finite) step reuses the last finite ones."""
+        if not report["distill/skipped"]:
+            self._last_finite = (report["distill/loss"], report["distill/top1_disagreement"],
+                                 -report["distill/student_entropy"])
+        loss, mismatch, confidence = self._last_finite
+        stats = StepStats(loss, mismatch, signals["probe_nll"], signals["teacher_ground"], confidence)
+        with marked_timer("controller_observe", timing_raw, color="purple"):
+            metrics.update(ray.get(self.controller.observe.remote(t, stats)))
+
+    # ------------------------------------------------------------------ plumbing: set-up
+
+    def _init_resource_pool_mgr(self):
+        """verl's pools, with our worker class; a fused reference copy when the teacher needs one."""
+        super()._init_resource_pool_mgr()
+        for role in (Role.ActorRollout, Role.ActorRolloutRef):
+            self.role_worker_mapping.pop(role, None)
+            self.mapping.pop(role, None)
+        role = Role.ActorRolloutRef if self._teacher_needs_own_weights() else Role.ActorRollout
+        self.role_worker_mapping[role] = ray.remote(ATESDWorker)
+        self.mapping[role] = "global_pool"
+
+    def _teacher_needs_own_weights(self) -> bool:
+        model = self.config.actor_rollout_ref.model
+        lora_rank = (model.get("lora", {}) or {}).get("rank", 0) or model.get("lora_rank", 0) or 0
+        return self.config.distill.teacher_kind in ("frozen", "ema") and lora_rank <= 0
+
+    def init(self):
+        self._setup()
+        self._init_atesd()
+        self.on_init_end()
+
+    def _init_atesd(self):
+        cfg = self.config
+        settings = TeacherSettings(
+            exposure=_plain(cfg.exposure),
+            distill=_plain(cfg.distill),
+            probe_path=cfg.probe.path,
+            probe_size=cfg.probe.size,
+            probe_batch_size=cfg.probe.batch_size,
+        )
+        self.actor_rollout_wg.init_teacher(settings)
+        self.controller = spawn_controller(
+            _plain(cfg.exposure), _plain(cfg.controller), self.total_training_steps, cfg.controller_seed
+        )
+        self._broadcast_window = None
+        self._skipped_steps = 0
+        self._last_finite = (0.0, 0.0, 0.0)
+        if self.global_steps > 0:
+            self._restore_atesd_state()
+        else:
+            self.actor_rollout_wg.set_exposure(*_baseline_exposure(cfg.exposure))
+            signals = self.actor_rollout_wg.probe_signals()[0]
+            ray.get(self.controller.observe_baseline.remote(signals["probe_nll"], signals["teacher_ground"]))
+
+    # ------------------------------------------------------------------ plumbing: checkpoints
+
+    def _save_checkpoint(self):
+        """Controller + ATESD driver state go into the step folder before verl marks it complete."""
+        folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+        os.makedirs(folder, exist_ok=True)
+        state = {
+            "controller": ray.get(self.controller.state_dict.remote()),
+            "skipped_steps": self._skipped_steps,
+            "last_finite": self._last_finite,
+        }
+        torch.save(state, os.path.join(folder, STATE_FILE))
+        super()._save_checkpoint()
+
+    def _load_checkpoint(self):
+        super()._load_checkpoint()
+        self._resume_folder = None
+        if self.global_steps > 0:
+            trainer = self.config.trainer
+            self._resume_folder = (
+                trainer.resume_from_path
+                if trainer.resume_mode == "resume_path"
+                else os.path.join(trainer.default_local_dir, f"global_step_{self.global_steps}")
+            )
+
+    def _restore_atesd_state(self):
+        path = os.path.join(self._resume_folder, STATE_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"resuming from {self._resume_folder}: no {STATE_FILE} (not an ATESD checkpoint?)")
+        state = torch.load(path, weights_only=False)
+        ray.get(self.controller.load_state_dict.remote(state["controller"]))
+        self._skipped_steps = state["skipped_steps"]
+        self._last_finite = tuple(state["last_finite"])
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
+
+
+def _baseline_exposure(exposure) -> tuple[float, int]:
+    """The α the probe's g_0 is measured at before the first decision: the mode's starting α."""
+    start = {"fixed": exposure.alpha, "schedule": exposure.schedule_start}.get(exposure.mode, 1.0)
+    return float(start), -1
+
+
+def _check_workers(pairs, decision, where: str) -> None:
+    """Every teacher worker must hold exactly the controller's (α, window id)."""
+    expected = (decision.alpha, decision.window_id)
+    bad = [(rank, got) for rank, got in enumerate(pairs) if tuple(got) != expected]
+    if bad:
+        raise RuntimeError(f"{where}: workers disagree with the controller's (alpha, window)={expected}: {bad}")
+
+
+def _mean(values) -> float:
+    values = values if isinstance(values, list | tuple) else [values]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _summarise(reports, grad_norm: float) -> dict:
+    """Reduce per-rank ``UpdateReport``s to the documented ``distill/*`` and timing metrics."""
+    n = sum(r.n_tokens for r in reports)
+    token_kl = np.concatenate([np.asarray(r.token_kl, dtype=np.float64) for r in reports])
+    loss = sum(r.loss_sum for r in reports) / max(n, 1)
+    nonfinite = sum(r.nonfinite_microbatches for r in reports)
+    skipped = nonfinite > 0 or not math.isfinite(grad_norm) or not math.isfinite(loss)
+    return {
+        "distill/loss": loss,
+        "distill/kl_mean": float(token_kl.mean()) if token_kl.size else 0.0,
+        "distill/kl_p99": float(np.percentile(token_kl, 99)) if token_kl.size else 0.0,
+        "distill/top1_disagreement": 1.0 - sum(r.agree_sum for r in reports) / max(n, 1),
+        "distill/student_entropy": sum(r.entropy_sum for r in reports) / max(n, 1),
+        "distill/response_tokens": float(n),
+        "distill/teacher_truncated": float(sum(r.n_truncated for r in reports)),
+        "distill/teacher_cut_segments": float(sum(r.n_cut_segments for r in reports)),
+        "distill/skipped": float(skipped),
+        "timing_s/teacher": max(r.teacher_seconds for r in reports),
+        "timing_s/distill_loss": max(r.loss_seconds for r in reports),
+    }

@@ -1,0 +1,76 @@
+"""Teacher/student response alignment (recipe/atesd/teacher.py) against direct per-sequence forwards."""
+
+import pytest
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from recipe.atesd.teacher import (
+    build_teacher_batch,
+    packed_response_rows,
+    sequence_token_logprobs,
+    teacher_response_logits,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = Qwen3Config(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=128, attn_implementation="sdpa",
+    )
+    return Qwen3ForCausalLM(cfg).eval().to(torch.float64)
+
+
+def test_packed_rows_follow_the_shift_by_one_rule():
+    # two sequences: prompt 3 + response 2, prompt 2 + response 4 → packed length 5 + 6
+    cu = torch.tensor([0, 5, 11])
+    rows = packed_response_rows(cu, torch.tensor([2, 4]))
+    assert rows.tolist() == [2, 3, 6, 7, 8, 9]
+
+
+def test_packed_rows_reject_response_without_prompt():
+    with pytest.raises(ValueError, match="prompt must be non-empty"):
+        packed_response_rows(torch.tensor([0, 3]), torch.tensor([3]))
+
+
+def test_teacher_rows_equal_unpadded_forward(model):
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13]]
+    responses = [[20, 21, 22], [30, 31, 32, 33, 34]]
+    batch = build_teacher_batch(prompts, responses, pad_token_id=0)
+    got = teacher_response_logits(model, batch, "cpu")
+    want = []
+    for p, r in zip(prompts, responses, strict=True):
+        ids = torch.tensor([p + r])
+        logits = model(input_ids=ids).logits[0]
+        want.append(logits[len(p) - 1 : len(p) + len(r) - 1])
+    torch.testing.assert_close(got, torch.cat(want), atol=1e-9, rtol=1e-9)
+
+
+def test_student_packed_rows_match_teacher_rows_when_contexts_agree(model):
+    """Same context on both sides → the student's packed rows and the teacher's rows are the same logits."""
+    prompts = [[3, 4, 5], [6, 7, 8, 9]]
+    responses = [[40, 41], [50, 51, 52]]
+    packed = torch.tensor([p + r for p, r in zip(prompts, responses, strict=True)][0]
+                          + [p + r for p, r in zip(prompts, responses, strict=True)][1])
+    cu = torch.tensor([0, 5, 12])
+    # packed forward per sequence (no cross-sequence attention), concatenated like verl's rmpad logits
+    student = torch.cat([model(input_ids=packed[None, cu[i]:cu[i + 1]]).logits[0] for i in range(2)])
+    rows = packed_response_rows(cu, torch.tensor([2, 3]))
+    teacher = teacher_response_logits(model, build_teacher_batch(prompts, responses, 0), "cpu")
+    torch.testing.assert_close(student[rows], teacher, atol=1e-9, rtol=1e-9)
+
+
+def test_sequence_logprobs_sum_and_skip_empty_targets(model):
+    prompts = [[5, 6], [7, 8, 9], [1, 2]]
+    targets = [[10, 11, 12], [], [13]]
+    total, count = sequence_token_logprobs(model, prompts, targets, 0, "cpu")
+    want = 0.0
+    for p, t in zip(prompts, targets, strict=True):
+        if not t:
+            continue
+        logits = model(input_ids=torch.tensor([p + t])).logits[0]
+        logp = torch.log_softmax(logits[len(p) - 1 : -1], -1)
+        want += logp.gather(-1, torch.tensor(t)[:, None]).sum().item()
+    assert count.item() == 4
+    assert total.item() == pytest.approx(want, abs=1e-9)
