@@ -294,6 +294,24 @@ def test_input_errors():
         distill_token_losses(s, t[:, :5], DistillLossConfig())
 
 
+def test_no_gradient_buffer_without_grad_mode(monkeypatch):
+    seen = []
+    kernel = LOSSES["forward_kl"]
+
+    def spy(ch, cfg, need_grad):
+        seen.append(need_grad)
+        return kernel(ch, cfg, need_grad)
+
+    monkeypatch.setitem(LOSSES, "forward_kl", spy)
+    s, t, _ = _logits()
+    s.requires_grad_(True)
+    with torch.no_grad():
+        loss, _ = distill_token_losses(s, t, DistillLossConfig(chunk_size=20))
+    assert seen == [False] and not loss.requires_grad
+    loss, _ = distill_token_losses(s, t, DistillLossConfig(chunk_size=20))
+    assert seen == [False, True] and loss.requires_grad
+
+
 def test_second_backward_is_refused():
     s, t, _ = _logits()
     s.requires_grad_(True)

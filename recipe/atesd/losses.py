@@ -104,8 +104,8 @@ class _ChunkedDistill(torch.autograd.Function):
     """loss[T] (+ detached token_kl, top1_agree, student_entropy) from [T, V] logits, chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, student, teacher, target_ids, cfg):
-        need_grad = ctx.needs_input_grad[0]
+    def forward(ctx, student, teacher, target_ids, cfg, grad_enabled):
+        need_grad = grad_enabled and ctx.needs_input_grad[0]  # no [T, V] gradient buffer under no_grad
         n = student.shape[0]
         dtype = torch.promote_types(student.dtype, torch.float32)
         loss, token_kl, agree, entropy = (
@@ -143,7 +143,7 @@ class _ChunkedDistill(torch.autograd.Function):
             for lo in range(0, grad.shape[0], step):
                 part = grad[lo : lo + step]
                 part.copy_(part.to(grad_loss.dtype) * grad_loss[lo : lo + step].unsqueeze(-1))
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def distill_token_losses(
@@ -178,7 +178,11 @@ def distill_token_losses(
     elif cfg.mode == "sampled_token":
         raise ValueError("distill.mode 'sampled_token' needs target_ids")
     outs = _ChunkedDistill.apply(
-        student_logits.reshape(-1, vocab), teacher_logits.detach().reshape(-1, vocab), target_ids, cfg
+        student_logits.reshape(-1, vocab),
+        teacher_logits.detach().reshape(-1, vocab),
+        target_ids,
+        cfg,
+        torch.is_grad_enabled(),
     )
     loss, token_kl, agree, entropy = (o.view(lead) for o in outs)
     return loss, {"token_kl": token_kl, "top1_agree": agree, "student_entropy": entropy}
