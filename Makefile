@@ -1,5 +1,6 @@
 # atesd — every target sets up the pinned environment first (idempotent, stamped).
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 # Integration tests start Ray + vLLM stacks; never run two at once on a 2-core machine.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit lint demo bench clean-shm
+.PHONY: setup test test-unit lint demo model data bench clean-shm
 
 setup: $(STAMP)
 
@@ -21,6 +22,26 @@ $(STAMP): requirements.txt Makefile
 	$(PY) -m pip install -q --no-deps -r requirements.txt
 	$(PY) -c "import torch, verl, vllm, transformers; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
+
+# The main job on the embedded default (tiny Qwen3, bundled data, CPU when no GPU is visible):
+# adaptive ATESD with a short hold window / lookahead so the controller updates twice in 9 steps.
+DEMO_DIR ?= outputs/demo
+DEMO_OVERRIDES ?= exposure.mode=adaptive controller.hold_window=2 controller.lookahead=3 \
+	controller.batch_decisions=2 trainer.total_training_steps=9 trainer.save_freq=5 trainer.test_freq=9 \
+	trainer.experiment_name=demo trainer.default_local_dir=$(CURDIR)/$(DEMO_DIR)/checkpoints
+
+model: setup
+	$(PY) -m recipe.atesd.tiny_model --out artifacts/tiny-qwen3 --seed 0
+
+data: setup
+	test -f data/tiny/train.parquet || $(PY) -m recipe.atesd.data.prepare_train \
+		--input data/train/sample.jsonl --out data/tiny --val-size 32 --probe-size 32 --seed 0
+
+demo: model data
+	mkdir -p $(DEMO_DIR)
+	VERL_FILE_LOGGER_PATH=$(CURDIR)/$(DEMO_DIR)/metrics.jsonl \
+		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) 2>&1 | tee $(DEMO_DIR)/train.log
+	$(PY) -m recipe.atesd.summarize $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -16,8 +16,15 @@ from recipe.atesd.teacher import (
 def model():
     torch.manual_seed(0)
     cfg = Qwen3Config(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=128, attn_implementation="sdpa",
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=128,
+        attn_implementation="sdpa",
     )
     return Qwen3ForCausalLM(cfg).eval().to(torch.float64)
 
@@ -51,11 +58,13 @@ def test_student_packed_rows_match_teacher_rows_when_contexts_agree(model):
     """Same context on both sides → the student's packed rows and the teacher's rows are the same logits."""
     prompts = [[3, 4, 5], [6, 7, 8, 9]]
     responses = [[40, 41], [50, 51, 52]]
-    packed = torch.tensor([p + r for p, r in zip(prompts, responses, strict=True)][0]
-                          + [p + r for p, r in zip(prompts, responses, strict=True)][1])
+    packed = torch.tensor(
+        [p + r for p, r in zip(prompts, responses, strict=True)][0]
+        + [p + r for p, r in zip(prompts, responses, strict=True)][1]
+    )
     cu = torch.tensor([0, 5, 12])
     # packed forward per sequence (no cross-sequence attention), concatenated like verl's rmpad logits
-    student = torch.cat([model(input_ids=packed[None, cu[i]:cu[i + 1]]).logits[0] for i in range(2)])
+    student = torch.cat([model(input_ids=packed[None, cu[i] : cu[i + 1]]).logits[0] for i in range(2)])
     rows = packed_response_rows(cu, torch.tensor([2, 3]))
     teacher = teacher_response_logits(model, build_teacher_batch(prompts, responses, 0), "cpu")
     torch.testing.assert_close(student[rows], teacher, atol=1e-9, rtol=1e-9)

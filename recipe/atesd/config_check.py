@@ -32,11 +32,15 @@ def check_atesd_config(cfg: DictConfig) -> None:
     model = cfg.actor_rollout_ref.model
     lora_rank = (model.get("lora", {}) or {}).get("rank", 0) or model.get("lora_rank", 0) or 0
     if distill.teacher_kind == "ema" and lora_rank > 0:
-        raise ValueError("distill.teacher_kind=ema needs full fine-tuning (actor_rollout_ref.model.lora_rank=0)")
+        raise ValueError(
+            "distill.teacher_kind=ema needs full fine-tuning (actor_rollout_ref.model.lora_rank=0)"
+        )
     if not cfg.trainer.use_v1 or cfg.trainer.v1.trainer_mode != "atesd":
         raise ValueError("trainer.use_v1 must be true and trainer.v1.trainer_mode must be 'atesd'")
     if cfg.actor_rollout_ref.model.get("use_fused_kernels", False):
-        raise ValueError("actor_rollout_ref.model.use_fused_kernels must be false: the loss needs student logits")
+        raise ValueError(
+            "actor_rollout_ref.model.use_fused_kernels must be false: the loss needs student logits"
+        )
     if cfg.actor_rollout_ref.actor.get("ulysses_sequence_parallel_size", 1) != 1:
         raise ValueError("actor_rollout_ref.actor.ulysses_sequence_parallel_size must be 1 for ATESD")
     if cfg.probe.batch_size < 1:

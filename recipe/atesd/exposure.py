@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 MODES = ("fixed", "random", "adaptive", "schedule")
 SCHEDULE_KINDS = ("linear", "cosine")
+TEACHER_CONTEXTS = ("privileged", "student")
 SEGMENTERS = ("paragraph", "lines", "sentences", "tokens")
 
 # A cut is placed at the END of each separator match, so separators stay with the preceding segment.
@@ -67,6 +68,7 @@ class ExposureConfig:
     teacher_template: str = DEFAULT_TEACHER_TEMPLATE
     reference_block_template: str = DEFAULT_REFERENCE_BLOCK_TEMPLATE
     answer_statement_template: str = DEFAULT_ANSWER_STATEMENT_TEMPLATE
+    teacher_context: str = "privileged"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -78,6 +80,10 @@ class ExposureConfig:
         if self.schedule_kind not in SCHEDULE_KINDS:
             raise ValueError(
                 f"exposure.schedule_kind={self.schedule_kind!r} unknown; expected one of {SCHEDULE_KINDS}"
+            )
+        if self.teacher_context not in TEACHER_CONTEXTS:
+            raise ValueError(
+                f"exposure.teacher_context={self.teacher_context!r} unknown; expected one of {TEACHER_CONTEXTS}"
             )
         _check_segmenter(self.segmenter)
         for key in ("alpha", "alpha_min", "alpha_max", "schedule_start", "schedule_end"):
@@ -270,9 +276,17 @@ def teacher_prompt_ids(
     (never the final-answer statement) until it fits; the number dropped is ``n_cut_segments``. The largest
     fitting count is found by bisection (prompt length grows with the number of revealed segments). If even
     zero revealed segments do not fit, ValueError names the length.
+
+    ``cfg.teacher_context="student"`` is the sanity switch of method.md §1: c_T = c_S (the student prompt,
+    nothing revealed, the whole reference is the remainder), so with equal weights the loss is exactly 0.
     """
     if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len <= 0):
         raise ValueError(f"max_len must be a positive int or None, got {max_len!r}")
+    if cfg.teacher_context == "student":
+        segments = split_segments(_check_text(reference, "reference"), cfg.segmenter)
+        return TeacherPrompt(
+            student_prompt_ids(tokenizer, problem, cfg), Revealed("", reference.strip(), 0, len(segments)), 0
+        )
     revealed = reveal(
         reference, alpha, cfg.segmenter, cfg.keep_final_answer, answer, cfg.answer_statement_template
     )

@@ -44,9 +44,12 @@ def main(cfg: DictConfig) -> None:
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
+    from verl.utils.device import auto_set_device
 
     from recipe.atesd.config_check import check_atesd_config
 
+    OmegaConf.resolve(cfg)  # env-based paths resolve here, on the submitting machine
+    auto_set_device(cfg)
     check_atesd_config(cfg)
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     if cfg.dry_run:

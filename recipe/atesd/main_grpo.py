@@ -1,0 +1,39 @@
+"""verl's own GRPO (V1 trainer) on this machine: ``python -m recipe.atesd.main_grpo [hydra overrides]``.
+
+Picks the platform first (:mod:`recipe.atesd.platform`: on a host without CUDA it exports the
+``verl_patches`` activation variables *before* verl is imported and selects ``platform=cpu``), then
+composes ``recipe/atesd/config/grpo_trainer.yaml`` (verl's installed ``ppo_trainer`` + tiny defaults +
+the platform group) and runs verl's ``run_ppo`` with ``TaskRunnerV1``, as ``verl.trainer.main_ppo`` does.
+"""
+
+import sys
+
+from recipe.atesd.platform import configure_process_env, with_platform_override
+
+PLATFORM = configure_process_env()
+
+import hydra  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+
+@hydra.main(config_path="config", config_name="grpo_trainer", version_base=None)
+def main(config) -> None:
+    from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+    from verl.utils.device import auto_set_device
+
+    # ${hydra:...} paths only resolve while hydra runs: resolve in the driver, not in the Ray task runner.
+    OmegaConf.resolve(config)
+    auto_set_device(config)
+    validate_config(
+        config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
+    )
+    if not config.trainer.use_v1:
+        raise ValueError("trainer.use_v1 must be true: this entry point runs verl's V1 trainer")
+    run_ppo(config, task_runner_class=TaskRunnerV1)
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *with_platform_override(sys.argv[1:], PLATFORM)]
+    main()
