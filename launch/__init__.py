@@ -1,0 +1,1 @@
+"""Launchers: presets, ray job submit, Slurm, sweeps (docs/launching.md)."""
