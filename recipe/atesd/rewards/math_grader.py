@@ -13,10 +13,15 @@ interrupts (``2^{2^{2^{10}}}``). So the parsing and comparison never run in the 
 thread borrows a long-lived grading subprocess (this file run as a script, stdlib + math-verify only,
 so it works however verl loaded the module). Two layers of timeout:
 
-1. inside the subprocess (its main thread), ``SIGALRM`` after ``timeout_s`` interrupts Python-level
-   work (math-verify's own timeouts are disabled: ``parsing_timeout=None``, ``timeout_seconds=None``);
-2. the caller waits at most ``timeout_s + kill_grace_s`` for the reply, then kills the subprocess
-   (a fresh one starts on the next call). The subprocess also dies with its parent (``PR_SET_PDEATHSIG``)
+1. inside the subprocess (its main thread), ``SIGPROF`` after ``timeout_s`` seconds of its CPU time
+   interrupts Python-level work (math-verify's own timeouts are disabled: ``parsing_timeout=None``,
+   ``timeout_seconds=None``);
+2. the caller kills the subprocess once it has used ``timeout_s + kill_grace_s`` CPU seconds on the
+   request, or after ``wall_timeout_s`` wall seconds whatever happens (a fresh one starts on the next
+   call).
+
+Budgets are CPU time, not wall time, so a loaded machine (rollouts, other jobs) does not turn slow but
+valid gradings into timeouts; the wall-clock cap still guarantees that no call hangs. The subprocess also dies with its parent (``PR_SET_PDEATHSIG``)
    and has an address-space cap (``memory_limit_mb``).
 
 Either way the answer scores 0 with status ``timeout``, counted in :func:`grader_stats`. Cheap caps run
@@ -47,6 +52,8 @@ _BOX_TOKENS = ("\\boxed", "\\fbox")
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:(?:,|\{,\}|\\,|\\ |\\!| )\d{3})+")
 _SEPARATORS_RE = re.compile(r",|\{,\}|\\,|\\ |\\!| ")
 STARTUP_TIMEOUT_S = 120.0
+POLL_S = 0.05
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class GraderConfig:
 
     timeout_s: float = 5.0
     kill_grace_s: float = 2.0
+    wall_timeout_s: float = 60.0
     max_answer_chars: int = 1000
     max_brace_depth: int = 32
     memory_limit_mb: int = 4096
@@ -152,14 +160,18 @@ class _Worker:
             self.kill()
             raise RuntimeError(f"grading subprocess did not start within {STARTUP_TIMEOUT_S}s")
 
-    def _read_line(self, wait_s: float) -> str | None:
-        """Next reply line; None if none within ``wait_s`` seconds or the worker closed its stdout."""
+    def _read_line(self, wall_s: float, cpu_s: float | None = None) -> str | None:
+        """Next reply line; None when the worker closed its stdout, or after ``wall_s`` wall seconds, or
+        once it has used ``cpu_s`` more CPU seconds."""
         fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + wall_s
+        cpu_limit = None if cpu_s is None else self.cpu_seconds() + cpu_s
         while b"\n" not in self._buf:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            if remaining <= 0 or (cpu_limit is not None and self.cpu_seconds() > cpu_limit):
                 return None
+            if not select.select([fd], [], [], min(remaining, POLL_S))[0]:
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 return None
@@ -167,16 +179,31 @@ class _Worker:
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
-    def request(self, gold: str, pred: str, timeout_s: float, wait_s: float) -> tuple[str, bool]:
-        """(result, healthy): the worker's ``ok-correct``/``ok-wrong``/``timeout``/``error``, or ``timeout``
-        when no reply came within ``wait_s`` seconds, or ``error`` when the worker died (e.g. memory cap)."""
+    def cpu_seconds(self) -> float:
+        """user + system CPU time of the subprocess (``/proc/<pid>/stat``); 0.0 once it is gone."""
         try:
-            line = json.dumps({"gold": gold, "pred": pred, "timeout_s": timeout_s}) + "\n"
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return 0.0
+        return (int(stat[11]) + int(stat[12])) / _CLOCK_TICKS
+
+    def request(self, gold: str, pred: str, cfg: "GraderConfig") -> tuple[str, bool]:
+        """(result, healthy): the worker's ``ok-correct``/``ok-wrong``/``timeout``/``error``; ``timeout`` when
+        it ran over its CPU or wall budget; ``error`` when it died (e.g. over its memory cap)."""
+        try:
+            request = {
+                "gold": gold,
+                "pred": pred,
+                "timeout_s": cfg.timeout_s,
+                "kill_grace_s": cfg.kill_grace_s,
+            }
+            line = json.dumps(request) + "\n"
             self.proc.stdin.write(line.encode())
             self.proc.stdin.flush()
         except OSError:
             return "error", False
-        reply = self._read_line(wait_s)
+        reply = self._read_line(cfg.wall_timeout_s, cfg.timeout_s + cfg.kill_grace_s)
         if reply is None:
             return ("error" if self.proc.poll() is not None else "timeout"), False
         return reply, True
@@ -191,15 +218,16 @@ _all: set[_Worker] = set()
 _pool_lock = threading.Lock()
 
 
-def _acquire(memory_limit_mb: int) -> _Worker:
+def _acquire(memory_limit_mb: int, fresh: bool = False) -> tuple[_Worker, bool]:
+    """(worker, reused): an idle worker with this memory cap, else (or if ``fresh``) a new one."""
     with _pool_lock:
         for i, worker in enumerate(_idle):
-            if worker.memory_limit_mb == memory_limit_mb and worker.proc.poll() is None:
-                return _idle.pop(i)
+            if not fresh and worker.memory_limit_mb == memory_limit_mb and worker.proc.poll() is None:
+                return _idle.pop(i), True
     worker = _Worker(memory_limit_mb)
     with _pool_lock:
         _all.add(worker)
-    return worker
+    return worker, False
 
 
 def _release(worker: _Worker, healthy: bool) -> None:
@@ -223,9 +251,13 @@ def shutdown_workers() -> None:
 
 def _verify(gold: str, pred: str, cfg: GraderConfig) -> str:
     """``ok-correct`` / ``ok-wrong`` / ``timeout`` / ``error`` from a grading subprocess."""
-    worker = _acquire(cfg.memory_limit_mb)
-    result, healthy = worker.request(gold, pred, cfg.timeout_s, cfg.timeout_s + cfg.kill_grace_s)
+    worker, reused = _acquire(cfg.memory_limit_mb)
+    result, healthy = worker.request(gold, pred, cfg)
     _release(worker, healthy)
+    if result == "error" and not healthy and reused:  # an idle worker that had died meanwhile: retry fresh
+        worker, _ = _acquire(cfg.memory_limit_mb, fresh=True)
+        result, healthy = worker.request(gold, pred, cfg)
+        _release(worker, healthy)
     return result
 
 
@@ -261,13 +293,11 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **re
 
 def _serve(memory_limit_mb: int) -> None:
     """Grading subprocess: ``"ready"``, then one JSON request per stdin line -> one JSON result line."""
-    import ctypes
     import logging
     import resource
     import signal
     from functools import lru_cache
 
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the parent
     limit = memory_limit_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     logging.disable(logging.WARNING)
@@ -282,7 +312,7 @@ def _serve(memory_limit_mb: int) -> None:
     def on_alarm(signum, frame):
         raise _Alarm
 
-    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGPROF, on_alarm)
 
     def parse_math(text: str):
         return parse(
@@ -294,7 +324,11 @@ def _serve(memory_limit_mb: int) -> None:
     sys.stdout.flush()
     for line in sys.stdin:
         request = json.loads(line)
-        signal.setitimer(signal.ITIMER_REAL, request["timeout_s"])
+        # kernel backstop (SIGXCPU kills) should the caller be gone and unable to kill us
+        used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+        cap = int(used + request["timeout_s"] + request["kill_grace_s"]) + 2
+        resource.setrlimit(resource.RLIMIT_CPU, (cap, resource.RLIM_INFINITY))
+        signal.setitimer(signal.ITIMER_PROF, request["timeout_s"])
         try:
             gold = parse_gold(request["gold"])
             pred = parse_math(request["pred"])
@@ -305,7 +339,7 @@ def _serve(memory_limit_mb: int) -> None:
         except Exception:  # sympy/antlr failures, MemoryError, RecursionError: not gradable
             result = "error"
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
 
