@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +42,8 @@ class StackResult:
     timed_out: bool
     log_path: Path
     wall_s: float
-    peak_rss_bytes: int
+    peak_pss_bytes: int
+    stopped_early: bool = False
 
     def tail(self, n_lines: int = 80) -> str:
         lines = self.log_path.read_text(errors="replace").splitlines()
@@ -96,13 +97,16 @@ def stack_pids(pgid: int, stack_id: str) -> list[int]:
     return pids
 
 
-def _rss_bytes(pids: Sequence[int]) -> int:
+def pss_bytes(pids: Sequence[int]) -> int:
+    """Summed proportional set size (shared pages split between sharers) of ``pids``, from smaps_rollup."""
     total = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return total
 
@@ -143,11 +147,14 @@ def run_stack(
     env: dict[str, str] | None = None,
     name: str = "stack",
     poll_s: float = 1.0,
+    stop_when: Callable[[], bool] | None = None,
 ) -> StackResult:
     """Run ``args`` (a python ``-m`` command line etc.) from the repo root; never leaves processes or shm.
 
     ``workdir`` (e.g. pytest's ``tmp_path``) receives ``<name>.log`` and ``<name>-ray/``. The process
-    group's summed RSS is sampled every ``poll_s`` seconds (``peak_rss_bytes``).
+    group's summed RSS is sampled every ``poll_s`` seconds (``peak_pss_bytes``). ``stop_when`` is polled
+    at the same rate; when it returns True the stack is killed like on a timeout (``stopped_early``), e.g.
+    to simulate a crash right after a checkpoint.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
@@ -160,7 +167,7 @@ def run_stack(
     before = shm_names()
     start = time.monotonic()
     peak = 0
-    timed_out = False
+    timed_out = stopped_early = False
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             list(args),
@@ -175,7 +182,10 @@ def run_stack(
                 if time.monotonic() - start > timeout_s:
                     timed_out = True
                     break
-                peak = max(peak, _rss_bytes(stack_pids(proc.pid, stack_id)))
+                if stop_when is not None and stop_when():
+                    stopped_early = True
+                    break
+                peak = max(peak, pss_bytes(stack_pids(proc.pid, stack_id)))
                 time.sleep(poll_s)
         finally:
             kill_stack(proc.pid, stack_id)
@@ -186,7 +196,8 @@ def run_stack(
         timed_out=timed_out,
         log_path=log_path,
         wall_s=time.monotonic() - start,
-        peak_rss_bytes=peak,
+        peak_pss_bytes=peak,
+        stopped_early=stopped_early,
     )
 
 

@@ -20,6 +20,7 @@ from verl_patches import (
     cpu_platform,
     engine_device,
     gloo_backend,
+    ray_ports,
     shm_weight_receive,
     vllm_cpu_linear,
     vllm_version,
@@ -81,6 +82,8 @@ with torch.no_grad():
     layer.weight.mul_(2.0)
 y1 = vutils.cpu_unquantized_gemm(layer, x, layer.weight)
 out["linear_live"] = torch.allclose(y0, F.linear(x, weight / 2)) and torch.allclose(y1, 2 * y0)
+from ray._private.parameter import RayParams
+out["agent_ports"] = [RayParams().dashboard_agent_listen_port, RayParams(dashboard_agent_listen_port=7).dashboard_agent_listen_port]
 print("PROBE " + json.dumps(out))
 """
 
@@ -128,6 +131,12 @@ def test_vllm_cpu_linear_uses_live_weight(probe):
     assert probe["linear_live"] is True
 
 
+def test_ray_dashboard_agent_gets_free_port_unless_given(probe):
+    chosen, explicit = probe["agent_ports"]
+    assert chosen != ray_ports.RAY_DEFAULT_AGENT_PORT and 0 < chosen < 65536
+    assert explicit == 7
+
+
 def test_dedup_backend():
     assert dedup_backend("cpu:gloo,cpu:gloo") == "cpu:gloo"
     assert dedup_backend("cpu:gloo,cuda:nccl") == "cpu:gloo,cuda:nccl"
@@ -167,8 +176,19 @@ def test_every_patch_refuses_another_version(patch, monkeypatch):
             lambda: vllm_cpu_linear.patch_module(types.SimpleNamespace(dispatch_cpu_unquantized_gemm=len)),
         ),
         (cpu_platform, cpu_platform.apply),
+        (
+            ray_ports,
+            lambda: ray_ports.patch_module(types.SimpleNamespace(RayParams=type("P", (), {"__init__": len}))),
+        ),
     ],
-    ids=["gloo_backend", "engine_device", "shm_weight_receive", "vllm_cpu_linear", "cpu_platform"],
+    ids=[
+        "gloo_backend",
+        "engine_device",
+        "shm_weight_receive",
+        "vllm_cpu_linear",
+        "cpu_platform",
+        "ray_ports",
+    ],
 )
 def test_patch_refuses_changed_source(patch, call, monkeypatch):
     monkeypatch.setattr(patch, "TARGET", dataclasses.replace(patch.TARGET, source_sha="0" * 16))

@@ -17,12 +17,21 @@ from verl_patches import (
     cpu_platform,
     engine_device,
     gloo_backend,
+    ray_ports,
     shm_weight_receive,
     vllm_cpu_linear,
     vllm_version,
 )
 
-PATCHES = (cpu_platform, vllm_version, gloo_backend, engine_device, shm_weight_receive, vllm_cpu_linear)
+PATCHES = (
+    cpu_platform,
+    vllm_version,
+    gloo_backend,
+    engine_device,
+    shm_weight_receive,
+    vllm_cpu_linear,
+    ray_ports,
+)
 
 
 def apply_all() -> None:
