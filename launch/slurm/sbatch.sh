@@ -19,9 +19,8 @@ fi
 preset="$1"
 nodes="${ATESD_NODES:-1}"
 gpus="${ATESD_GPUS_PER_NODE:-8}"
-run_dir="${ATESD_RUN_DIR:-$REPO_ROOT/runs}"
 cmd=(sbatch --nodes="$nodes" --gpus-per-node="$gpus" --time="${ATESD_TIME:-24:00:00}"
-    --job-name="atesd-$preset" --output="$run_dir/slurm-%j.out")
+    --job-name="atesd-$preset" --output="$REPO_ROOT/runs/slurm-%j.out")
 [[ -n "${ATESD_PARTITION:-}" ]] && cmd+=(--partition="$ATESD_PARTITION")
 # shellcheck disable=SC2206  # word splitting of the raw argument string is the point
 [[ -n "${ATESD_SBATCH_ARGS:-}" ]] && cmd+=($ATESD_SBATCH_ARGS)
@@ -31,5 +30,5 @@ printf '%q ' "${cmd[@]}"
 printf '\n'
 "$REPO_ROOT/launch/submit.sh" --dry-run "$preset" "trainer.nnodes=$nodes" "trainer.n_gpus_per_node=$gpus" "${@:2}"
 ((dry_run)) && exit 0
-mkdir -p "$run_dir"
+mkdir -p "$REPO_ROOT/runs"
 ATESD_REPO="$REPO_ROOT" ATESD_GPUS_PER_NODE="$gpus" exec "${cmd[@]}"
