@@ -5,9 +5,11 @@
 
 Plan: every (benchmark, problem id, sample index j < n) not yet in ``output_dir/generations.jsonl``.
 Prompts: the student template of method.md §1 (``exposure.build_student_messages``) under the chat
-template with thinking ON. Sample j is drawn with its own seed ``seed + j`` (``SamplingParams.seed``),
-so a sample does not depend on batching, on the data-parallel layout or on a resume; engines that share
-one engine-level seed would draw the same stream and collapse the n samples of a problem into copies.
+template with thinking ON. Every request carries its own seed (``SamplingParams.seed``, see
+:func:`sample_seed`): distinct over the sample indices of a problem (engines that share one
+engine-level seed draw the same stream and collapse the n samples into copies) and over problems (with
+one seed per index, a tiny random model gave 8 distinct texts out of 12), and independent of batching,
+of the data-parallel layout and of a resume.
 
 Data parallel: one engine process per group of ``tensor_parallel_size`` visible GPUs (CPU: one),
 work items dealt round-robin. The main process grades each batch as it arrives (math_grader), appends
@@ -19,6 +21,7 @@ import multiprocessing as mp
 import os
 import queue
 import traceback
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,13 @@ class WorkItem:
     sample_index: int
     seed: int
     prompt_ids: tuple[int, ...]
+
+
+def sample_seed(base_seed: int, benchmark: str, problem_id: str, sample_index: int) -> int:
+    """``crc32("benchmark/id") * 2**16 + base_seed + sample_index``: stable across runs and machines."""
+    if not 0 <= base_seed + sample_index < 2**16:
+        raise ValueError(f"seed + sample_index must be in [0, 65536), got {base_seed + sample_index}")
+    return zlib.crc32(f"{benchmark}/{problem_id}".encode()) * 2**16 + base_seed + sample_index
 
 
 def load_benchmark(data_dir: Path, name: str, limit: int | None) -> list[dict]:
@@ -127,6 +137,7 @@ def _engine_main(rank: int, devices: list[str], engine: dict, env: dict, samplin
                 for it, o in zip(chunk, outputs, strict=True)
             ]
             out.put(("rows", rank, rows))
+        llm.llm_engine.engine_core.shutdown()
         out.put(("done", rank, None))
     except BaseException:
         out.put(("error", rank, traceback.format_exc()))
@@ -241,7 +252,9 @@ def run(cfg) -> dict | None:
         for b, rows in problems.items():
             todo_b = sum(1 for p in plan if p[0] == b)
             print(f"{LOG_PREFIX} {b}: {len(rows)} problems x {cfg.n_samples} samples, {todo_b} to generate")
-        print(f"{LOG_PREFIX} engines (devices per engine): {engine_layout(cfg)[1]}; seeds {cfg.seed}+j")
+        print(
+            f"{LOG_PREFIX} engines (devices per engine): {engine_layout(cfg)[1]}; seeds crc32(benchmark/id)*2^16 + {cfg.seed} + j"
+        )
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
     store = store or GenerationStore(out_dir / "generations.jsonl")
@@ -271,7 +284,9 @@ def run(cfg) -> dict | None:
                     enable_thinking=cfg.enable_thinking,
                 )
                 prompt_ids[(b, r["id"])] = tuple(tokenizer.encode(text, add_special_tokens=False))
-        todo = [WorkItem(b, pid, j, cfg.seed + j, prompt_ids[(b, pid)]) for b, pid, j in plan]
+        todo = [
+            WorkItem(b, pid, j, sample_seed(cfg.seed, b, pid, j), prompt_ids[(b, pid)]) for b, pid, j in plan
+        ]
         max_len = cfg.engine.max_model_len or max(map(len, prompt_ids.values())) + cfg.sampling.max_new_tokens
         written = generate(cfg, todo, answers, store, max_len)
     print(f"{LOG_PREFIX} generated {written} rows; grader {grader_stats()}", flush=True)
