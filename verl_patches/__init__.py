@@ -16,6 +16,7 @@ Importing this package changes nothing; importing :mod:`verl_patches.activate` a
 from verl_patches import (
     cpu_platform,
     engine_device,
+    fsdp2_offload_pinning,
     gloo_backend,
     ray_ports,
     shm_weight_receive,
@@ -28,6 +29,7 @@ PATCHES = (
     vllm_version,
     gloo_backend,
     engine_device,
+    fsdp2_offload_pinning,
     shm_weight_receive,
     vllm_cpu_linear,
     ray_ports,

