@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from integration_utils import python_module, ray_temp_overrides, run_stack
 
 pytestmark = pytest.mark.integration
@@ -69,9 +68,9 @@ def launch(workdir: Path, name: str, overrides: list[str], stop_when=None, env=N
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from recipe.atesd.tiny_model import build_tiny_model
-
     from conftest import REPO_ROOT
+
+    from recipe.atesd.tiny_model import build_tiny_model
 
     return build_tiny_model(REPO_ROOT / "artifacts" / "tiny-qwen3", seed=0)
 

@@ -370,3 +370,29 @@ def test_ema_update_moves_teacher_slowly_toward_student():
     with pytest.raises(ValueError, match="shape"):
         ema_update_(teacher, [student[0], torch.ones(3, dtype=torch.float64)], 0.1)
     assert all(torch.equal(a, b) for a, b in zip(before, teacher, strict=True))
+
+
+def _large_allocations(fn, threshold):
+    """Sizes of the individual CPU allocations >= threshold made by fn() (forward and backward)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return [e.self_cpu_memory_usage for e in prof.events() if e.self_cpu_memory_usage >= threshold]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_only_the_gradient_is_a_full_size_allocation(mode):
+    n_tok, vocab, chunk = 64, 1000, 8
+    s, t, tgt = _logits(n_tok=n_tok, vocab=vocab, dtype=torch.float32)
+    s.requires_grad_(True)
+    full = n_tok * vocab * 4
+    cfg = DistillLossConfig(mode=mode, topk=5, chunk_size=chunk, temperature=1.1)
+
+    def chunked():
+        distill_token_losses(s, t, cfg, target_ids=tgt)[0].mean().backward()
+
+    def dense():
+        _dense_loss(s, t, cfg, tgt).mean().backward()
+
+    # every intermediate is per chunk (chunk/T = 1/8 of a full tensor); the one full-size buffer is the gradient
+    assert _large_allocations(chunked, full // 4) == [full]
+    assert len(_large_allocations(dense, full // 4)) > 3  # the probe does see full-size intermediates
