@@ -374,7 +374,9 @@ def test_ema_update_moves_teacher_slowly_toward_student():
 
 def _large_allocations(fn, threshold):
     """Sizes of the individual CPU allocations >= threshold made by fn() (forward and backward)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
         fn()
     return [e.self_cpu_memory_usage for e in prof.events() if e.self_cpu_memory_usage >= threshold]
 

@@ -43,7 +43,7 @@ class DistillLossConfig:
     jsd_beta: β of JSD_β (0 = forward KL, 1 = reverse KL).
     topk: teacher support size k of topk_tail.
     temperature: both logits are divided by it before the softmax; set it to the rollout temperature.
-    chunk_size: tokens per chunk (peak extra memory ≈ a few × chunk_size × V × 4 bytes).
+    chunk_size: tokens per chunk; peak extra memory ≈ 4 × chunk_size × V × 4 bytes (fp32 buffers).
     teacher_kind: frozen (initial policy) | live (current student) | ema.
     ema_rate: r in teacher ← (1 − r)·teacher + r·student (small r = slow teacher), see ``ema_update_``.
     max_teacher_length: token budget of the teacher prompt [chosen]; None = no limit.
@@ -54,7 +54,7 @@ class DistillLossConfig:
     jsd_beta: float = 0.5
     topk: int = 64
     temperature: float = 1.0
-    chunk_size: int = 1024
+    chunk_size: int = 256
     teacher_kind: str = "frozen"
     ema_rate: float = 0.01
     max_teacher_length: int | None = 4096
@@ -92,12 +92,14 @@ def _log_softmax(x: torch.Tensor, temperature: float, dtype: torch.dtype) -> tor
     return torch.log_softmax(x.to(dtype, copy=True).div_(temperature), dim=-1)
 
 
-def _chunk_stats(student, teacher, target_ids, temperature, dtype) -> ChunkStats:
+def _chunk_stats(student, teacher, target_ids, temperature, dtype) -> tuple[ChunkStats, torch.Tensor]:
+    """The chunk's four [C, V] buffers, plus the unclipped forward KL Σ_v p_T (log p_T − log p_S)
+    (its [C, V] summands are freed before p_S is allocated, so at most four buffers coexist)."""
     logp_s = _log_softmax(student, temperature, dtype)
     logp_t = _log_softmax(teacher, temperature, dtype)
     p_t = logp_t.exp()
-    fwd_terms = torch.sub(logp_t, logp_s).mul_(p_t)
-    return ChunkStats(logp_s, logp_t, logp_s.exp(), p_t, fwd_terms, target_ids)
+    token_kl = torch.sub(logp_t, logp_s).mul_(p_t).sum(-1)
+    return ChunkStats(logp_s, logp_t, logp_s.exp(), p_t, target_ids), token_kl
 
 
 class _ChunkedDistill(torch.autograd.Function):
@@ -116,8 +118,7 @@ class _ChunkedDistill(torch.autograd.Function):
         for lo in range(0, n, cfg.chunk_size):
             hi = min(lo + cfg.chunk_size, n)
             tgt = None if target_ids is None else target_ids[lo:hi]
-            ch = _chunk_stats(student[lo:hi], teacher[lo:hi], tgt, cfg.temperature, dtype)
-            token_kl[lo:hi] = ch.fwd_terms.sum(-1)
+            ch, token_kl[lo:hi] = _chunk_stats(student[lo:hi], teacher[lo:hi], tgt, cfg.temperature, dtype)
             agree[lo:hi] = ch.logp_s.argmax(-1) == ch.logp_t.argmax(-1)
             entropy[lo:hi] = -torch.bmm(ch.p_s.unsqueeze(1), ch.logp_s.unsqueeze(2)).view(-1)
             loss[lo:hi], g = kernel(ch, cfg, need_grad)

@@ -29,14 +29,13 @@ if TYPE_CHECKING:
 @dataclass
 class ChunkStats:
     """One chunk of C tokens: ``logp_s``/``logp_t`` = log_softmax(z) and ``p_s``/``p_t`` = exp of them,
-    all [C, V] in the compute dtype; ``fwd_terms`` = p_T (log p_T - log p_S) per entry (the unclipped
-    forward-KL summands); ``target_ids`` [C] (long) or None."""
+    all [C, V] in the compute dtype (the only [C, V] buffers the driver allocates); ``target_ids``
+    [C] (long) or None."""
 
     logp_s: torch.Tensor
     logp_t: torch.Tensor
     p_s: torch.Tensor
     p_t: torch.Tensor
-    fwd_terms: torch.Tensor
     target_ids: torch.Tensor | None
 
 
@@ -62,20 +61,18 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
-def _forward_kl(
-    ch: ChunkStats, tau: float | None, need_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    terms = ch.fwd_terms
+def _forward_kl(ch: ChunkStats, tau: float | None, need_grad: bool):
+    terms = ch.logp_t.sub_(ch.logp_s).mul_(ch.p_t)  # ℓ_{n,v}, in place
     if tau is None:
         loss = terms.sum(-1)
         return loss, (ch.p_s.sub_(ch.p_t) if need_grad else None)
-    kept = terms < tau  # entries whose min(ℓ, τ) is ℓ (gradient passes)
+    clipped = terms >= tau  # entries where min(ℓ, τ) = τ (no gradient)
     loss = terms.clamp_(max=tau).sum(-1)
     if not need_grad:
         return loss, None
     # c = Σ_v p_T(v)(1 − m_v) as a difference of two sums: exactly 0 when nothing is clipped.
     total = ch.p_t.sum(-1)
-    p_t_kept = ch.p_t.masked_fill_(~kept, 0.0)
+    p_t_kept = ch.p_t.masked_fill_(clipped, 0.0)
     clipped_mass = total - p_t_kept.sum(-1)
     return loss, ch.p_s.mul_((1.0 - clipped_mass).unsqueeze(-1)).sub_(p_t_kept)
 
@@ -123,10 +120,9 @@ def jsd(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
     if beta == 1.0:
         return reverse_kl(ch, cfg, need_grad)
     d = ch.logp_t.sub_(ch.logp_s)
-    u = torch.log1p(d.clamp(max=0.0).expm1_().mul_(beta))
-    d_pos = d.clamp(min=0.0)
+    u = d.clamp(max=0.0).expm1_().mul_(beta).log1p_()
+    d_pos = torch.clamp(d, min=0.0, out=ch.logp_s)  # logp_s is not needed any more
     u.add_(d_pos).add_(d_pos.neg_().expm1_().mul_(1.0 - beta).log1p_())
-    del d_pos
     s_u = _rowdot(ch.p_s, u)
     loss = beta * _rowdot(ch.p_t, d.sub_(u)) - (1.0 - beta) * s_u
     if not need_grad:
