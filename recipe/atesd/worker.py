@@ -98,7 +98,8 @@ class ATESDWorker(ActorRolloutRefWorker):
         self._tokenizer = hf_tokenizer(self.config.model.path)
         self._alpha: float | None = None
         self._window_id: int | None = None
-        self._prompt_cache: dict[tuple, tuple[list[int], int, bool]] = {}
+        self._prompt_cache: dict[tuple, tuple[list[int], int]] = {}
+        self._ground_cache: dict[float, float] = {}
         self._report = UpdateReport()
         self._updates = 0
         self._captured = 0
@@ -146,36 +147,42 @@ class ATESDWorker(ActorRolloutRefWorker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def probe_signals(self) -> dict:
-        """ℓ = mean student NLL of probe references; g = mean teacher log-prob of the unrevealed rest."""
+        """ℓ = mean student NLL of probe references; g = mean teacher log-prob of the unrevealed rest.
+
+        With a fixed teacher (``frozen``, or LoRA adapters off) g depends on α only and is cached per α.
+        """
         if self._probe is None:
             raise ValueError("probe.path is not set: the adaptive controller needs probe signals")
+        student = self._probe_sums(
+            self.actor.engine.module, lambda chunk: (chunk.student_prompts, chunk.references)
+        )
+        nll = float(-student[0] / student[1].clamp_min(1))
+        fixed_teacher = self._distill_cfg.teacher_kind == "frozen"
+        if not (fixed_teacher and self._alpha in self._ground_cache):
+            max_len = self._distill_cfg.max_teacher_length
+            with self._teacher_module() as teacher:
+                sums = self._probe_sums(
+                    teacher, lambda chunk: self._probe.teacher_view(chunk, self._alpha, max_len)
+                )
+            self._ground_cache[self._alpha] = float(sums[0] / sums[1]) if sums[1] > 0 else 0.0
+        ground = self._ground_cache[self._alpha]
+        if not fixed_teacher:
+            self._ground_cache.clear()
+        return {"probe_nll": nll, "teacher_ground": ground, "probe_tokens": float(student[1])}
+
+    def _probe_sums(self, module, view) -> torch.Tensor:
+        """[Σ log p(target | prompt), #targets] over the probe set, sharded over ranks and all-reduced."""
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        device = self._device()
-        sums = torch.zeros(4, dtype=torch.float64)
+        sums = torch.zeros(2, dtype=torch.float64)
         with self.actor.engine.eval_mode(), torch.no_grad(), self._autocast():
             for chunk in self._probe.shard(rank, world, self._settings.probe_batch_size):
+                prompts, targets = view(chunk)
                 s, n = sequence_token_logprobs(
-                    self.actor.engine.module,
-                    chunk.student_prompts,
-                    chunk.references,
-                    self._tokenizer.pad_token_id,
-                    device,
+                    module, prompts, targets, self._tokenizer.pad_token_id, self._device()
                 )
-                sums[0] -= s
-                sums[1] += n
-                prompts, rests = self._probe.teacher_view(
-                    chunk, self._alpha, self._distill_cfg.max_teacher_length
-                )
-                with self._teacher_module() as teacher:
-                    s, n = sequence_token_logprobs(
-                        teacher, prompts, rests, self._tokenizer.pad_token_id, device
-                    )
-                sums[2] += s
-                sums[3] += n
+                sums += torch.stack([s, n])
         torch.distributed.all_reduce(sums)
-        nll = float(sums[0] / sums[1].clamp_min(1))
-        ground = float(sums[2] / sums[3]) if sums[3] > 0 else 0.0
-        return {"probe_nll": nll, "teacher_ground": ground, "probe_tokens": float(sums[1])}
+        return sums
 
     # ----------------------------------------------------------------- the loss (in the forward)
 
