@@ -20,12 +20,15 @@ so it works however verl loaded the module). Two layers of timeout:
    request, or after ``wall_timeout_s`` wall seconds whatever happens (a fresh one starts on the next
    call).
 
-Budgets are CPU time, not wall time, so a loaded machine (rollouts, other jobs) does not turn slow but
-valid gradings into timeouts; the wall-clock cap still guarantees that no call hangs. The subprocess also dies with its parent (``PR_SET_PDEATHSIG``)
-   and has an address-space cap (``memory_limit_mb``).
+Either way the answer scores 0 with status ``timeout``, counted in :func:`grader_stats`.
 
-Either way the answer scores 0 with status ``timeout``, counted in :func:`grader_stats`. Cheap caps run
-before any parsing: only the last box is located (``str.rfind``), and a box longer than
+Budgets are CPU time, not wall time, so a loaded machine (rollouts, other jobs) does not turn slow but
+valid gradings into timeouts; the wall-clock cap still guarantees that no call hangs. Backstop that
+needs no caller: each request also sets the subprocess's ``RLIMIT_CPU`` a little past the same budget
+(the kernel kills it), so an orphaned subprocess cannot spin; an idle one exits when its stdin closes.
+Address space is capped (``memory_limit_mb``); a subprocess that dies gives status ``error``.
+
+Cheap caps run before any parsing: only the last box is located (``str.rfind``), and a box longer than
 ``max_answer_chars`` or nested deeper than ``max_brace_depth`` scores 0 with status ``oversize``.
 
 Answer rules: the content of the LAST ``\boxed{...}`` / ``\fbox{...}`` (nested braces; ``\boxed 5`` also
@@ -60,8 +63,8 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class GraderConfig:
     """Limits of one grading call (see the module docstring)."""
 
-    timeout_s: float = 5.0
-    kill_grace_s: float = 2.0
+    timeout_s: float = 2.0  # CPU seconds; valid answers take ~5-50 ms (benchmarks/bench_grader.py)
+    kill_grace_s: float = 1.0
     wall_timeout_s: float = 60.0
     max_answer_chars: int = 1000
     max_brace_depth: int = 32
