@@ -19,7 +19,9 @@ Used by tests/test_grpo_cpu_e2e.py and by the ATESD trainer's integration tests.
 """
 
 import fnmatch
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,9 +137,21 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+RAY_TEMP_OVERRIDE = "+ray_kwargs.ray_init._temp_dir="
+# Ray puts AF_UNIX sockets under its temp dir and refuses paths over 107 bytes; pytest's tmp paths are
+# long, so the session goes to a short folder named after the requested one (removed by run_stack).
+SHORT_RAY_ROOT = Path("/tmp")
+
+
+def short_ray_dir(ray_dir: Path) -> Path:
+    return SHORT_RAY_ROOT / f"atesd-ray-{hashlib.sha1(str(ray_dir).encode()).hexdigest()[:10]}"
+
+
 def ray_temp_overrides(ray_dir: Path) -> list[str]:
-    """Hydra overrides that put this run's Ray session under ``ray_dir`` (a private local cluster)."""
-    return [f"+ray_kwargs.ray_init._temp_dir={ray_dir}"]
+    """Hydra overrides that put this run's Ray session in a private folder (a private local cluster)."""
+    short = short_ray_dir(ray_dir)
+    short.mkdir(parents=True, exist_ok=True)
+    return [f"{RAY_TEMP_OVERRIDE}{short}"]
 
 
 def run_stack(
@@ -191,6 +205,11 @@ def run_stack(
             kill_stack(proc.pid, stack_id)
             proc.wait()
             remove_new_shm(before)
+            for arg in args:
+                if arg.startswith(RAY_TEMP_OVERRIDE) and arg[len(RAY_TEMP_OVERRIDE) :].startswith(
+                    str(SHORT_RAY_ROOT)
+                ):
+                    shutil.rmtree(arg[len(RAY_TEMP_OVERRIDE) :], ignore_errors=True)
     return StackResult(
         returncode=proc.returncode,
         timed_out=timed_out,
