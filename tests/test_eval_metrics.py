@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -178,3 +179,18 @@ def test_summary_from_rows():
 def test_summary_names_missing_rows():
     with pytest.raises(ValueError, match=r"\('p2', 0\)"):
         benchmark_summary(["p1", "p2"], [_row("b", "p1", 0, True)], 1)
+
+
+def test_evaluation_prompt_is_the_student_turn_with_thinking_on():
+    from transformers import AutoTokenizer
+
+    from recipe.atesd.evaluate import prompt_token_ids, student_template
+    from recipe.atesd.tiny_model import tokenizer_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
+    template = student_template(SimpleNamespace(student_template=None))
+    on = tokenizer.decode(prompt_token_ids(tokenizer, "What is 1+1?", template, True))
+    off = tokenizer.decode(prompt_token_ids(tokenizer, "What is 1+1?", template, False))
+    assert "Problem: What is 1+1?" in on and "\\boxed{}" in on
+    assert on.endswith("<|im_start|>assistant\n") and "<think>" not in on
+    assert off.endswith("<think>\n\n</think>\n\n")

@@ -102,6 +102,18 @@ def student_template(cfg) -> str:
     return cfg.student_template or ExposureConfig().student_template
 
 
+def prompt_token_ids(tokenizer, problem: str, template: str, enable_thinking: bool) -> tuple[int, ...]:
+    """Student messages (method.md §1) under the chat template with the generation prompt, encoded
+    without extra special tokens (as verl's RLHFDataset)."""
+    text = tokenizer.apply_chat_template(
+        build_student_messages(problem, ExposureConfig(student_template=template)),
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=enable_thinking,
+    )
+    return tuple(tokenizer.encode(text, add_special_tokens=False))
+
+
 def engine_layout(cfg) -> tuple[list[str], list[list[str]]]:
     """(visible device ids, device ids per engine); no GPU -> one CPU engine ``[[]]``."""
     import torch
@@ -273,17 +285,11 @@ def run(cfg) -> dict | None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
-        exposure = ExposureConfig(student_template=template)
-        prompt_ids = {}
-        for b, rows in problems.items():
-            for r in rows:
-                text = tokenizer.apply_chat_template(
-                    build_student_messages(r["problem"], exposure),
-                    tokenize=False,
-                    add_generation_prompt=True,
-                    enable_thinking=cfg.enable_thinking,
-                )
-                prompt_ids[(b, r["id"])] = tuple(tokenizer.encode(text, add_special_tokens=False))
+        prompt_ids = {
+            (b, r["id"]): prompt_token_ids(tokenizer, r["problem"], template, cfg.enable_thinking)
+            for b, rows in problems.items()
+            for r in rows
+        }
         todo = [
             WorkItem(b, pid, j, sample_seed(cfg.seed, b, pid, j), prompt_ids[(b, pid)]) for b, pid, j in plan
         ]
