@@ -189,3 +189,38 @@ def test_worker_refuses_to_score_without_exposure(tokenizer, rows):
     td, prompts = micro_batch(tokenizer, exposure, rows[:2], responses, 10)
     with pytest.raises(RuntimeError, match="set_exposure"):
         run_micro_batch(worker, tiny_qwen(vocab, 1), td, prompts, responses)
+
+
+def test_fixed_alpha_one_is_opsd(tokenizer, rows):
+    """α = 1 through the worker equals OPSD written directly: c_T = problem + the *whole* reference,
+    built from the templates without any exposure logic (method.md §2.1: "α = 1 is exactly OPSD")."""
+    from recipe.atesd.controller import ControllerConfig, ExposureController
+
+    exposure = ExposureConfig(segmenter="sentences", mode="fixed", alpha=1.0)
+    ctrl = ExposureController(exposure, ControllerConfig(hold_window=2), total_steps=10, seed=0)
+    assert ctrl.decide(0).alpha == 1.0
+
+    vocab = len(tokenizer)
+    student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
+    responses = responses_for(len(rows), vocab, seed=7)
+    worker = make_worker(tokenizer, teacher, exposure, alpha=1.0)
+    td, prompts = micro_batch(tokenizer, exposure, rows, responses, sum(len(r) for r in responses))
+    loss = run_micro_batch(worker, student, td, prompts, responses)
+
+    total, count = 0.0, 0
+    for info, resp, sp in zip(rows, responses, prompts, strict=True):
+        block = exposure.reference_block_template.format(reference=info["reference_solution"])
+        user = exposure.teacher_template.format(problem=info["problem"], reference_block=block)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}],
+            tokenize=False,
+            add_generation_prompt=True,
+            enable_thinking=True,
+        )
+        tp = tokenizer.encode(text, add_special_tokens=False)
+        s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / TEMPERATURE
+        t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / TEMPERATURE
+        log_t, log_s = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
+        total += torch.clamp(log_t.exp() * (log_t - log_s), max=0.05).sum()
+        count += len(resp)
+    assert loss.item() == pytest.approx((total / count).item(), abs=1e-9)
