@@ -14,8 +14,10 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from conftest import REPO_ROOT
 from integration_utils import python_module, ray_temp_overrides, run_stack
 
 pytestmark = pytest.mark.integration
@@ -26,7 +28,6 @@ COMMON = [
     f"controller.lookahead={L}",
     f"controller.batch_decisions={B}",
     "trainer.val_before_train=false",
-    "actor_rollout_ref.rollout.full_determinism=true",
 ]
 FULL = [
     *COMMON,
@@ -76,28 +77,37 @@ def tiny_model():
 
 
 @pytest.fixture(scope="module")
-def full_run(tiny_model, tmp_path_factory):
+def greedy_train(tmp_path_factory):
+    frame = pd.read_parquet(REPO_ROOT / "data" / "tiny" / "train.parquet")
+    frame["__do_sample__"] = False
+    path = tmp_path_factory.mktemp("greedy") / "train.parquet"
+    frame.to_parquet(path)
+    return [f"data.train_files={path}"]
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model, greedy_train, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("atesd_full")
     capture = workdir / "capture"
-    result, ckpt = launch(workdir, "full", FULL, env={"ATESD_CAPTURE_DIR": str(capture)})
+    result, ckpt = launch(workdir, "full", [*FULL, *greedy_train], env={"ATESD_CAPTURE_DIR": str(capture)})
     assert result.returncode == 0 and not result.timed_out, result.describe()
     return metrics_rows(workdir / "full.jsonl"), ckpt, capture, result
 
 
 @pytest.fixture(scope="module")
-def resumed_run(tiny_model, tmp_path_factory):
+def resumed_run(tiny_model, greedy_train, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("atesd_resume")
     latest = workdir / "ckpt" / "latest_checkpointed_iteration.txt"
 
     def checkpointed_step_3():
         return latest.exists() and latest.read_text().strip() == "3"
 
-    killed, ckpt = launch(workdir, "killed", FULL, stop_when=checkpointed_step_3)
+    killed, ckpt = launch(workdir, "killed", [*FULL, *greedy_train], stop_when=checkpointed_step_3)
     assert killed.stopped_early, (
         "the first run was not killed after its step-3 checkpoint:\n" + killed.describe()
     )
     first = metrics_rows(workdir / "killed.jsonl")
-    resumed, _ = launch(workdir, "resumed", [*FULL, "trainer.resume_mode=auto"])
+    resumed, _ = launch(workdir, "resumed", [*FULL, *greedy_train, "trainer.resume_mode=auto"])
     assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
     return first, metrics_rows(workdir / "resumed.jsonl"), ckpt
 
