@@ -142,8 +142,10 @@ def test_full_run_writes_generations_and_summaries(tiny_model, tmp_path):
 def test_killed_run_resumes_without_regenerating_finished_rows(tiny_model, tmp_path):
     out = tmp_path / "killed"
     gen = out / "generations.jsonl"
-    # one request per batch and longer outputs: rows arrive one by one, seconds apart
-    cmd = evaluate_cmd(tiny_model, out, "sampling.max_new_tokens=128", "engine.batch_size=1")
+    # one sequence at a time, one row per batch, longer outputs: rows arrive one by one, seconds apart
+    cmd = evaluate_cmd(
+        tiny_model, out, "sampling.max_new_tokens=128", "engine.batch_size=1", "+engine.extra.max_num_seqs=1"
+    )
     first = Stack(cmd, tmp_path / "first.log")
     code, stopped = first.run(RUN_TIMEOUT_S, stop_when=lambda: complete_lines(gen) >= 1)
     assert stopped and code is None, first.text()[-4000:]

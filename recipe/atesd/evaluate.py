@@ -12,8 +12,9 @@ one seed per index, a tiny random model gave 8 distinct texts out of 12), and in
 of the data-parallel layout and of a resume.
 
 Data parallel: one engine process per group of ``tensor_parallel_size`` visible GPUs (CPU: one),
-work items dealt round-robin. The main process grades each batch as it arrives (math_grader), appends
-the rows and fsyncs; a rerun skips finished rows. Then ``summary.json`` / ``summary.md``.
+work items dealt round-robin. Each engine queues all its requests and streams finished ones back in
+groups of ``engine.batch_size``; the main process grades them (math_grader), appends the rows and
+fsyncs; a rerun skips finished rows. Then ``summary.json`` / ``summary.md``.
 """
 
 import json
@@ -131,7 +132,8 @@ def engine_layout(cfg) -> tuple[list[str], list[list[str]]]:
 
 
 def _engine_main(rank: int, devices: list[str], engine: dict, env: dict, sampling: dict, items, batch, out):
-    """One vLLM engine (own process): generate ``items`` in batches, put each batch's rows on ``out``."""
+    """One vLLM engine (own process): all ``items`` are queued at once; finished requests are put on ``out``
+    in groups of ``batch`` as they complete, so no row waits for the longest sample of a batch."""
     try:
         os.environ.update(env)
         if devices:
@@ -139,16 +141,24 @@ def _engine_main(rank: int, devices: list[str], engine: dict, env: dict, samplin
         from vllm import LLM, SamplingParams
 
         llm = LLM(**engine)
-        for start in range(0, len(items), batch):
-            chunk = items[start : start + batch]
-            params = [SamplingParams(**sampling, seed=it.seed) for it in chunk]
-            prompts = [{"prompt_token_ids": list(it.prompt_ids)} for it in chunk]
-            outputs = llm.generate(prompts, params, use_tqdm=False)
-            rows = [
-                (it, o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason)
-                for it, o in zip(chunk, outputs, strict=True)
-            ]
-            out.put(("rows", rank, rows))
+        core = llm.llm_engine
+        pending = {}
+        for it in items:
+            rid = f"{it.benchmark}/{it.problem_id}/{it.sample_index}"
+            pending[rid] = it
+            params = SamplingParams(**sampling, seed=it.seed)
+            core.add_request(rid, {"prompt_token_ids": list(it.prompt_ids)}, params)
+        rows = []
+        while core.has_unfinished_requests():
+            for o in core.step():
+                if o.finished:
+                    c = o.outputs[0]
+                    rows.append((pending.pop(o.request_id), c.text, len(c.token_ids), c.finish_reason))
+            if len(rows) >= batch or (rows and not core.has_unfinished_requests()):
+                out.put(("rows", rank, rows))
+                rows = []
+        if pending:
+            raise RuntimeError(f"engine {rank}: {len(pending)} requests never finished")
         llm.llm_engine.engine_core.shutdown()
         out.put(("done", rank, None))
     except BaseException:
@@ -181,7 +191,7 @@ def generate(cfg, todo: list[WorkItem], answers: dict, store: GenerationStore, m
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
-    _, groups = engine_layout(cfg)
+    groups = engine_layout(cfg)[1][: len(todo)]  # no idle engines when few items are left
     engine = {
         "model": cfg.model_path,
         "dtype": cfg.engine.dtype,
