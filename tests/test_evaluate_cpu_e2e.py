@@ -4,6 +4,7 @@ One full run (2 problems x 3 benchmarks x n=2) writes every output; a second run
 but not all rows are on disk, and a rerun completes it without regenerating the finished rows.
 Every stack runs in its own process group under an outer timeout; /dev/shm segments mapped by the
 stack's processes (vLLM's ``psm_*`` queues, semaphores) are removed afterwards, and only those.
+Two quick tests (no engine): ``dry_run=true`` and errors naming the bad key/field.
 """
 
 import json
@@ -163,3 +164,42 @@ def test_killed_run_resumes_without_regenerating_finished_rows(tiny_model, tmp_p
     rows = read_rows(gen)
     assert len({(r["benchmark"], r["id"], r["sample_index"]) for r in rows}) == len(rows) == N_ROWS
     assert json.loads((out / "summary.json").read_text())["n_samples"] == 2
+
+
+def test_dry_run_prints_config_and_plan_without_engine(tmp_path):
+    out = tmp_path / "dry"
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipe.atesd.evaluate",
+        "model_path=/nonexistent/model",
+        f"output_dir={out}",
+    ]
+    result = subprocess.run(
+        [*cmd, "limit_problems=1", "n_samples=3", "dry_run=true"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resume: 0 finished rows kept, 9 to generate" in result.stdout
+    assert "hmmt25: 1 problems x 3 samples, 3 to generate" in result.stdout
+    assert "top_p: 0.95" in result.stdout and "max_new_tokens: 1024" in result.stdout
+    assert not out.exists()
+
+
+def test_bad_config_and_data_name_the_key(tmp_path):
+    bad = subprocess.run(
+        [sys.executable, "-m", "recipe.atesd.evaluate", "model_path=m", "n_samples=0", "dry_run=true"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode != 0 and "n_samples: invalid value" in bad.stderr
+    (tmp_path / "aime24.jsonl").write_text('{"id": "1", "problem": "p", "answer": ""}\n')
+    from recipe.atesd.evaluate import load_benchmark
+
+    with pytest.raises(ValueError, match=r"aime24.jsonl:1: field 'answer'"):
+        load_benchmark(tmp_path, "aime24", None)
