@@ -60,10 +60,33 @@ def shm_names() -> set[str]:
     return set(os.listdir(SHM_DIR)) if SHM_DIR.is_dir() else set()
 
 
+def shm_in_use() -> set[str]:
+    """/dev/shm names some live process has mapped or open (read from /proc/<pid>/maps and fd links)."""
+    used = set()
+    prefix = f"{SHM_DIR}/"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for line in (entry / "maps").read_text().splitlines():
+                path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
+                if path.startswith(prefix):
+                    used.add(path[len(prefix) :].removesuffix(" (deleted)"))
+            for fd in (entry / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith(prefix):
+                    used.add(target[len(prefix) :])
+        except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError, OSError):
+            continue
+    return used
+
+
 def remove_new_shm(before: set[str], patterns: Sequence[str] = SHM_PATTERNS) -> list[str]:
-    """Delete /dev/shm entries created since ``before`` whose name matches ``patterns``; return them."""
+    """Delete /dev/shm entries created since ``before`` that match ``patterns`` and that no live process
+    still uses (so a concurrent stack's segments survive); return them. Call after the stack is gone."""
     removed = []
-    for name in sorted(shm_names() - before):
+    in_use = shm_in_use()
+    for name in sorted(shm_names() - before - in_use):
         if any(fnmatch.fnmatch(name, p) for p in patterns):
             try:
                 (SHM_DIR / name).unlink()
