@@ -11,11 +11,14 @@ from omegaconf import OmegaConf
 
 from recipe.atesd.config_check import check_atesd_config, check_reference_rows
 from recipe.atesd.main_atesd import resource_plan
+from recipe.atesd.platform import configure_process_env
 
 CONFIG_DIR = REPO_ROOT / "recipe" / "atesd" / "config"
 
 
 def atesd_config(*overrides: str):
+    # as the entry point does, before hydra imports verl for the config search path
+    configure_process_env()
     os.environ.setdefault("ATESD_REPO", str(REPO_ROOT))
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(config_name="atesd_trainer", overrides=["platform=cpu", *overrides])
