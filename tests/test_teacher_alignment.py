@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import Qwen3Config, Qwen3ForCausalLM
+from conftest import tiny_qwen
 
 from recipe.atesd.teacher import (
     build_teacher_batch,
@@ -14,19 +14,7 @@ from recipe.atesd.teacher import (
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = Qwen3Config(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=128,
-        attn_implementation="sdpa",
-    )
-    return Qwen3ForCausalLM(cfg).eval().to(torch.float64)
+    return tiny_qwen(97, seed=0)
 
 
 def test_packed_rows_follow_the_shift_by_one_rule():

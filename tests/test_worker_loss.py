@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_qwen
 from omegaconf import OmegaConf
-from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+from transformers import AutoTokenizer
 from verl.utils import tensordict_utils as tu
 
 from recipe.atesd.exposure import ExposureConfig, student_prompt_ids, teacher_prompt_ids
@@ -35,22 +35,6 @@ def tokenizer():
 def rows():
     frame = pd.read_parquet(REPO_ROOT / "data/tiny/train.parquet").head(4)
     return [dict(info) for info in frame["extra_info"]]
-
-
-def tiny_qwen(vocab: int, seed: int) -> Qwen3ForCausalLM:
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=4096,
-        attn_implementation="sdpa",
-    )
-    return Qwen3ForCausalLM(cfg).to(torch.float64).eval()
 
 
 def make_worker(tokenizer, teacher, exposure: ExposureConfig, alpha: float, mode="forward_kl"):
