@@ -106,7 +106,6 @@ def test_rollout_matches_actor_after_weight_sync(runs):
     first = runs["first"]
     for step in (1, 2):
         assert first[step]["training/rollout_probs_diff_max"] < SYNC_TOL, first[step]
-    assert first[2]["training/rollout_actor_probs_pearson_corr"] > 0.99
 
 
 @pytest.mark.integration
