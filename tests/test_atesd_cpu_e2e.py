@@ -43,8 +43,10 @@ FULL = [
 # Training rollouts are greedy (verl's per-sample ``__do_sample__`` column) so that both runs see the same
 # responses although a resumed run starts a fresh vLLM engine (verl's full_determinism needs vLLM's Triton
 # batch-invariant kernels, absent on CPU). The CPU stack is still not bitwise reproducible run to run
-# (bf16 reductions: ~1e-6 relative in losses, seen between two runs from scratch), hence the 1e-6
-# tolerance on the controller parameters; a lost or re-initialised controller is off by ~lr = 1e-3.
+# (bf16 reductions: ~1e-6 relative in losses, seen between two runs from scratch), and the controller's
+# z-scored state features amplify that; hence α after the resume point is compared to 1% (seen: 3e-4) and
+# the policy parameters to 1e-6 (seen: 3e-9). A lost or re-initialised controller is off by far more:
+# another generator draw (α anywhere in [0.05, 1]) and parameters off by ~lr = 1e-3.
 RUN_TIMEOUT_S = 900
 
 
@@ -201,8 +203,13 @@ def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
         got = first.get(step) or resumed.get(step)
         if got is None:
             continue
-        for key in ("exposure/alpha", "exposure/window", "exposure/window_start"):
+        for key in ("exposure/window", "exposure/window_start"):
             assert got[key] == rows[step][key], f"step {step}: {key} {got[key]} != {rows[step][key]}"
+        want = rows[step]["exposure/alpha"]
+        if step <= KILL_AT + 1:  # fixed by the restored generator, window and (pre-update) policy: exact
+            assert got["exposure/alpha"] == want, f"step {step}: alpha {got['exposure/alpha']} != {want}"
+        else:  # drawn from s_t, whose z-scored features carry the stack's ~1e-6 run-to-run noise
+            assert got["exposure/alpha"] == pytest.approx(want, rel=1e-2), f"step {step}"
     assert resumed[KILL_AT + 1]["exposure/window_start"] == 0.0  # restored mid-window
     assert resumed[KILL_AT + 2]["exposure/window_start"] == 1.0  # a draw from the restored, updated policy
     final = f"global_step_{STEPS}"
