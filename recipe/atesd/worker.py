@@ -74,7 +74,6 @@ class UpdateReport:
     agree_sum: float = 0.0
     entropy_sum: float = 0.0
     token_kl: list = field(default_factory=list)
-    n_sequences: int = 0
     n_truncated: int = 0
     n_cut_segments: int = 0
     nonfinite_microbatches: int = 0
@@ -168,7 +167,7 @@ class ATESDWorker(ActorRolloutRefWorker):
         ground = self._ground_cache[self._alpha]
         if not fixed_teacher:
             self._ground_cache.clear()
-        return {"probe_nll": nll, "teacher_ground": ground, "probe_tokens": float(student[1])}
+        return {"probe_nll": nll, "teacher_ground": ground}
 
     def _probe_sums(self, module, view) -> torch.Tensor:
         """[Σ log p(target | prompt), #targets] over the probe set, sharded over ranks and all-reduced."""
@@ -228,7 +227,7 @@ class ATESDWorker(ActorRolloutRefWorker):
         self._maybe_capture(logits[rows], teacher_logits, response_mask, token_loss, batch, responses, data)
         out = torch.zeros(logits.shape[0], dtype=token_loss.dtype, device=logits.device)
         out = out.index_put((rows,), token_loss)
-        self._accumulate(token_loss, diag, response_mask, len(responses), t1 - t0, time.perf_counter() - t1)
+        self._accumulate(token_loss, diag, response_mask, t1 - t0, time.perf_counter() - t1)
         return out
 
     def _maybe_capture(self, student, teacher, mask, token_loss, batch, responses, data):
@@ -256,7 +255,7 @@ class ATESDWorker(ActorRolloutRefWorker):
         )
         self._captured += 1
 
-    def _accumulate(self, token_loss, diag, mask, n_seq, teacher_s, loss_s):
+    def _accumulate(self, token_loss, diag, mask, teacher_s, loss_s):
         r = self._report
         m = mask.float()
         r.loss_sum += float((token_loss.detach() * m).sum())
@@ -265,7 +264,6 @@ class ATESDWorker(ActorRolloutRefWorker):
         r.agree_sum += float((diag["top1_agree"].float() * m).sum())
         r.entropy_sum += float((diag["student_entropy"] * m).sum())
         r.token_kl.extend(diag["token_kl"][mask].tolist())
-        r.n_sequences += n_seq
         r.teacher_seconds += teacher_s
         r.loss_seconds += loss_s
 
