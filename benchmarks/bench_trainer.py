@@ -87,6 +87,7 @@ def stacks(steps: int) -> None:
             "recipe.atesd.main_grpo",
             [
                 "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+                "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
                 "reward.custom_reward_function.path=" + str(REPO / "recipe/atesd/rewards/math_grader.py"),
             ],
             steps,
