@@ -16,12 +16,10 @@ import torch
 from conftest import REPO_ROOT, tiny_qwen
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
-from verl.utils import tensordict_utils as tu
 
 from recipe.atesd.exposure import ExposureConfig, student_prompt_ids, teacher_prompt_ids
 from recipe.atesd.losses import DistillLossConfig
 from recipe.atesd.tiny_model import tokenizer_dir
-from recipe.atesd.worker import TOKEN_LOSS_KEY, ATESDWorker, UpdateReport
 
 TEMPERATURE = 1.1
 
@@ -39,6 +37,8 @@ def rows():
 
 def make_worker(tokenizer, teacher, exposure: ExposureConfig, alpha: float, mode="forward_kl"):
     """An ATESDWorker with just the state ``_loss_fn`` reads (what ``init_teacher`` would set)."""
+    from recipe.atesd.worker import ATESDWorker, UpdateReport  # imports verl: only when the test runs
+
     w = ATESDWorker.__new__(ATESDWorker)
     w.config = OmegaConf.create({"model": {"path": "unused", "lora_rank": 0}})
     w._exposure_cfg = exposure
@@ -53,6 +53,8 @@ def make_worker(tokenizer, teacher, exposure: ExposureConfig, alpha: float, mode
 
 def micro_batch(tokenizer, exposure, infos, responses, batch_num_tokens):
     """A verl-format micro-batch: jagged prompts/responses/input_ids, extra_info rows, engine metadata."""
+    from verl.utils import tensordict_utils as tu
+
     prompts = [student_prompt_ids(tokenizer, info["problem"], exposure) for info in infos]
 
     def jag(seqs):
@@ -73,6 +75,8 @@ def micro_batch(tokenizer, exposure, infos, responses, batch_num_tokens):
 
 def run_micro_batch(worker, student, td, prompts, responses):
     """Student forward per packed sequence (like verl's unpadded path), then both loss calls."""
+    from recipe.atesd.worker import TOKEN_LOSS_KEY
+
     seqs = [torch.tensor([p + r]) for p, r in zip(prompts, responses, strict=True)]
     logits = torch.cat([student(input_ids=s).logits[0] for s in seqs])
     logits = logits / torch.tensor(TEMPERATURE, dtype=torch.float32).to(logits.dtype)  # as verl scales it
