@@ -44,9 +44,9 @@ FULL = [
 # responses although a resumed run starts a fresh vLLM engine (verl's full_determinism needs vLLM's Triton
 # batch-invariant kernels, absent on CPU). The CPU stack is still not bitwise reproducible run to run
 # (bf16 reductions: ~1e-6 relative in losses, seen between two runs from scratch), and the controller's
-# z-scored state features amplify that; hence α after the resume point is compared to 1% (seen: 3e-4) and
-# the policy parameters to 1e-6 (seen: 3e-9). A lost or re-initialised controller is off by far more:
-# another generator draw (α anywhere in [0.05, 1]) and parameters off by ~lr = 1e-3.
+# z-scored state features amplify that; hence α after the resume point is compared to 1% (seen: 3e-4,
+# 2e-3). A lost or re-initialised controller is off by far more: another generator draw (α anywhere in
+# [0.05, 1]). The restored policy itself is checked bit for bit against the step-5 checkpoint.
 RUN_TIMEOUT_S = 900
 
 
@@ -212,13 +212,27 @@ def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
             assert got["exposure/alpha"] == pytest.approx(want, rel=1e-2), f"step {step}"
     assert resumed[KILL_AT + 1]["exposure/window_start"] == 0.0  # restored mid-window
     assert resumed[KILL_AT + 2]["exposure/window_start"] == 1.0  # a draw from the restored, updated policy
-    final = f"global_step_{STEPS}"
-    a = torch.load(ckpt / final / "atesd_state.pt", weights_only=False)["controller"]
-    b = torch.load(resumed_ckpt / final / "atesd_state.pt", weights_only=False)["controller"]
-    assert a["updates"] == b["updates"] == 1 and a["decided"] == b["decided"] == STEPS
-    assert a["policy"].keys() == b["policy"].keys()
-    for key in a["policy"]:
-        torch.testing.assert_close(a["policy"][key], b["policy"][key], atol=1e-6, rtol=0, msg=f"policy {key}")
+    # The restored controller is exactly the checkpointed one: no policy update happens after step 5, so the
+    # resumed run's final policy/optimiser must equal what the killed run saved at step 5, bit for bit.
+    # (Against the uninterrupted run the policy can differ by ±lr: with B=2 the normalised advantages are
+    # ±1 and their sign follows reward differences that are pure run-to-run noise on the random model.)
+    saved = torch.load(resumed_ckpt / f"global_step_{KILL_AT}" / "atesd_state.pt", weights_only=False)[
+        "controller"
+    ]
+    final = torch.load(resumed_ckpt / f"global_step_{STEPS}" / "atesd_state.pt", weights_only=False)[
+        "controller"
+    ]
+    reference = torch.load(ckpt / f"global_step_{STEPS}" / "atesd_state.pt", weights_only=False)["controller"]
+    assert saved["updates"] == final["updates"] == reference["updates"] == 1
+    assert final["decided"] == reference["decided"] == STEPS
+    for key in saved["policy"]:
+        torch.testing.assert_close(
+            final["policy"][key], saved["policy"][key], atol=0, rtol=0, msg=f"policy {key}"
+        )
+    assert final["optimizer"]["state"].keys() == saved["optimizer"]["state"].keys()
+    for k, state in saved["optimizer"]["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(final["optimizer"]["state"][k][name], value, atol=0, rtol=0)
 
 
 def test_lora_teacher_random_exposure(lora_run):
