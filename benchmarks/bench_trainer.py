@@ -2,13 +2,16 @@
 
 1. Step time, measured in one run of this script, one stack after another with the same data, model,
    batch and response length: ATESD (adaptive) vs fixed α=1 (OPSD) vs verl's own GRPO with n=1.
-   Steady state = the median of ``timing_s/step`` over steps 2…N (step 1 includes warm-up).
+   Steady state = the *mean* of ``timing_s/step`` over steps 2…N (step 1 includes warm-up), with N−1
+   a whole number of hold windows, so every window-start cost (controller decision, α broadcast, the
+   probe's teacher-grounding g for the new α) is counted at its true rate. ATESD uses the method's
+   hold window H=5 with L=5, B=2 so the controller also updates inside the run (at step 11).
    Also the controller's share of the ATESD step (decide + observe round trips).
 2. Teacher-scoring time at α=0.5 vs α=1 on long references: the teacher forward of ``worker.py``
    (``teacher.build_teacher_batch`` + ``teacher_response_logits``) on the tiny model, for the longest
    references of the bundled training data, same responses, median of repeats.
 
-    .venv/bin/python benchmarks/bench_trainer.py [--steps 5] [--skip-stacks]
+    .venv/bin/python benchmarks/bench_trainer.py [--steps 11] [--hold-window 5] [--skip-stacks]
 """
 
 from __future__ import annotations
@@ -62,19 +65,21 @@ def run(module: str, overrides: list[str], steps: int, workdir: Path, name: str)
 
 
 def steady(rows: list[dict], key: str) -> float:
-    return statistics.median(r.get(key, 0.0) for r in rows[1:])
+    return statistics.mean(r.get(key, 0.0) for r in rows[1:])
 
 
-def stacks(steps: int) -> None:
+def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int) -> None:
+    if (steps - 1) % hold:
+        print(f"warning: steps 2..{steps} are not a whole number of H={hold} windows: the mean is biased")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         atesd = run(
             "recipe.atesd.main_atesd",
             [
                 "exposure.mode=adaptive",
-                "controller.hold_window=2",
-                "controller.lookahead=3",
-                "controller.batch_decisions=2",
+                f"controller.hold_window={hold}",
+                f"controller.lookahead={lookahead}",
+                f"controller.batch_decisions={batch_decisions}",
             ],
             steps,
             work,
@@ -96,9 +101,13 @@ def stacks(steps: int) -> None:
         )
     t_atesd, t_opsd, t_grpo = (steady(r, "timing_s/step") for r in (atesd, opsd, grpo))
     ctrl = steady(atesd, "timing_s/controller_decide") + steady(atesd, "timing_s/controller_observe")
+    updates = sum(1 for r in atesd if "controller/loss" in r)
+    for name, rows in (("ATESD", atesd), ("OPSD", opsd), ("GRPO", grpo)):
+        print(f"{name} timing_s/step by step: " + " ".join(f"{r['timing_s/step']:.2f}" for r in rows))
     print(
-        f"steady step time (median of steps 2..{steps}): ATESD {t_atesd:.2f}s  OPSD {t_opsd:.2f}s  "
-        f"GRPO(n=1) {t_grpo:.2f}s"
+        f"steady step time (mean of steps 2..{steps}): ATESD {t_atesd:.2f}s  OPSD {t_opsd:.2f}s  "
+        f"GRPO(n=1) {t_grpo:.2f}s   [ATESD H={hold} L={lookahead} B={batch_decisions}: "
+        f"{updates} controller update(s)]"
     )
     print(
         f"ratios: ATESD/OPSD = {t_atesd / t_opsd:.3f}   ATESD/GRPO = {t_atesd / t_grpo:.3f}   "
@@ -175,14 +184,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=11, help="steps per stack; 2..N are measured")
+    parser.add_argument("--hold-window", type=int, default=5, help="ATESD H (method default 5)")
+    parser.add_argument("--lookahead", type=int, default=5, help="ATESD L")
+    parser.add_argument("--batch-decisions", type=int, default=2, help="ATESD B")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--skip-stacks", action="store_true", help="only the teacher-scoring comparison")
     args = parser.parse_args()
     torch.set_num_threads(2)
     teacher_scoring(args.repeats)
     if not args.skip_stacks:
-        stacks(args.steps)
+        stacks(args.steps, args.hold_window, args.lookahead, args.batch_decisions)
 
 
 if __name__ == "__main__":

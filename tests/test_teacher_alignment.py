@@ -71,3 +71,29 @@ def test_sequence_logprobs_sum_and_skip_empty_targets(model):
         want += logp.gather(-1, torch.tensor(t)[:, None]).sum().item()
     assert count.item() == 4
     assert total.item() == pytest.approx(want, abs=1e-9)
+
+
+def test_lm_head_projects_only_response_rows_and_is_restored(model):
+    """No logits for left padding or prompt rows: the head sees ΣL_i rows (in chunks for the probe)."""
+    head = model.get_output_embeddings()
+    class_forward = head.forward
+    seen = []
+
+    def spy(hidden):
+        seen.append(hidden.shape[0])
+        return class_forward(hidden)
+
+    head.forward = spy
+    try:
+        prompts, responses = [[5, 6, 7, 8, 9, 10], [12, 13]], [[20, 21], [30, 31, 32, 33, 34]]
+        teacher_response_logits(model, build_teacher_batch(prompts, responses, 0), "cpu")
+        assert seen == [7]  # not 2 sequences × keep 6 = 12
+        seen.clear()
+        chunked = sequence_token_logprobs(model, prompts, responses, 0, "cpu", chunk_rows=3)
+        assert seen == [3, 3, 1]
+        assert head.forward is spy  # an instance-level forward is put back, not deleted
+    finally:
+        del head.forward
+    whole = sequence_token_logprobs(model, prompts, responses, 0, "cpu")
+    assert chunked[0].item() == pytest.approx(whole[0].item(), abs=1e-9)
+    assert "forward" not in head.__dict__

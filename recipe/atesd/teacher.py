@@ -12,9 +12,11 @@ packed sequence ending at offset ``end`` with response length ``L`` the response
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 def packed_response_rows(cu_seqlens: torch.Tensor, response_lengths: torch.Tensor) -> torch.Tensor:
@@ -78,22 +80,53 @@ def build_teacher_batch(
     return TeacherBatch(input_ids, attention_mask, position_ids, keep, torch.cat(rows))
 
 
-@torch.no_grad()
-def teacher_response_logits(model: torch.nn.Module, batch: TeacherBatch, device) -> torch.Tensor:
-    """Run the (frozen) teacher and return its logits at the response rows: ``[ΣL_i, V]``.
+@contextmanager
+def _head_on_response_rows(model: torch.nn.Module, rows: torch.Tensor, head_fn):
+    """Inside the next ``model(...)`` call, the LM head runs ``head_fn(hidden_rows, head)`` instead.
 
-    Uses HF ``logits_to_keep`` so the LM head runs on the last ``keep`` positions only; the long
-    privileged prompt never becomes ``[S, V]`` logits.
+    ``hidden_rows`` = the final hidden states at ``rows`` of the flattened ``[B·keep, H]`` window, so
+    the vocabulary projection only ever sees the ``ΣL_i`` rows that predict response tokens, never
+    the left-padding of shorter responses. The swap happens *inside* the model's own forward, where
+    FSDP has gathered the head's weight (the same seam verl's fused-kernel forward uses).
     """
-    out = model(
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head) to score with")
+    had_own = "forward" in head.__dict__
+    original = head.forward
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        return head_fn(hidden.reshape(-1, hidden.shape[-1])[rows.to(hidden.device)], original)
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        if had_own:
+            head.forward = original
+        else:
+            del head.forward
+
+
+def _forward_window(model: torch.nn.Module, batch: TeacherBatch, device):
+    return model(
         input_ids=batch.input_ids.to(device),
         attention_mask=batch.attention_mask.to(device),
         position_ids=batch.position_ids.to(device),
         use_cache=False,
         logits_to_keep=batch.keep,
     )
-    logits = out.logits
-    return logits.reshape(-1, logits.shape[-1])[batch.rows.to(logits.device)]
+
+
+@torch.no_grad()
+def teacher_response_logits(model: torch.nn.Module, batch: TeacherBatch, device) -> torch.Tensor:
+    """Run the (frozen) teacher and return its logits at the response rows: ``[ΣL_i, V]``.
+
+    HF ``logits_to_keep`` limits the body's output to the last ``keep`` positions and the LM head
+    runs on the response rows only: the long privileged prompt (and the padding) never becomes logits.
+    """
+    with _head_on_response_rows(model, batch.rows, lambda hidden, head: head(hidden)):
+        return _forward_window(model, batch, device).logits
 
 
 @torch.no_grad()
@@ -103,18 +136,35 @@ def sequence_token_logprobs(
     target_ids: list[list[int]],
     pad_token_id: int,
     device,
+    chunk_rows: int = 512,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum and count of ``log p(target | prompt)`` over all target tokens of a batch (probe signals).
 
+    ``log p(y_j) = z_{j,y_j} − logsumexp_v z_{j,v}`` (= −cross-entropy), computed ``chunk_rows`` response rows at a time
+    inside the forward, so at most ``[chunk_rows, V]`` logits exist at once (the probe's references
+    are long: whole solutions, not 32-token responses).
     Returns ``(sum_logprob, n_tokens)`` as 0-d fp64 tensors; empty targets contribute nothing.
     """
     pairs = [(p, t) for p, t in zip(prompt_ids, target_ids, strict=True) if len(t) > 0]
     if not pairs:
         return torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    if getattr(model.config, "final_logit_softcapping", None):
+        raise NotImplementedError(
+            "probe scoring applies the LM head directly: final_logit_softcapping unsupported"
+        )
     batch = build_teacher_batch([p for p, _ in pairs], [t for _, t in pairs], pad_token_id)
-    logits = teacher_response_logits(model, batch, device)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    targets = torch.cat([torch.tensor(t, dtype=torch.long) for _, t in pairs]).to(logits.device)
-    # log p(y) = z_y − logsumexp(z): no second [N, V] buffer
-    logp = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    targets = torch.cat([torch.tensor(t, dtype=torch.long) for _, t in pairs])
+
+    def token_logprobs(hidden: torch.Tensor, head) -> torch.Tensor:
+        out = []
+        for h, y in zip(hidden.split(chunk_rows), targets.to(hidden.device).split(chunk_rows), strict=True):
+            z = head(h)
+            # cross_entropy = logsumexp(z) − z_y in one fused pass (faster on CPU than the two ops)
+            out.append(
+                -F.cross_entropy(z.to(torch.promote_types(z.dtype, torch.float32)), y, reduction="none")
+            )
+        return torch.cat(out)
+
+    with _head_on_response_rows(model, batch.rows, token_logprobs):
+        logp = _forward_window(model, batch, device).logits
     return logp.double().sum().cpu(), torch.tensor(float(targets.numel()), dtype=torch.float64)
