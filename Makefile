@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 # Integration tests start Ray + vLLM stacks; never run two at once on a 2-core machine.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit lint demo model data bench clean-shm
+.PHONY: setup test test-unit lint demo model data bench
 
 setup: $(STAMP)
 
@@ -55,6 +55,3 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_losses.py
-
-clean-shm:
-	$(PY) -m tests.shm_hygiene --clean-all-own

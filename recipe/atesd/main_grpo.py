@@ -6,9 +6,10 @@ composes ``recipe/atesd/config/grpo_trainer.yaml`` (verl's installed ``ppo_train
 the platform group) and runs verl's ``run_ppo`` with ``TaskRunnerV1``, as ``verl.trainer.main_ppo`` does.
 """
 
+import os
 import sys
 
-from recipe.atesd.platform import configure_process_env, with_platform_override
+from recipe.atesd.platform import REPO_ROOT, configure_process_env, with_platform_override
 
 PLATFORM = configure_process_env()
 
@@ -23,7 +24,7 @@ def main(config) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
-    # ${hydra:...} paths only resolve while hydra runs: resolve in the driver, not in the Ray task runner.
+    # ${oc.env:ATESD_REPO} paths: resolve in the driver, whose environment set it, not in the Ray task runner.
     OmegaConf.resolve(config)
     auto_set_device(config)
     validate_config(
@@ -35,5 +36,6 @@ def main(config) -> None:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("ATESD_REPO", str(REPO_ROOT))  # data/model paths in the config resolve from here
     sys.argv = [sys.argv[0], *with_platform_override(sys.argv[1:], PLATFORM)]
     main()
