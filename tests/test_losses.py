@@ -398,3 +398,26 @@ def test_only_the_gradient_is_a_full_size_allocation(mode):
     # every intermediate is per chunk (chunk/T = 1/8 of a full tensor); the one full-size buffer is the gradient
     assert _large_allocations(chunked, full // 4) == [full]
     assert len(_large_allocations(dense, full // 4)) > 3  # the probe does see full-size intermediates
+
+
+@pytest.mark.parametrize(
+    "case",
+    [CASES[1], CASES[2], CASES[3], CASES[8], CASES[9]],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_torch_compiled_chunk_equals_eager(case):
+    """``use_torch_compile`` (CUDA in production) fuses the chunk kernel; compiled here on CPU it must
+    give the eager values and gradient, and still an exactly-zero loss for identical logits."""
+    from recipe.atesd.losses import _chunk_forward, _compiled_chunk_forward
+
+    gen = torch.Generator().manual_seed(3)
+    s, t = torch.randn(6, 50, generator=gen) * 3, torch.randn(6, 50, generator=gen) * 3
+    tgt = torch.randint(0, 50, (6,), generator=gen)
+    cfg = DistillLossConfig(temperature=0.7, **case)
+    eager = _chunk_forward(s, t, tgt, cfg, True, torch.float32)
+    fused = _compiled_chunk_forward()(s, t, tgt, cfg, True, torch.float32)
+    for name, a, b in zip(("loss", "token_kl", "agree", "entropy", "grad"), eager, fused, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
+    same = _compiled_chunk_forward()(s, s.clone(), tgt, cfg, True, torch.float32)
+    assert same[0].abs().max().item() == 0.0
+    assert same[4].abs().max().item() < 1e-6
