@@ -30,9 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+# The embedded default ATESD setup (batch 4, 64 response tokens, n=1, probe of 8 references), stated
+# explicitly so verl's GRPO (whose tiny config differs) runs the same batch; validation and checkpoints
+# are off so the steps time the algorithm.
 SHARED = [
     "data.train_batch_size=4",
-    "data.max_response_length=32",
+    "data.max_prompt_length=256",
+    "data.max_response_length=64",
     "actor_rollout_ref.rollout.n=1",
     "trainer.val_before_train=false",
     "trainer.test_freq=-1",
@@ -68,11 +72,12 @@ def steady(rows: list[dict], key: str) -> float:
     return statistics.mean(r.get(key, 0.0) for r in rows[1:])
 
 
-def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int) -> None:
+def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Path | None) -> None:
     if (steps - 1) % hold:
         print(f"warning: steps 2..{steps} are not a whole number of H={hold} windows: the mean is biased")
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         atesd = run(
             "recipe.atesd.main_atesd",
             [
@@ -114,7 +119,8 @@ def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int) -> None:
         f"OPSD/GRPO = {t_opsd / t_grpo:.3f}"
     )
     print(f"controller share of the ATESD step: {ctrl:.4f}s / {t_atesd:.2f}s = {100 * ctrl / t_atesd:.3f}%")
-    for key in ("gen", "update_actor", "teacher", "distill_loss", "probe", "update_weights"):
+    keys = ("gen", "update_actor", "teacher", "distill_loss", "probe", "probe_nll", "probe_ground")
+    for key in (*keys, "update_weights"):
         print(
             f"  timing_s/{key}: ATESD {steady(atesd, 'timing_s/' + key):.2f}  OPSD {steady(opsd, 'timing_s/' + key):.2f}"
         )
@@ -189,12 +195,13 @@ def main() -> None:
     parser.add_argument("--lookahead", type=int, default=5, help="ATESD L")
     parser.add_argument("--batch-decisions", type=int, default=2, help="ATESD B")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--keep", type=Path, help="keep each stack's metrics JSONL and logs in this folder")
     parser.add_argument("--skip-stacks", action="store_true", help="only the teacher-scoring comparison")
     args = parser.parse_args()
     torch.set_num_threads(2)
     teacher_scoring(args.repeats)
     if not args.skip_stacks:
-        stacks(args.steps, args.hold_window, args.lookahead, args.batch_decisions)
+        stacks(args.steps, args.hold_window, args.lookahead, args.batch_decisions, args.keep)
 
 
 if __name__ == "__main__":

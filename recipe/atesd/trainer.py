@@ -116,6 +116,9 @@ class ATESDTrainer(PPOTrainerSync):
         with marked_timer("probe", timing_raw, color="cyan"):
             signals = self.actor_rollout_wg.probe_signals()[0]
         metrics.update({"probe/nll": signals["probe_nll"], "probe/teacher_ground": signals["teacher_ground"]})
+        timing_raw.update(
+            {k.removeprefix("timing_s/"): v for k, v in signals.items() if k.startswith("timing_s/")}
+        )
         return signals
 
     def _observe(self, t: int, report: dict, signals: dict, metrics: dict, timing_raw: dict) -> None:

@@ -152,10 +152,12 @@ class ATESDWorker(ActorRolloutRefWorker):
         """
         if self._probe is None:
             raise ValueError("probe.path is not set: the adaptive controller needs probe signals")
+        t0 = time.perf_counter()
         student = self._probe_sums(
             self.actor.engine.module, lambda chunk: (chunk.student_prompts, chunk.references)
         )
         nll = float(-student[0] / student[1].clamp_min(1))
+        t1 = time.perf_counter()
         fixed_teacher = self._distill_cfg.teacher_kind == "frozen"
         if not (fixed_teacher and self._alpha in self._ground_cache):
             max_len = self._distill_cfg.max_teacher_length
@@ -167,7 +169,12 @@ class ATESDWorker(ActorRolloutRefWorker):
         ground = self._ground_cache[self._alpha]
         if not fixed_teacher:
             self._ground_cache.clear()
-        return {"probe_nll": nll, "teacher_ground": ground}
+        return {
+            "probe_nll": nll,
+            "teacher_ground": ground,
+            "timing_s/probe_nll": t1 - t0,
+            "timing_s/probe_ground": time.perf_counter() - t1,
+        }
 
     def _probe_sums(self, module, view) -> torch.Tensor:
         """[Σ log p(target | prompt), #targets] over the probe set, sharded over ranks and all-reduced."""
