@@ -270,7 +270,7 @@ def section_teacher(args, device: torch.device) -> dict:
     from transformers import AutoTokenizer
 
     from recipe.atesd.exposure import ExposureConfig, teacher_prompt_ids
-    from recipe.atesd.teacher import build_teacher_batch, teacher_response_logits
+    from recipe.atesd.teacher import build_teacher_batch, sequence_token_logprobs, teacher_response_logits
     from recipe.atesd.tiny_model import TOKENIZER_FILES, padded_vocab_size
 
     tok_dir = Path(args.tokenizer)
@@ -334,6 +334,34 @@ def section_teacher(args, device: torch.device) -> dict:
         end = time.perf_counter()
         return built - start, end - built, logits, batch
 
+    # alignment: batched left-padded rows (LM head on response rows only) vs one unpadded forward each
+    n_check, l_check = min(2, args.batch), min(256, args.response_len)
+    p_chk, r_chk = prompts[0.5][:n_check], [r[:l_check] for r in responses[:n_check]]
+    got = teacher_response_logits(model, build_teacher_batch(p_chk, r_chk, tokenizer.pad_token_id), device)
+    with torch.no_grad():
+        want = torch.cat(
+            [
+                model(input_ids=torch.tensor([p + r], device=device)).logits[
+                    0, len(p) - 1 : len(p) + len(r) - 1
+                ]
+                for p, r in zip(p_chk, r_chk, strict=True)
+            ]
+        )
+    tgt = torch.tensor([t for r in r_chk for t in r], device=device)[:, None]
+    lp_got = got.float().log_softmax(-1).gather(-1, tgt)
+    lp_want = want.float().log_softmax(-1).gather(-1, tgt)
+    diff = (lp_got - lp_want).abs()
+    total, count = sequence_token_logprobs(model, p_chk, r_chk, tokenizer.pad_token_id, device)
+    probe_err = abs(total.item() - lp_want.double().sum().item()) / count.item()
+    tol = 1e-4 if dtype == torch.float32 else 5e-2  # bf16: padded vs unpadded attention rounds differently
+    aligned = diff.mean().item() <= tol and probe_err <= tol
+    print(
+        f"alignment ({n_check} seqs x {l_check} tokens, alpha=0.5, {args.model_dtype}): target log-prob "
+        f"|batched - unpadded| max {diff.max().item():.2e} mean {diff.mean().item():.2e}; probe scorer "
+        f"per-token |error| {probe_err:.2e} (tol {tol:.0e}) -> {'PASS' if aligned else 'FAIL'}"
+    )
+    del got, want
+
     for alpha in alphas:  # shape / finiteness check, then warm-up
         for _ in range(args.warmup):
             _, _, logits, batch = score(alpha)
@@ -386,7 +414,10 @@ def section_teacher(args, device: torch.device) -> dict:
         for a in alphas
     ]
     lines.append(f"ratio alpha=0.5/alpha=1: total {ratio_total:.3f}, forward {ratio_fwd:.3f}")
-    return {"ok": True, "lines": lines}
+    lines.append(
+        f"alignment batched vs unpadded: mean |d log p| {diff.mean().item():.2e}, probe {probe_err:.2e}"
+    )
+    return {"ok": aligned, "lines": lines}
 
 
 # ------------------------------------------------------------------------------------------- main
