@@ -140,9 +140,9 @@ def sequence_token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum and count of ``log p(target | prompt)`` over all target tokens of a batch (probe signals).
 
-    ``log p(y_j) = z_{j,y_j} − logsumexp_v z_{j,v}`` (= −cross-entropy), computed ``chunk_rows`` response rows at a time
-    inside the forward, so at most ``[chunk_rows, V]`` logits exist at once (the probe's references
-    are long: whole solutions, not 32-token responses).
+    ``log p(y_j) = z_{j,y_j} − logsumexp_v z_{j,v}`` (= −cross-entropy), ``chunk_rows`` response rows
+    at a time inside the forward, so at most ``[chunk_rows, V]`` logits exist at once (probe targets
+    are whole reference solutions, far longer than a training micro-batch's responses).
     Returns ``(sum_logprob, n_tokens)`` as 0-d fp64 tensors; empty targets contribute nothing.
     """
     pairs = [(p, t) for p, t in zip(prompt_ids, target_ids, strict=True) if len(t) > 0]
