@@ -169,6 +169,8 @@ def test_full_finetune_adaptive_run(full_run):
     assert "controller/reward" in rows[3] and "controller/loss" in rows[5]
     assert (ckpt / f"global_step_{KILL_AT}" / "atesd_state.pt").exists()
     assert (ckpt / f"global_step_{STEPS}" / "atesd_state.pt").exists()
+    # verl's sync code paths: no TransferQueue snapshot of in-flight prompts (that is the async trainers')
+    assert not (ckpt / f"global_step_{STEPS}" / "transfer_queue").exists()
 
 
 def test_workers_report_the_controllers_alpha(full_run):

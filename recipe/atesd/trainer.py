@@ -35,6 +35,18 @@ STATE_FILE = "atesd_state.pt"
 
 @register_trainer("atesd")
 class ATESDTrainer(PPOTrainerSync):
+    # verl's base class branches on ``trainer_mode == "sync"`` (replay buffer, batch refill, TransferQueue
+    # checkpoints, in-flight re-issue on resume). Selected as "atesd" by verl's trainer registry, ATESD is
+    # synchronous and colocated like PPOTrainerSync, so those branches must see "sync".
+    @property
+    def trainer_mode(self) -> str:
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, configured: str) -> None:
+        if configured != "atesd":
+            raise ValueError(f"trainer.v1.trainer_mode must be 'atesd' for ATESDTrainer, got {configured!r}")
+
     # ------------------------------------------------------------------ the algorithm
 
     def _step_once(self, metrics: dict, timing_raw: dict, sample_batch_size: int):
