@@ -37,6 +37,7 @@ import sys
 import time
 import traceback
 import types
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -75,16 +76,6 @@ QWEN3_1P7B = dict(
     rope_theta=1_000_000.0,
     rms_norm_eps=1e-6,
 )
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=32,
-    tie_word_embeddings=True,
-    max_position_embeddings=4096,
-)
 
 
 def _load_test_losses():
@@ -104,10 +95,6 @@ def _load_test_losses():
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _case_name(case: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in case.items())
 
 
 # ------------------------------------------------------------------------------------- 1. correctness
@@ -174,7 +161,7 @@ def section_loss(args, device: torch.device) -> dict:
                 g_abs, g_rel = _max_err(s.grad, s_ref.grad)
                 finite = bool(torch.isfinite(loss).all() and torch.isfinite(s.grad).all())
                 ok = finite and l_rel <= tol["loss"] and g_rel <= tol["grad"]
-                name = _case_name(case)
+                name = tl.case_id(case)
                 line = f"{dname:<5} {temperature:>4}  {name:<40}{l_abs:>10.2e}{l_rel:>10.2e}"
                 line += f"{g_abs:>10.2e}{g_rel:>10.2e}{float(s_ref.grad.abs().max()):>9.3f}  "
                 if ok:
@@ -271,14 +258,14 @@ def section_teacher(args, device: torch.device) -> dict:
 
     from recipe.atesd.exposure import ExposureConfig, teacher_prompt_ids
     from recipe.atesd.teacher import build_teacher_batch, sequence_token_logprobs, teacher_response_logits
-    from recipe.atesd.tiny_model import TOKENIZER_FILES, padded_vocab_size
+    from recipe.atesd.tiny_model import TOKENIZER_FILES, TinyQwen3Spec, padded_vocab_size
 
     tok_dir = Path(args.tokenizer)
     missing = [f for f in TOKENIZER_FILES if not (tok_dir / f).is_file()]
     if missing:
         raise FileNotFoundError(f"--tokenizer {tok_dir}: missing {missing} (run `make model` or pass a dir)")
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
-    spec = TINY if args.quick else QWEN3_1P7B
+    spec = asdict(TinyQwen3Spec()) if args.quick else QWEN3_1P7B  # quick: the shipped tiny model's shape
     vocab = spec.get("vocab_size", padded_vocab_size(len(tokenizer)))
     if vocab < len(tokenizer):
         raise ValueError(f"model vocab {vocab} < tokenizer size {len(tokenizer)}")

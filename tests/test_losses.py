@@ -91,8 +91,13 @@ CASES = [
 ]
 
 
+def case_id(case: dict) -> str:
+    """Readable id of a ``CASES`` entry, e.g. ``mode=jsd-jsd_beta=0.5`` (pytest ids, gpu_check rows)."""
+    return "-".join(f"{k}={v}" for k, v in case.items())
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_matches_dense_reference_fp64(case, temperature):
     s, t, tgt = _logits()
     cfg = DistillLossConfig(temperature=temperature, chunk_size=4, **case)
@@ -125,7 +130,7 @@ def test_jsd_endpoints_equal_kl_and_interior_is_trl_convention():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_identical_logits_give_exactly_zero_loss_and_grad(case, dtype):
     s, _, tgt = _logits(n_tok=9, vocab=1000, dtype=dtype)
     cfg = DistillLossConfig(temperature=1.1, chunk_size=4, **case)
@@ -170,7 +175,7 @@ def test_masked_positions_affect_neither_loss_nor_grad(mode):
     assert torch.count_nonzero(grads[0][~mask]) == 0
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_chunking_does_not_change_results(case):
     s, t, tgt = _logits(dtype=torch.float32)
     n_tok = s.shape[0]
@@ -403,7 +408,7 @@ def test_only_the_gradient_is_a_full_size_allocation(mode):
 @pytest.mark.parametrize(
     "case",
     [CASES[1], CASES[2], CASES[3], CASES[8], CASES[9]],
-    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+    ids=case_id,
 )
 def test_torch_compiled_chunk_equals_eager(case):
     """``use_torch_compile`` (CUDA in production) fuses the chunk kernel; compiled here on CPU it must
