@@ -25,6 +25,8 @@ $(STAMP): requirements.txt Makefile
 
 # The main job on the embedded default (tiny Qwen3, bundled data, CPU when no GPU is visible):
 # adaptive ATESD with a short hold window / lookahead so the controller updates twice in 9 steps.
+# Idempotent: a second `make demo` finds the run complete (checkpoint at the last step), trains nothing and
+# prints the first run's summary; the metrics history and train.log are appended to, never truncated.
 DEMO_DIR ?= outputs/demo
 DEMO_OVERRIDES ?= exposure.mode=adaptive controller.hold_window=2 controller.lookahead=3 \
 	controller.batch_decisions=2 trainer.total_training_steps=9 trainer.save_freq=5 trainer.test_freq=9 \
@@ -40,7 +42,7 @@ data: setup
 demo: model data
 	mkdir -p $(DEMO_DIR)
 	VERL_FILE_LOGGER_PATH=$(CURDIR)/$(DEMO_DIR)/metrics.jsonl \
-		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) 2>&1 | tee $(DEMO_DIR)/train.log
+		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) 2>&1 | tee -a $(DEMO_DIR)/train.log
 	$(PY) -m recipe.atesd.summarize $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints
 
 test: setup

@@ -3,13 +3,16 @@
 Config ``config/atesd_trainer.yaml`` is verl's own ``ppo_trainer`` (from the installed package)
 plus our groups (exposure, controller, distill, probe, platform). With no accelerator visible the
 ``platform=cpu`` group and our verl patches are switched on automatically.
-``dry_run=true`` prints the resolved config and the resource plan and starts nothing.
+``dry_run=true`` prints the resolved config and the resource plan and starts nothing. A run whose
+checkpoints already reach ``trainer.total_training_steps`` (``resume_mode=auto``) is complete: the entry
+point says so and exits 0 without starting Ray (its metrics history is left as it is).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -39,6 +42,26 @@ def resource_plan(cfg: DictConfig) -> dict:
     }
 
 
+def completed_step(cfg: DictConfig) -> int | None:
+    """The latest checkpoint step when it already reaches ``trainer.total_training_steps``, else None.
+
+    Only for ``resume_mode=auto`` with an explicit step budget and ``val_only=false``: then resuming would
+    train nothing (verl's tracker file ``latest_checkpointed_iteration.txt`` names the step).
+    """
+    trainer = cfg.trainer
+    if (
+        trainer.resume_mode != "auto"
+        or trainer.total_training_steps is None
+        or trainer.get("val_only", False)
+    ):
+        return None
+    tracker = Path(trainer.default_local_dir) / "latest_checkpointed_iteration.txt"
+    if not tracker.exists():
+        return None
+    step = int(tracker.read_text().strip())
+    return step if step >= trainer.total_training_steps else None
+
+
 @hydra.main(config_path="config", config_name="atesd_trainer", version_base=None)
 def main(cfg: DictConfig) -> None:
     from verl.trainer.main_ppo import run_ppo
@@ -55,6 +78,14 @@ def main(cfg: DictConfig) -> None:
     if cfg.dry_run:
         print(OmegaConf.to_yaml(cfg, resolve=True))
         print("# resource plan\n" + OmegaConf.to_yaml(OmegaConf.create(resource_plan(cfg))))
+        return
+    done = completed_step(cfg)
+    if done is not None:
+        print(
+            f"[atesd] nothing to train: {cfg.trainer.default_local_dir} already holds global_step_{done} "
+            f"(trainer.total_training_steps={cfg.trainer.total_training_steps}). Raise total_training_steps to "
+            "train further, or start over with trainer.resume_mode=disable or a new trainer.default_local_dir."
+        )
         return
     from recipe.atesd.runner import ATESDTaskRunner
 

@@ -1,32 +1,43 @@
 """Summarise an ATESD run from verl's file-logger JSONL: ``python -m recipe.atesd.summarize METRICS [--ckpt DIR]``.
 
-Prints α per hold window, the controller's rewards and updates, the distillation-loss trend and
-probe NLL, and where the latest checkpoint is.
+Prints the attempts that wrote the history (a resumed run appends to it, :mod:`recipe.atesd.run_history`),
+α per hold window, the controller's rewards and updates, the distillation-loss trend and probe NLL, and
+where the latest checkpoint is.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
+from recipe.atesd.run_history import Attempt, read_history
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """Training rows (those with ``exposure/alpha``) of a verl file-logger JSONL, in step order."""
-    rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not JSON ({err})") from err
-        if "exposure/alpha" in record.get("data", {}):
-            rows.append({"step": record["step"], **record["data"]})
+
+def read_metrics(path: str | Path) -> tuple[list[dict], list[Attempt]]:
+    """Training rows (those with ``exposure/alpha``) of a metrics history, in step order, and its attempts.
+
+    A step logged twice (a history written without boundaries by an interrupted and resumed run) is an error.
+    """
+    history = read_history(path)
+    rows = [{"step": r["step"], **r["data"]} for r in history.records if "exposure/alpha" in r["data"]]
     if not rows:
         raise ValueError(f"{path}: no ATESD training rows (no 'exposure/alpha' metric)")
-    return sorted(rows, key=lambda r: r["step"])
+    steps = [r["step"] for r in rows]
+    repeated = sorted({s for s in steps if steps.count(s) > 1})
+    if repeated:
+        raise ValueError(f"{path}: training steps {repeated} appear more than once")
+    return sorted(rows, key=lambda r: r["step"]), history.attempts
+
+
+def describe_attempts(attempts: list[Attempt]) -> list[str]:
+    """One line per attempt: where it started and which steps of the one before it replaced."""
+    lines = [f"history: {len(attempts)} attempt(s)"]
+    for a in attempts:
+        start = "fresh start" if a.resumed_from_step == 0 else f"resumed from step {a.resumed_from_step}"
+        redo = f"; re-ran steps {a.dropped_steps} left by the interrupted attempt" if a.dropped_steps else ""
+        lines.append(f"  attempt {a.number}: {start}{' at ' + a.started if a.started else ''}{redo}")
+    return lines
 
 
 def windows(rows: list[dict]) -> list[tuple[int, float, list[int]]]:
@@ -38,8 +49,8 @@ def windows(rows: list[dict]) -> list[tuple[int, float, list[int]]]:
     return [(w, a, s) for w, (a, s) in sorted(out.items())]
 
 
-def summary(rows: list[dict], ckpt_dir: str | None = None) -> str:
-    lines = ["α per hold window:"]
+def summary(rows: list[dict], ckpt_dir: str | None = None, attempts: list[Attempt] | None = None) -> str:
+    lines = [*describe_attempts(attempts or [Attempt(1, 0)]), "α per hold window:"]
     for w, alpha, steps in windows(rows):
         lines.append(f"  window {w:3d}  α={alpha:.3f}  steps {steps[0]}–{steps[-1]}")
     rewards = [(r["step"], r["controller/reward"]) for r in rows if "controller/reward" in r]
@@ -68,7 +79,8 @@ def main() -> None:
     parser.add_argument("metrics", help="verl file-logger JSONL")
     parser.add_argument("--ckpt", help="trainer.default_local_dir of the run")
     args = parser.parse_args()
-    print(summary(read_metrics(args.metrics), args.ckpt))
+    rows, attempts = read_metrics(args.metrics)
+    print(summary(rows, args.ckpt, attempts))
 
 
 if __name__ == "__main__":

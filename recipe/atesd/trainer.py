@@ -28,6 +28,7 @@ from verl.utils.debug import marked_timer
 
 from recipe.atesd.controller import StepStats
 from recipe.atesd.controller_actor import spawn_controller
+from recipe.atesd.file_logger import use_resumable_file_logger
 from recipe.atesd.worker import ATESDWorker, TeacherSettings
 
 STATE_FILE = "atesd_state.pt"
@@ -164,7 +165,8 @@ class ATESDTrainer(PPOTrainerSync):
         return self.config.distill.teacher_kind in ("frozen", "ema") and lora_rank <= 0
 
     def init(self):
-        self._setup()
+        self._setup()  # loads the checkpoint: global_steps is the resume step from here on
+        use_resumable_file_logger(resume_step=self.global_steps)  # fit() opens the metrics history
         self._init_atesd()
         self.on_init_end()
 
