@@ -33,7 +33,7 @@ DEMO_OVERRIDES ?= exposure.mode=adaptive controller.hold_window=2 controller.loo
 	trainer.experiment_name=demo trainer.default_local_dir=$(CURDIR)/$(DEMO_DIR)/checkpoints
 
 model: setup
-	$(PY) -m recipe.atesd.tiny_model --out artifacts/tiny-qwen3 --seed 0
+	$(PY) -m recipe.atesd.tools.tiny_model --out artifacts/tiny-qwen3 --seed 0
 
 data: setup
 	test -f data/tiny/train.parquet || $(PY) -m recipe.atesd.data.prepare_train \
@@ -43,7 +43,7 @@ demo: model data
 	mkdir -p $(DEMO_DIR)
 	VERL_FILE_LOGGER_PATH=$(CURDIR)/$(DEMO_DIR)/metrics.jsonl \
 		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) 2>&1 | tee -a $(DEMO_DIR)/train.log
-	$(PY) -m recipe.atesd.summarize $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints
+	$(PY) -m recipe.atesd.tools.summarize $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe.atesd.losses import DistillLossConfig, distill_token_losses  # noqa: E402
+from recipe.atesd.method.losses import DistillLossConfig, distill_token_losses  # noqa: E402
 
 GIB = 1024**3
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

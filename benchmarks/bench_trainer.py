@@ -129,9 +129,9 @@ def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Pa
 def teacher_scoring(repeats: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from recipe.atesd.exposure import ExposureConfig, teacher_prompt_ids
-    from recipe.atesd.teacher import build_teacher_batch, teacher_response_logits
-    from recipe.atesd.tiny_model import build_tiny_model, tokenizer_dir
+    from recipe.atesd.method.prompts import ExposureConfig, teacher_prompt_ids
+    from recipe.atesd.method.scoring import build_teacher_batch, teacher_response_logits
+    from recipe.atesd.tools.tiny_model import build_tiny_model, tokenizer_dir
 
     model = AutoModelForCausalLM.from_pretrained(
         build_tiny_model(REPO / "artifacts/tiny-qwen3", seed=0)

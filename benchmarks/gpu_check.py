@@ -14,7 +14,7 @@ Needs only torch and transformers (no verl, vLLM, Ray, pandas or pyarrow, no net
    rounding of τ, clipped on one side only (rare at these sizes), not a kernel error.
 2. ``bench``: ``benchmarks/bench_losses.py`` (chunked vs naive clipped forward KL, peak memory and
    time); on cuda bf16 with T = 2048, 8192, 32768 and chunk 256 (naive runs that cannot fit are skipped).
-3. ``teacher``: ``recipe.atesd.teacher.build_teacher_batch`` + ``teacher_response_logits`` on a
+3. ``teacher``: ``recipe.atesd.method.scoring.build_teacher_batch`` + ``teacher_response_logits`` on a
    randomly initialised Qwen3 shaped like Qwen3-1.7B (bf16), batch 8 x 1024 response tokens, teacher
    prompts from ``exposure.teacher_prompt_ids`` (real Qwen3 tokenizer, the longest reference solutions
    of a JSONL file) at alpha = 0.5 and alpha = 1: median ms, prompt tokens, ratio.
@@ -45,7 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recipe.atesd.losses import LOSSES, DistillLossConfig, distill_token_losses  # noqa: E402
+from recipe.atesd.method.losses import LOSSES, DistillLossConfig, distill_token_losses  # noqa: E402
 
 # Tolerances on normalised max errors, max|x − ref| / max|ref| (per case, over all tokens / entries).
 # fp32: log_softmax over V ≈ 1.5e5 has an absolute error of a few ulp of |log p| (|log p| ≲ 40, ulp 3.8e-6;
@@ -256,9 +256,13 @@ def _build_model(device: torch.device, dtype: torch.dtype, spec: dict, vocab: in
 def section_teacher(args, device: torch.device) -> dict:
     from transformers import AutoTokenizer
 
-    from recipe.atesd.exposure import ExposureConfig, teacher_prompt_ids
-    from recipe.atesd.teacher import build_teacher_batch, sequence_token_logprobs, teacher_response_logits
-    from recipe.atesd.tiny_model import TOKENIZER_FILES, TinyQwen3Spec, padded_vocab_size
+    from recipe.atesd.method.prompts import ExposureConfig, teacher_prompt_ids
+    from recipe.atesd.method.scoring import (
+        build_teacher_batch,
+        sequence_token_logprobs,
+        teacher_response_logits,
+    )
+    from recipe.atesd.tools.tiny_model import TOKENIZER_FILES, TinyQwen3Spec, padded_vocab_size
 
     tok_dir = Path(args.tokenizer)
     missing = [f for f in TOKENIZER_FILES if not (tok_dir / f).is_file()]

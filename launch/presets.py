@@ -79,7 +79,7 @@ def compose(preset: str, overrides: list[str] = ()) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from recipe.atesd.platform import configure_process_env
+    from recipe.atesd.glue.platform import configure_process_env
 
     # Like the entry points: this machine's platform (verl patched on a CPU-only host) before verl is
     # imported (hydra imports it for the config search path); the composed config stays platform=gpu.
@@ -101,7 +101,7 @@ def check(preset: str, cfg: DictConfig) -> None:
 
     module, _ = entry_point(preset)
     if module == ENTRY_POINTS["atesd"][0]:
-        from recipe.atesd.config_check import check_atesd_config
+        from recipe.atesd.glue.config_check import check_atesd_config
 
         check_atesd_config(cfg)
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))

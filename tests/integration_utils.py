@@ -32,7 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT
+
 SHM_DIR = Path("/dev/shm")
 STACK_ID_VAR = "ATESD_STACK_ID"
 SHM_PATTERNS = ("psm_*", "verl_*", "sem.mp-*", "torch_*", "vllm*", "ray_*", "plasma*")

@@ -20,8 +20,8 @@ import torch
 from conftest import REPO_ROOT
 from integration_utils import python_module, ray_temp_overrides, run_stack
 
-from recipe.atesd.run_history import read_history
-from recipe.atesd.summarize import read_metrics
+from recipe.atesd.tools.run_history import read_history
+from recipe.atesd.tools.summarize import read_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ def launch(workdir: Path, name: str, overrides: list[str], stop_when=None, env=N
 def tiny_model():
     from conftest import REPO_ROOT
 
-    from recipe.atesd.tiny_model import build_tiny_model
+    from recipe.atesd.tools.tiny_model import build_tiny_model
 
     return build_tiny_model(REPO_ROOT / "artifacts" / "tiny-qwen3", seed=0)
 

@@ -1,4 +1,4 @@
-"""Pre-flight validation of the ATESD config and data (recipe/atesd/config_check.py): fails before Ray,
+"""Pre-flight validation of the ATESD config and data (recipe/atesd/glue/config_check.py): fails before Ray,
 naming the key or the row id."""
 
 import os
@@ -9,9 +9,9 @@ from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from recipe.atesd.config_check import check_atesd_config, check_reference_rows
+from recipe.atesd.glue.config_check import check_atesd_config, check_reference_rows
+from recipe.atesd.glue.platform import configure_process_env
 from recipe.atesd.main_atesd import resource_plan
-from recipe.atesd.platform import configure_process_env
 
 CONFIG_DIR = REPO_ROOT / "recipe" / "atesd" / "config"
 

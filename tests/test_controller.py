@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from recipe.atesd.controller import AlphaDecision, ControllerConfig, ExposureController, StepStats
-from recipe.atesd.controller_policy import BetaPolicy, beta_entropy, beta_log_prob, sample_beta
-from recipe.atesd.controller_reward import grounding_return, lookahead_reward, progress_return
-from recipe.atesd.exposure import ExposureConfig
+from recipe.atesd.method.controller import AlphaDecision, ControllerConfig, ExposureController, StepStats
+from recipe.atesd.method.controller.policy import BetaPolicy, beta_entropy, beta_log_prob, sample_beta
+from recipe.atesd.method.controller.reward import grounding_return, lookahead_reward, progress_return
+from recipe.atesd.method.prompts import ExposureConfig
 
 YAML = Path(__file__).resolve().parents[1] / "recipe" / "atesd" / "config" / "controller" / "default.yaml"
 

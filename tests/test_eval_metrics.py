@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from recipe.atesd.eval_metrics import (
+from recipe.atesd.eval.evaluate import sample_seed
+from recipe.atesd.eval.metrics import (
     average_at_n,
     k_values,
     length_stats,
@@ -16,9 +17,8 @@ from recipe.atesd.eval_metrics import (
     pass_at_k,
     vote_key,
 )
-from recipe.atesd.eval_report import benchmark_summary, render_markdown, summarize
-from recipe.atesd.eval_store import GenerationStore, check_run_config
-from recipe.atesd.evaluate import sample_seed
+from recipe.atesd.eval.report import benchmark_summary, render_markdown, summarize
+from recipe.atesd.eval.store import GenerationStore, check_run_config
 
 
 @pytest.mark.parametrize(
@@ -184,8 +184,8 @@ def test_summary_names_missing_rows():
 def test_evaluation_prompt_is_the_student_turn_with_thinking_on():
     from transformers import AutoTokenizer
 
-    from recipe.atesd.evaluate import prompt_token_ids, student_template
-    from recipe.atesd.tiny_model import tokenizer_dir
+    from recipe.atesd.eval.evaluate import prompt_token_ids, student_template
+    from recipe.atesd.tools.tiny_model import tokenizer_dir
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
     template = student_template(SimpleNamespace(student_template=None))

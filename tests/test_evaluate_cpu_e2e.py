@@ -1,4 +1,4 @@
-"""End to end on CPU: ``python -m recipe.atesd.evaluate`` with vLLM on a tiny random Qwen3.
+"""End to end on CPU: ``python -m recipe.atesd.eval.evaluate`` with vLLM on a tiny random Qwen3.
 
 One full run (2 problems x 3 benchmarks x n=2) writes every output; a second run is killed once some
 but not all rows are on disk, and a rerun completes it without regenerating the finished rows.
@@ -77,7 +77,7 @@ def evaluate_cmd(model: Path, out: Path, *overrides: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "recipe.atesd.evaluate",
+        "recipe.atesd.eval.evaluate",
         f"model_path={model}",
         f"output_dir={out}",
         *BASE,
@@ -97,7 +97,7 @@ def complete_lines(path: Path) -> int:
 def tiny_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "model"
     subprocess.run(
-        [sys.executable, "-m", "recipe.atesd.tiny_model", "--out", str(out), "--seed", "0"],
+        [sys.executable, "-m", "recipe.atesd.tools.tiny_model", "--out", str(out), "--seed", "0"],
         cwd=REPO_ROOT,
         check=True,
         timeout=300,
@@ -171,7 +171,7 @@ def test_dry_run_prints_config_and_plan_without_engine(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "recipe.atesd.evaluate",
+        "recipe.atesd.eval.evaluate",
         "model_path=/nonexistent/model",
         f"output_dir={out}",
     ]
@@ -191,7 +191,7 @@ def test_dry_run_prints_config_and_plan_without_engine(tmp_path):
 
 def test_bad_config_and_data_name_the_key(tmp_path):
     bad = subprocess.run(
-        [sys.executable, "-m", "recipe.atesd.evaluate", "model_path=m", "n_samples=0", "dry_run=true"],
+        [sys.executable, "-m", "recipe.atesd.eval.evaluate", "model_path=m", "n_samples=0", "dry_run=true"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -199,7 +199,7 @@ def test_bad_config_and_data_name_the_key(tmp_path):
     )
     assert bad.returncode != 0 and "n_samples: invalid value" in bad.stderr
     (tmp_path / "aime24.jsonl").write_text('{"id": "1", "problem": "p", "answer": ""}\n')
-    from recipe.atesd.evaluate import load_benchmark
+    from recipe.atesd.eval.evaluate import load_benchmark
 
     with pytest.raises(ValueError, match=r"aime24.jsonl:1: field 'answer'"):
         load_benchmark(tmp_path, "aime24", None)

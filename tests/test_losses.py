@@ -1,4 +1,4 @@
-"""Token-level distillation losses (recipe/atesd/losses.py) against naive dense references."""
+"""Token-level distillation losses (recipe/atesd/method/losses.py) against naive dense references."""
 
 import dataclasses
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from recipe.atesd.losses import (
+from recipe.atesd.method.losses import (
     LOSSES,
     DistillLossConfig,
     distill_token_losses,
@@ -112,6 +112,23 @@ def test_matches_dense_reference_fp64(case, temperature):
 
 def test_every_registered_mode_is_tested():
     assert set(LOSSES) == set(MODES)
+
+
+def test_registry_entries_declare_config_fields_and_inputs(monkeypatch):
+    """Each entry names only real DistillLossConfig fields; a declared input is enforced for any mode."""
+    from recipe.atesd.method.losses import LossEntry, register_loss
+
+    fields = {f.name for f in dataclasses.fields(DistillLossConfig)}
+    for name, entry in LOSSES.items():
+        assert set(entry.params) <= fields, name
+    assert [m for m, e in LOSSES.items() if e.needs_target_ids] == ["sampled_token"]
+    probe = LossEntry(LOSSES["forward_kl"].kernel, needs_target_ids=True)
+    monkeypatch.setitem(LOSSES, "needs_ids_probe", probe)  # removed after the test
+    s, t, _ = _logits()
+    with pytest.raises(ValueError, match="'needs_ids_probe' needs target_ids"):
+        distill_token_losses(s, t, DistillLossConfig(mode="needs_ids_probe"))
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("forward_kl")(LOSSES["forward_kl"].kernel)
 
 
 def test_jsd_endpoints_equal_kl_and_interior_is_trl_convention():
@@ -301,13 +318,13 @@ def test_input_errors():
 
 def test_no_gradient_buffer_without_grad_mode(monkeypatch):
     seen = []
-    kernel = LOSSES["forward_kl"]
+    kernel = LOSSES["forward_kl"].kernel
 
     def spy(ch, cfg, need_grad):
         seen.append(need_grad)
         return kernel(ch, cfg, need_grad)
 
-    monkeypatch.setitem(LOSSES, "forward_kl", spy)
+    monkeypatch.setitem(LOSSES, "forward_kl", dataclasses.replace(LOSSES["forward_kl"], kernel=spy))
     s, t, _ = _logits()
     s.requires_grad_(True)
     with torch.no_grad():
@@ -413,7 +430,7 @@ def test_only_the_gradient_is_a_full_size_allocation(mode):
 def test_torch_compiled_chunk_equals_eager(case):
     """``use_torch_compile`` (CUDA in production) fuses the chunk kernel; compiled here on CPU it must
     give the eager values and gradient, and still an exactly-zero loss for identical logits."""
-    from recipe.atesd.losses import _chunk_forward, _compiled_chunk_forward
+    from recipe.atesd.method.losses import _chunk_forward, _compiled_chunk_forward
 
     gen = torch.Generator().manual_seed(3)
     s, t = torch.randn(6, 50, generator=gen) * 3, torch.randn(6, 50, generator=gen) * 3

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from recipe.atesd.platform import REPO_ROOT, configure_process_env
+from recipe.atesd.glue.platform import REPO_ROOT, configure_process_env
 from verl_patches import fsdp2_offload_pinning
 from verl_patches._guard import PatchTargetError
 

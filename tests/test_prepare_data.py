@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO_ROOT
 
 from recipe.atesd.data import prepare_eval, prepare_train
 from recipe.atesd.data.schema import PARQUET_SCHEMA
-from recipe.atesd.exposure import ExposureConfig, build_student_messages
+from recipe.atesd.method.prompts import ExposureConfig, build_student_messages
 
-REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "probe")
 
 GOOD = [
@@ -154,16 +154,18 @@ def test_missing_file_and_offline_hub_fail_clearly(tmp_path):
         "--out",
         str(tmp_path),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "cannot load Hugging Face dataset 'no-org/no-data'" in proc.stderr
 
 
 def test_prepare_eval_from_shipped_jsonl(tmp_path):
-    counts = prepare_eval.main(["--input-dir", str(REPO / "data/eval"), "--out-dir", str(tmp_path)])
+    counts = prepare_eval.main(["--input-dir", str(REPO_ROOT / "data/eval"), "--out-dir", str(tmp_path)])
     assert counts == {"aime24": 30, "aime25": 30, "hmmt25": 30}
     for name in counts:
-        source = [json.loads(line) for line in (REPO / f"data/eval/{name}.jsonl").read_text().splitlines()]
+        source = [
+            json.loads(line) for line in (REPO_ROOT / f"data/eval/{name}.jsonl").read_text().splitlines()
+        ]
         rows = pq.read_table(tmp_path / f"{name}.parquet").to_pylist()
         assert pq.read_schema(tmp_path / f"{name}.parquet").remove_metadata() == PARQUET_SCHEMA
         assert [r["reward_model"]["ground_truth"] for r in rows] == [s["answer"] for s in source]
@@ -171,7 +173,7 @@ def test_prepare_eval_from_shipped_jsonl(tmp_path):
         assert {r["data_source"] for r in rows} == {name}
         assert {r["extra_info"]["reference_solution"] for r in rows} == {""}
         assert rows[0]["prompt"] == build_student_messages(source[0]["problem"], ExposureConfig())
-        shipped = pq.read_table(REPO / f"data/eval/{name}.parquet")
+        shipped = pq.read_table(REPO_ROOT / f"data/eval/{name}.parquet")
         assert shipped.equals(pq.read_table(tmp_path / f"{name}.parquet"))
 
 
@@ -186,10 +188,10 @@ def test_prepare_eval_bad_row_names_row_and_field(tmp_path):
 
 
 def test_shipped_tiny_set_regenerates(tmp_path):
-    argv = ["--input", str(REPO / "data/train/sample.jsonl"), "--out", str(tmp_path)]
+    argv = ["--input", str(REPO_ROOT / "data/train/sample.jsonl"), "--out", str(tmp_path)]
     summary = prepare_train.main(argv + ["--val-size", "32", "--probe-size", "32"])
     assert summary["splits"] == {"train": 192, "val": 32, "probe": 32}
     for split in SPLITS:
-        assert pq.read_table(REPO / f"data/tiny/{split}.parquet").equals(
+        assert pq.read_table(REPO_ROOT / f"data/tiny/{split}.parquet").equals(
             pq.read_table(tmp_path / f"{split}.parquet")
         )

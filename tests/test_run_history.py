@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from recipe.atesd.main_atesd import completed_step
-from recipe.atesd.run_history import open_history, read_history
-from recipe.atesd.summarize import read_metrics, summary
+from recipe.atesd.tools.run_history import open_history, read_history
+from recipe.atesd.tools.summarize import read_metrics, summary
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -110,7 +110,7 @@ def test_verl_tracking_file_backend_appends_after_the_swap(tmp_path, monkeypatch
     """verl's own ``Tracking`` (what ``fit()`` builds) writes through the swapped class."""
     from verl.utils import tracking
 
-    from recipe.atesd.file_logger import VERL_FILE_LOGGER, use_resumable_file_logger
+    from recipe.atesd.glue.file_logger import VERL_FILE_LOGGER, use_resumable_file_logger
 
     path = tmp_path / "m.jsonl"
     monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(path))

@@ -1,10 +1,10 @@
-"""Teacher/student response alignment (recipe/atesd/teacher.py) against direct per-sequence forwards."""
+"""Teacher/student response alignment (recipe/atesd/method/scoring.py) against direct per-sequence forwards."""
 
 import pytest
 import torch
 from conftest import tiny_qwen
 
-from recipe.atesd.teacher import (
+from recipe.atesd.method.scoring import (
     build_teacher_batch,
     packed_response_rows,
     sequence_token_logprobs,

@@ -3,7 +3,13 @@ import json
 import pytest
 from safetensors import safe_open
 
-from recipe.atesd.tiny_model import STAMP_NAME, TinyQwen3Spec, build_tiny_model, is_built, padded_vocab_size
+from recipe.atesd.tools.tiny_model import (
+    STAMP_NAME,
+    TinyQwen3Spec,
+    build_tiny_model,
+    is_built,
+    padded_vocab_size,
+)
 
 
 @pytest.fixture(scope="module")

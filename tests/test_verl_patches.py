@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-from recipe.atesd.platform import REPO_ROOT, configure_process_env, with_platform_override
+from recipe.atesd.glue.platform import REPO_ROOT, configure_process_env, with_platform_override
 from verl_patches import (
     PATCHES,
     _guard,
@@ -92,7 +92,7 @@ print("PROBE " + json.dumps(out))
 def probe() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM")}
     env["ATESD_PLATFORM"] = "cpu"
-    code = "from recipe.atesd.platform import configure_process_env; configure_process_env()\n" + PROBE
+    code = "from recipe.atesd.glue.platform import configure_process_env; configure_process_env()\n" + PROBE
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
     )

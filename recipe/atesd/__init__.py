@@ -1,5 +1,13 @@
 """ATESD: on-policy self-distillation with adaptive teacher exposure, as a verl recipe.
 
-Method core (pure torch/python, no verl/Ray): :mod:`exposure`, :mod:`losses`, :mod:`controller`.
-verl glue: the trainer, workers and entry points.
+Layers, top to bottom (an import only ever points down; tests/test_layers.py checks it):
+
+- entry points ``main_atesd``, ``main_grpo`` (hydra, ``config/``);
+- ``glue/``   verl and Ray: trainer, worker + teacher, controller actor, platform switch, config checks;
+- ``eval/``   Average@k evaluation; ``tools/`` tiny-model builder, metrics history, run summary;
+- ``method/`` the method core, pure torch/python (docs/method.md); ``data/`` and ``rewards/``.
 """
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from recipe.atesd.platform import REPO_ROOT, configure_process_env, with_platform_override
+from recipe.atesd.glue.platform import REPO_ROOT, configure_process_env, with_platform_override
 
 
 def resource_plan(cfg: DictConfig) -> dict:
@@ -69,7 +69,7 @@ def main(cfg: DictConfig) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
-    from recipe.atesd.config_check import check_atesd_config
+    from recipe.atesd.glue.config_check import check_atesd_config
 
     OmegaConf.resolve(cfg)  # env-based paths resolve here, on the submitting machine
     auto_set_device(cfg)
@@ -87,7 +87,7 @@ def main(cfg: DictConfig) -> None:
             "train further, or start over with trainer.resume_mode=disable or a new trainer.default_local_dir."
         )
         return
-    from recipe.atesd.runner import ATESDTaskRunner
+    from recipe.atesd.glue.runner import ATESDTaskRunner
 
     run_ppo(cfg, task_runner_class=ATESDTaskRunner)
 

@@ -1,6 +1,6 @@
 """verl's own GRPO (V1 trainer) on this machine: ``python -m recipe.atesd.main_grpo [hydra overrides]``.
 
-Picks the platform first (:mod:`recipe.atesd.platform`: on a host without CUDA it exports the
+Picks the platform first (:mod:`recipe.atesd.glue.platform`: on a host without CUDA it exports the
 ``verl_patches`` activation variables *before* verl is imported and selects ``platform=cpu``), then
 composes ``recipe/atesd/config/grpo_trainer.yaml`` (verl's installed ``ppo_trainer`` + tiny defaults +
 the platform group) and runs verl's ``run_ppo`` with ``TaskRunnerV1``, as ``verl.trainer.main_ppo`` does.
@@ -9,7 +9,7 @@ the platform group) and runs verl's ``run_ppo`` with ``TaskRunnerV1``, as ``verl
 import os
 import sys
 
-from recipe.atesd.platform import REPO_ROOT, configure_process_env, with_platform_override
+from recipe.atesd.glue.platform import REPO_ROOT, configure_process_env, with_platform_override
 
 PLATFORM = configure_process_env()
 

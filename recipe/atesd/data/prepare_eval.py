@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from recipe.atesd.data.schema import iter_records, load_exposure_config, make_row, write_parquet
-from recipe.atesd.exposure import ExposureConfig
+from recipe.atesd.method.prompts import ExposureConfig
 
 BENCHMARKS = ("aime24", "aime25", "hmmt25")
 

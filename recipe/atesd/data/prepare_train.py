@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from recipe.atesd.data.schema import iter_records, load_exposure_config, make_row, source_name, write_parquet
-from recipe.atesd.exposure import extract_final_answer
+from recipe.atesd.method.prompts import extract_final_answer
 
 REASONS = (
     "invalid_json",

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from recipe.atesd.exposure import ExposureConfig, build_student_messages
+from recipe.atesd.method.prompts import ExposureConfig, build_student_messages
 
 PARQUET_SCHEMA = pa.schema(
     [

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from recipe.atesd.losses import DistillLossConfig
 
 
 @dataclass
@@ -39,18 +36,32 @@ class ChunkStats:
     target_ids: torch.Tensor | None
 
 
-KernelFn = Callable[[ChunkStats, "DistillLossConfig", bool], tuple[torch.Tensor, torch.Tensor | None]]
+# kernel(chunk, cfg, need_grad) -> (loss[C], grad[C, V] | None); cfg is a recipe.atesd.method.losses.DistillLossConfig
+KernelFn = Callable[[ChunkStats, Any, bool], tuple[torch.Tensor, torch.Tensor | None]]
 
-LOSSES: dict[str, KernelFn] = {}
+
+@dataclass(frozen=True)
+class LossEntry:
+    """A registered loss mode: its chunk kernel and what it needs from the caller and the config
+    (the shape of verl's ``DistillationLossSettings``: entries declare their inputs)."""
+
+    kernel: KernelFn
+    needs_target_ids: bool = False  # the sampled response tokens ŷ_n
+    params: tuple[str, ...] = ()  # the DistillLossConfig fields the kernel reads
 
 
-def register_loss(name: str) -> Callable[[KernelFn], KernelFn]:
-    """Register a chunk kernel under ``name`` (the value of ``DistillLossConfig.mode``)."""
+LOSSES: dict[str, LossEntry] = {}
+
+
+def register_loss(
+    name: str, *, needs_target_ids: bool = False, params: tuple[str, ...] = ()
+) -> Callable[[KernelFn], KernelFn]:
+    """Register a chunk kernel under ``name`` (the value of ``distill.mode``) with what it needs."""
 
     def deco(fn: KernelFn) -> KernelFn:
         if name in LOSSES:
             raise ValueError(f"loss mode {name!r} is already registered")
-        LOSSES[name] = fn
+        LOSSES[name] = LossEntry(fn, needs_target_ids, params)
         return fn
 
     return deco
@@ -77,8 +88,8 @@ def _forward_kl(ch: ChunkStats, tau: float | None, need_grad: bool):
     return loss, ch.p_s.mul_((1.0 - clipped_mass).unsqueeze(-1)).sub_(p_t_kept)
 
 
-@register_loss("forward_kl")
-def forward_kl(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
+@register_loss("forward_kl", params=("clip_tau",))
+def forward_kl(ch: ChunkStats, cfg, need_grad: bool):
     """Full-vocabulary forward KL with per-entry clipping (method.md §1):
 
     ℓ_{n,v} = p_T(v) (log p_T(v) − log p_S(v)),  D_n = Σ_v min(ℓ_{n,v}, τ)  (τ = clip_tau; None: no clip).
@@ -89,7 +100,7 @@ def forward_kl(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
 
 
 @register_loss("reverse_kl")
-def reverse_kl(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
+def reverse_kl(ch: ChunkStats, cfg, need_grad: bool):
     """Reverse KL (method.md §1, "Other modes"); clip_tau does not apply:
 
     D_n = Σ_v p_S(v) r_v with r_v = log p_S(v) − log p_T(v);   ∂D/∂z_S(j) = p_S(j) (r_j − D_n).
@@ -99,8 +110,8 @@ def reverse_kl(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
     return loss, (ratio.sub_(loss.unsqueeze(-1)).mul_(ch.p_s) if need_grad else None)
 
 
-@register_loss("jsd")
-def jsd(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
+@register_loss("jsd", params=("jsd_beta",))
+def jsd(ch: ChunkStats, cfg, need_grad: bool):
     """Generalized Jensen–Shannon divergence JSD_β, TRL's ``generalized_jsd_loss`` convention
     (method.md §1, "Other modes"; clip_tau does not apply):
 
@@ -130,8 +141,8 @@ def jsd(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
     return loss, u.sub_(s_u.unsqueeze(-1)).mul_(ch.p_s).mul_(-(1.0 - beta))
 
 
-@register_loss("topk_tail")
-def topk_tail(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
+@register_loss("topk_tail", params=("topk", "clip_tau"))
+def topk_tail(ch: ChunkStats, cfg, need_grad: bool):
     """Forward KL over the teacher's top-k support plus one tail bucket (method.md §1 and §4):
 
     buckets b ∈ {v_1..v_k (teacher's top-k)} ∪ {tail = the rest};  q(b) = Σ_{v∈b} p(v) for both sides;
@@ -170,8 +181,8 @@ def topk_tail(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
     return loss, grad.scatter_(-1, idx, top_grad)
 
 
-@register_loss("sampled_token")
-def sampled_token(ch: ChunkStats, cfg: DistillLossConfig, need_grad: bool):
+@register_loss("sampled_token", needs_target_ids=True)
+def sampled_token(ch: ChunkStats, cfg, need_grad: bool):
     """Sampled-token estimator (method.md §1, "Other modes"); needs ``target_ids`` (the sampled ŷ_n):
 
     A_n = log p_T(ŷ_n) − log p_S(ŷ_n) (detached),  loss_n = −A_n log p_S(ŷ_n),

@@ -40,10 +40,10 @@ from typing import Any
 
 import torch
 
-from recipe.atesd.controller_config import ControllerConfig
-from recipe.atesd.controller_policy import DTYPE, BetaPolicy, beta_entropy, beta_log_prob, sample_beta
-from recipe.atesd.controller_reward import PendingDecision, lookahead_reward
-from recipe.atesd.controller_state import StateFeaturiser
+from recipe.atesd.method.controller.config import ControllerConfig
+from recipe.atesd.method.controller.policy import DTYPE, BetaPolicy, beta_entropy, beta_log_prob, sample_beta
+from recipe.atesd.method.controller.reward import PendingDecision, lookahead_reward
+from recipe.atesd.method.controller.state import StateFeaturiser
 
 EXPOSURE_KEYS = ("mode", "alpha", "alpha_min", "alpha_max", "schedule_start", "schedule_end", "schedule_kind")
 STATE_VERSION = 1

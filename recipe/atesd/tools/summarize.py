@@ -1,6 +1,6 @@
-"""Summarise an ATESD run from verl's file-logger JSONL: ``python -m recipe.atesd.summarize METRICS [--ckpt DIR]``.
+"""Summarise an ATESD run from verl's file-logger JSONL: ``python -m recipe.atesd.tools.summarize METRICS [--ckpt DIR]``.
 
-Prints the attempts that wrote the history (a resumed run appends to it, :mod:`recipe.atesd.run_history`),
+Prints the attempts that wrote the history (a resumed run appends to it, :mod:`recipe.atesd.tools.run_history`),
 α per hold window, the controller's rewards and updates, the distillation-loss trend and probe NLL, and
 where the latest checkpoint is.
 """
@@ -11,7 +11,7 @@ import argparse
 import math
 from pathlib import Path
 
-from recipe.atesd.run_history import Attempt, read_history
+from recipe.atesd.tools.run_history import Attempt, read_history
 
 
 def read_metrics(path: str | Path) -> tuple[list[dict], list[Attempt]]:

@@ -11,9 +11,9 @@ import os
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from recipe.atesd.controller_config import ControllerConfig
-from recipe.atesd.exposure import ExposureConfig
-from recipe.atesd.losses import DistillLossConfig
+from recipe.atesd.method.controller.config import ControllerConfig
+from recipe.atesd.method.losses import DistillLossConfig
+from recipe.atesd.method.prompts import ExposureConfig
 
 REQUIRED_EXTRA_INFO = ("id", "problem", "reference_solution", "answer")
 

@@ -11,7 +11,7 @@
 The distillation loss runs *inside* the student's forward, through verl's logits-processor seam
 (``distillation_use_topk``): verl hands us the temperature-scaled student logits of the packed
 micro-batch; we run the teacher on ``c_T(α) ⊕ ŷ`` for the same micro-batch under ``no_grad`` and
-compute the chunked per-token loss (``recipe.atesd.losses``). Full-vocabulary teacher logits
+compute the chunked per-token loss (``recipe.atesd.method.losses``). Full-vocabulary teacher logits
 never leave the process.
 
 Teacher weights (``distill.teacher_kind``):
@@ -35,10 +35,10 @@ from verl.single_controller.base.decorator import Dispatch, make_nd_compute_data
 from verl.utils import tensordict_utils as tu
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
-from recipe.atesd.exposure import ExposureConfig, teacher_prompt_ids
-from recipe.atesd.losses import DistillLossConfig, distill_token_losses, ema_update_
-from recipe.atesd.probe import ProbeSet
-from recipe.atesd.teacher import (
+from recipe.atesd.method.losses import DistillLossConfig, distill_token_losses, ema_update_
+from recipe.atesd.method.probe import ProbeSet
+from recipe.atesd.method.prompts import ExposureConfig, teacher_prompt_ids
+from recipe.atesd.method.scoring import (
     build_teacher_batch,
     packed_response_rows,
     sequence_token_logprobs,

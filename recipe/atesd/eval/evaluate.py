@@ -1,6 +1,6 @@
 """Average@n evaluation (method.md §3) with vLLM's offline engine.
 
-``python -m recipe.atesd.evaluate model_path=DIR [output_dir=...] [n_samples=12] [dry_run=true] ...``
+``python -m recipe.atesd.eval.evaluate model_path=DIR [output_dir=...] [n_samples=12] [dry_run=true] ...``
 (config ``recipe/atesd/config/evaluate.yaml``; ``--config-name evaluate_paper`` is the paper protocol).
 
 Plan: every (benchmark, problem id, sample index j < n) not yet in ``output_dir/generations.jsonl``.
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import hydra
 
-from recipe.atesd.eval_report import render_markdown, summarize
-from recipe.atesd.eval_store import GenerationStore, check_run_config
-from recipe.atesd.exposure import ExposureConfig, build_student_messages
+from recipe.atesd.eval.report import render_markdown, summarize
+from recipe.atesd.eval.store import GenerationStore, check_run_config
+from recipe.atesd.method.prompts import ExposureConfig, build_student_messages
 from recipe.atesd.rewards.math_grader import GraderConfig, grade, grader_stats, shutdown_workers
 
 LOG_PREFIX = "[evaluate]"
@@ -315,7 +315,7 @@ def run(cfg) -> dict | None:
     return summary
 
 
-@hydra.main(config_path="config", config_name="evaluate", version_base=None)
+@hydra.main(config_path="../config", config_name="evaluate", version_base=None)
 def main(cfg) -> None:
     run(cfg)
 

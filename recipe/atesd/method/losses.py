@@ -2,7 +2,7 @@
 
 Public API:
 - :class:`DistillLossConfig` (mirrors ``config/distill/default.yaml`` field for field).
-- :data:`LOSSES` / :func:`register_loss`: name → chunk kernel (``losses_kernels.py``).
+- :data:`LOSSES` / :func:`register_loss`: name → :class:`LossEntry` (chunk kernel + what it needs, ``loss_kernels.py``).
 - :func:`distill_token_losses`: per-token loss ``[T]`` plus detached diagnostics, computed in chunks
   of ``chunk_size`` tokens by a custom autograd function. The forward pass computes the analytic
   student-logit gradient chunk by chunk straight into one preallocated tensor of the student's
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from recipe.atesd.losses_kernels import LOSSES, ChunkStats, register_loss
+from recipe.atesd.method.loss_kernels import LOSSES, ChunkStats, LossEntry, register_loss
 
 __all__ = [
     "LOSSES",
+    "LossEntry",
     "DistillLossConfig",
     "distill_token_losses",
     "ema_update_",
@@ -112,7 +113,7 @@ def _chunk_forward(student, teacher, target_ids, cfg, need_grad: bool, dtype):
     ch, token_kl = _chunk_stats(student, teacher, target_ids, cfg.temperature, dtype)
     agree = ch.logp_s.argmax(-1) == ch.logp_t.argmax(-1)
     entropy = -torch.bmm(ch.p_s.unsqueeze(1), ch.logp_s.unsqueeze(2)).view(-1)
-    loss, grad = LOSSES[cfg.mode](ch, cfg, need_grad)
+    loss, grad = LOSSES[cfg.mode].kernel(ch, cfg, need_grad)
     if grad is not None and cfg.temperature != 1.0:
         grad = grad.div_(cfg.temperature)
     return loss, token_kl, agree, entropy, grad
@@ -200,8 +201,8 @@ def distill_token_losses(
         if target_ids.numel() and not 0 <= int(target_ids.min()) <= int(target_ids.max()) < vocab:
             raise ValueError(f"target_ids must lie in [0, {vocab})")
         target_ids = target_ids.reshape(-1).long()
-    elif cfg.mode == "sampled_token":
-        raise ValueError("distill.mode 'sampled_token' needs target_ids")
+    elif LOSSES[cfg.mode].needs_target_ids:
+        raise ValueError(f"distill.mode {cfg.mode!r} needs target_ids (the sampled response tokens)")
     outs = _ChunkedDistill.apply(
         student_logits.reshape(-1, vocab),
         teacher_logits.detach().reshape(-1, vocab),

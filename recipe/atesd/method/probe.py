@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from recipe.atesd.exposure import ExposureConfig, student_prompt_ids, teacher_prompt_ids
+from recipe.atesd.method.prompts import ExposureConfig, student_prompt_ids, teacher_prompt_ids
 
 
 @dataclass

@@ -15,11 +15,11 @@ This module must not import verl: the variables only take effect if set before `
 """
 
 import os
-from pathlib import Path
+
+from recipe.atesd import REPO_ROOT
 
 PLATFORMS = ("cpu", "gpu")
 PATCH_MODULE = "verl_patches.activate"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def detect_platform() -> str:

@@ -8,7 +8,7 @@ from verl.trainer.main_ppo import TaskRunnerV1
 
 class _ATESDRunner(TaskRunnerV1.__ray_actor_class__):
     def run(self, config):
-        import recipe.atesd.trainer  # noqa: F401  (registers trainer mode "atesd")
+        import recipe.atesd.glue.trainer  # noqa: F401  (registers trainer mode "atesd")
 
         return super().run(config)
 

@@ -4,7 +4,7 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 
-from recipe.atesd.eval_metrics import average_at_n, k_values, length_stats, maj_at_k, mean_pass_at_k
+from recipe.atesd.eval.metrics import average_at_n, k_values, length_stats, maj_at_k, mean_pass_at_k
 
 ROW_FIELDS = (
     "benchmark",

@@ -3,7 +3,7 @@
 verl 0.9.1's ``verl.utils.tracking.FileLogger`` opens its JSONL with ``"wb"``, so every resumed run
 truncated the metrics of the steps before its checkpoint (α per hold window, the controller's rewards).
 :func:`use_resumable_file_logger` swaps the class that ``Tracking`` instantiates for one that opens the
-history with :func:`recipe.atesd.run_history.open_history` (append, each step once, attempt boundaries).
+history with :func:`recipe.atesd.tools.run_history.open_history` (append, each step once, attempt boundaries).
 Path rules are verl's: ``VERL_FILE_LOGGER_PATH``, else ``$VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl``.
 The swap is guarded: it refuses any verl whose ``FileLogger`` source differs from the one read here.
 """
@@ -14,7 +14,7 @@ import os
 
 from verl.utils import tracking
 
-from recipe.atesd.run_history import open_history
+from recipe.atesd.tools.run_history import open_history
 from verl_patches._guard import Target, verify
 
 TARGET = Target(

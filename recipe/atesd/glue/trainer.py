@@ -26,10 +26,10 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.debug import marked_timer
 
-from recipe.atesd.controller import StepStats
-from recipe.atesd.controller_actor import spawn_controller
-from recipe.atesd.file_logger import use_resumable_file_logger
-from recipe.atesd.worker import ATESDWorker, TeacherSettings
+from recipe.atesd.glue.controller_actor import spawn_controller
+from recipe.atesd.glue.file_logger import use_resumable_file_logger
+from recipe.atesd.glue.worker import ATESDWorker, TeacherSettings
+from recipe.atesd.method.controller import StepStats
 
 STATE_FILE = "atesd_state.pt"
 

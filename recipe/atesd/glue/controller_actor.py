@@ -1,6 +1,6 @@
 """Ray glue: the exposure controller as a small actor pinned to the driver's node.
 
-It only forwards to :class:`recipe.atesd.controller.ExposureController` (pure torch); its
+It only forwards to :class:`recipe.atesd.method.controller.ExposureController` (pure torch); its
 messages are a few floats per update, so it costs no GPU and next to no time.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from recipe.atesd.controller import ControllerConfig, ExposureController, StepStats
-from recipe.atesd.exposure import ExposureConfig
+from recipe.atesd.method.controller import ControllerConfig, ExposureController, StepStats
+from recipe.atesd.method.prompts import ExposureConfig
 
 
 class _ControllerHost:
