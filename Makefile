@@ -28,7 +28,7 @@ $(STAMP): requirements.txt Makefile
 # Idempotent: a second `make demo` finds the run complete (checkpoint at the last step), trains nothing and
 # prints the first run's summary; the metrics history and train.log are appended to, never truncated.
 DEMO_DIR ?= outputs/demo
-DEMO_OVERRIDES ?= exposure.mode=adaptive controller.hold_window=2 controller.lookahead=3 \
+DEMO_OVERRIDES ?= controller.exposure_mode=adaptive controller.hold_window=2 controller.lookahead=3 \
 	controller.batch_decisions=2 trainer.total_training_steps=9 trainer.save_freq=5 trainer.test_freq=9 \
 	trainer.experiment_name=demo trainer.default_local_dir=$(CURDIR)/$(DEMO_DIR)/checkpoints
 

@@ -81,7 +81,7 @@ def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Pa
         atesd = run(
             "recipe.atesd.main_atesd",
             [
-                "exposure.mode=adaptive",
+                "controller.exposure_mode=adaptive",
                 f"controller.hold_window={hold}",
                 f"controller.lookahead={lookahead}",
                 f"controller.batch_decisions={batch_decisions}",
@@ -91,7 +91,11 @@ def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Pa
             "atesd",
         )
         opsd = run(
-            "recipe.atesd.main_atesd", ["exposure.mode=fixed", "exposure.alpha=1.0"], steps, work, "opsd"
+            "recipe.atesd.main_atesd",
+            ["controller.exposure_mode=fixed", "controller.alpha=1.0"],
+            steps,
+            work,
+            "opsd",
         )
         grpo = run(
             "recipe.atesd.main_grpo",
@@ -129,7 +133,7 @@ def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Pa
 def teacher_scoring(repeats: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from recipe.atesd.method.prompts import ExposureConfig, teacher_prompt_ids
+    from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
     from recipe.atesd.method.scoring import build_teacher_batch, teacher_response_logits
     from recipe.atesd.tools.tiny_model import build_tiny_model, tokenizer_dir
 
@@ -138,7 +142,7 @@ def teacher_scoring(repeats: int) -> None:
     ).eval()
     tok = AutoTokenizer.from_pretrained(tokenizer_dir())
     rows = long_references(4)
-    cfg = ExposureConfig(segmenter="sentences")
+    cfg = TeacherPromptConfig(segmenter="sentences")
     responses = [list(range(1000, 1256))] * len(rows)
 
     def timed(alpha: float) -> tuple[float, float, float]:

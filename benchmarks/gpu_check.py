@@ -16,7 +16,7 @@ Needs only torch and transformers (no verl, vLLM, Ray, pandas or pyarrow, no net
    time); on cuda bf16 with T = 2048, 8192, 32768 and chunk 256 (naive runs that cannot fit are skipped).
 3. ``teacher``: ``recipe.atesd.method.scoring.build_teacher_batch`` + ``teacher_response_logits`` on a
    randomly initialised Qwen3 shaped like Qwen3-1.7B (bf16), batch 8 x 1024 response tokens, teacher
-   prompts from ``exposure.teacher_prompt_ids`` (real Qwen3 tokenizer, the longest reference solutions
+   prompts from ``prompts.teacher_prompt_ids`` (real Qwen3 tokenizer, the longest reference solutions
    of a JSONL file) at alpha = 0.5 and alpha = 1: median ms, prompt tokens, ratio.
 
 The exit status is non-zero when a correctness check fails or any section raises; a failing section
@@ -256,7 +256,7 @@ def _build_model(device: torch.device, dtype: torch.dtype, spec: dict, vocab: in
 def section_teacher(args, device: torch.device) -> dict:
     from transformers import AutoTokenizer
 
-    from recipe.atesd.method.prompts import ExposureConfig, teacher_prompt_ids
+    from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
     from recipe.atesd.method.scoring import (
         build_teacher_batch,
         sequence_token_logprobs,
@@ -286,7 +286,8 @@ def section_teacher(args, device: torch.device) -> dict:
     )
 
     refs = _read_references(args.references, args.batch)
-    cfg, max_len = ExposureConfig(), DistillLossConfig().max_teacher_length
+    cfg = TeacherPromptConfig()
+    max_len = cfg.max_length
     gen = torch.Generator().manual_seed(0)
     responses = torch.randint(
         0, tokenizer.vocab_size, (args.batch, args.response_len), generator=gen
@@ -295,7 +296,7 @@ def section_teacher(args, device: torch.device) -> dict:
         f"batch {args.batch} x {args.response_len} response tokens (random ids); references: the "
         f"{args.batch} longest solutions of {', '.join(args.references)} "
         f"({min(len(r['solution']) for r in refs)}-{max(len(r['solution']) for r in refs)} chars); "
-        f"segmenter {cfg.segmenter}, max_teacher_length {max_len}"
+        f"segmenter {cfg.segmenter}, teacher_prompt.max_length {max_len}"
     )
     alphas = (0.5, 1.0)
     prompts, info = {}, {}

@@ -5,7 +5,7 @@
 #       MODEL: qwen3-1.7b | qwen3-4b | qwen3-8b (preset MODEL-fixed-sweep)
 #       ATESD_ALPHAS (default "0 0.25 0.5 0.75 1"), ATESD_SEEDS (default "0 1 2")
 #
-# Each job is `launch/submit.sh --no-wait --job-name NAME MODEL-fixed-sweep exposure.alpha=A
+# Each job is `launch/submit.sh --no-wait --job-name NAME MODEL-fixed-sweep controller.alpha=A
 # preset.seed=S trainer.experiment_name=NAME [overrides]` (a running Ray cluster at RAY_ADDRESS), or with
 # --slurm one `launch/slurm/sbatch.sh` allocation per job. --dry-run passes --dry-run to every job:
 # each job's command, resolved config and resource plan; nothing is submitted.
@@ -30,7 +30,7 @@ read -r -a seeds <<<"${ATESD_SEEDS:-0 1 2}"
 for alpha in "${alphas[@]}"; do
     for seed in "${seeds[@]}"; do
         name="$model-fixed-a$alpha-s$seed"
-        overrides=("exposure.alpha=$alpha" "preset.seed=$seed" "trainer.experiment_name=$name" "$@")
+        overrides=("controller.alpha=$alpha" "preset.seed=$seed" "trainer.experiment_name=$name" "$@")
         echo "== $name"
         if ((slurm)); then
             "${ATESD_SBATCH:-$here/slurm/sbatch.sh}" "${flags[@]}" "$model-fixed-sweep" "${overrides[@]}"

@@ -4,7 +4,7 @@ Four stack runs, shared by the tests below (each run is a subprocess with an out
 Ray session and /dev/shm clean-up; see tests/integration_utils.py):
 
 - ``full``: adaptive, full fine-tuning (frozen fused-reference teacher), H=2, L=3, B=2, 6 updates,
-  checkpoints at steps 3 and 6, loss-parity capture of the first update;
+  checkpoints at steps 5 and 8, loss-parity capture of the first update (tests/atesd_capture.py);
 - ``killed`` + ``resumed``: the same run killed right after its step-5 checkpoint (mid window 2),
   then resumed from it, both attempts logging to one metrics history;
 - ``lora``: random exposure with the LoRA teacher (actor with adapters disabled), 4 updates.
@@ -12,6 +12,7 @@ Ray session and /dev/shm clean-up; see tests/integration_utils.py):
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +36,7 @@ COMMON = [
 STEPS, KILL_AT = 8, 5
 FULL = [
     *COMMON,
-    "exposure.mode=adaptive",
+    "controller.exposure_mode=adaptive",
     f"trainer.total_training_steps={STEPS}",
     f"trainer.save_freq={KILL_AT}",
     f"trainer.test_freq={STEPS}",
@@ -113,7 +114,12 @@ def greedy_train(tmp_path_factory):
 def full_run(tiny_model, greedy_train, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("atesd_full")
     capture = workdir / "capture"
-    result, ckpt = launch(workdir, "full", [*FULL, *greedy_train], env={"ATESD_CAPTURE_DIR": str(capture)})
+    hook = {  # tests/atesd_capture.py, loaded in every stack process as verl loads external modules
+        "ATESD_CAPTURE_DIR": str(capture),
+        "VERL_USE_EXTERNAL_MODULES": "atesd_capture",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH")])),
+    }
+    result, ckpt = launch(workdir, "full", [*FULL, *greedy_train], env=hook)
     assert result.returncode == 0 and not result.timed_out, result.describe()
     return metrics_rows(workdir / "full.jsonl"), ckpt, capture, result
 
@@ -142,7 +148,7 @@ def lora_run(tiny_model, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("atesd_lora")
     overrides = [
         *COMMON,
-        "exposure.mode=random",
+        "controller.exposure_mode=random",
         "trainer.total_training_steps=4",
         "trainer.save_freq=-1",
         "trainer.test_freq=-1",
@@ -220,8 +226,9 @@ def test_worker_loss_equals_reference_on_captured_batch(full_run):
         s, t = c["student_logits"].double(), c["teacher_logits"].double()
         log_s, log_t = torch.log_softmax(s, -1), torch.log_softmax(t, -1)
         tau = c["distill"].clip_tau
-        dense = torch.clamp(log_t.exp() * (log_t - log_s), max=tau).sum(-1) * c["response_mask"]
-        torch.testing.assert_close(dense, c["token_loss"].double(), atol=TOKEN_LOSS_FP32_TOL, rtol=0)
+        mask = c["response_mask"].double()
+        dense = torch.clamp(log_t.exp() * (log_t - log_s), max=tau).sum(-1) * mask
+        torch.testing.assert_close(dense, c["token_loss"].double() * mask, atol=TOKEN_LOSS_FP32_TOL, rtol=0)
         total += dense.sum().item() / c["batch_num_tokens"] * c["dp_size"]
     assert total == pytest.approx(rows[1]["distill/loss"], abs=1e-5)  # seen 4.7e-8: the logged reduction
 

@@ -37,14 +37,16 @@ def test_embedded_default_passes_and_plans_one_colocated_pool():
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ("exposure.mode=sometimes", "exposure.mode"),
-        ("exposure.alpha=1.5", "exposure.alpha"),
-        ("exposure.segmenter=words", "segmenter"),
+        ("controller.exposure_mode=sometimes", "controller.exposure_mode"),
+        ("controller.alpha=1.5", "controller.alpha"),
+        ("teacher_prompt.segmenter=words", "segmenter"),
+        ("teacher_prompt.max_length=0", "teacher_prompt.max_length"),
         ("controller.hold_window=0", "hold_window"),
         ("controller.gamma=1.5", "gamma"),
         ("controller.batch_decisions=1", "batch_decisions"),
         ("distill.mode=l2", "distill.mode"),
-        ("distill.teacher_kind=oracle", "distill.teacher_kind"),
+        ("teacher.kind=oracle", "teacher.kind"),
+        ("teacher.ema_rate=2.0", "teacher.ema_rate"),
         ("distill.temperature=1.0", "distill.temperature"),
         ("probe.batch_size=0", "probe.batch_size"),
         ("probe.path=/nonexistent/probe.parquet", "probe.path"),
@@ -57,18 +59,18 @@ def test_bad_values_fail_naming_the_key(override, key):
 
 def test_alpha_min_above_alpha_max_fails():
     with pytest.raises(ValueError, match="alpha_min"):
-        check_atesd_config(atesd_config("exposure.alpha_min=0.9", "exposure.alpha_max=0.2"))
+        check_atesd_config(atesd_config("controller.alpha_min=0.9", "controller.alpha_max=0.2"))
 
 
 def test_ema_teacher_with_lora_fails():
-    cfg = atesd_config("distill.teacher_kind=ema", "actor_rollout_ref.model.lora_rank=8")
-    with pytest.raises(ValueError, match="teacher_kind=ema"):
+    cfg = atesd_config("teacher.kind=ema", "actor_rollout_ref.model.lora_rank=8")
+    with pytest.raises(ValueError, match="teacher.kind=ema"):
         check_atesd_config(cfg)
 
 
 def test_misspelled_override_fails_naming_it():
     with pytest.raises(Exception, match="alpah"):
-        atesd_config("exposure.alpah=0.3")
+        atesd_config("controller.alpah=0.3")
 
 
 def test_row_without_reference_fails_naming_the_row_id(tmp_path):

@@ -14,13 +14,15 @@ import yaml
 from recipe.atesd.method.controller import AlphaDecision, ControllerConfig, ExposureController, StepStats
 from recipe.atesd.method.controller.policy import BetaPolicy, beta_entropy, beta_log_prob, sample_beta
 from recipe.atesd.method.controller.reward import grounding_return, lookahead_reward, progress_return
-from recipe.atesd.method.prompts import ExposureConfig
 
 YAML = Path(__file__).resolve().parents[1] / "recipe" / "atesd" / "config" / "controller" / "default.yaml"
 
 
-def exposure(**kw) -> ExposureConfig:
-    return dataclasses.replace(ExposureConfig(), **kw)
+def policy(cfg: ControllerConfig | None = None, **kw) -> ControllerConfig:
+    """``cfg`` (default: the defaults) with α-policy fields ``kw`` (``mode`` is ``exposure_mode``)."""
+    if "mode" in kw:
+        kw["exposure_mode"] = kw.pop("mode")
+    return dataclasses.replace(cfg or ControllerConfig(), **kw)
 
 
 def stats(probe_nll: float, ground: float = -1.0, loss: float = 0.5) -> StepStats:
@@ -106,9 +108,9 @@ def test_returns_on_hand_computed_sequence():
 def test_credit_assignment_with_overlapping_pending_decisions():
     """H = 2, L = 3 > H: decisions at t0 = 0, 2, 4, 6 overlap; each reward uses ℓ_{t0..t0+3}, g_{t0+1..t0+3}."""
     cfg = ControllerConfig(hold_window=2, lookahead=3, gamma=0.5, lambda_gt=0.5)
-    ctrl = ExposureController(exposure(mode="fixed", alpha=0.5), cfg, total_steps=8, seed=0)
+    ctrl = ExposureController(policy(cfg, mode="fixed", alpha=0.5), total_steps=8, seed=0)
     nll = [10.0, 9.0, 9.5, 7.0, 6.5, 6.5, 4.0, 3.9, 3.0]  # ℓ_0 … ℓ_8
-    ctrl.observe_baseline(nll[0], 0.0)
+    ctrl.observe_baseline(nll[0])
     rewards, pending = {}, []
     for t in range(8):
         ctrl.decide(t)
@@ -131,7 +133,7 @@ def test_credit_assignment_with_overlapping_pending_decisions():
     # completes at observe(t0)); decision 6 is still pending when the 8 steps run out (never completed).
     assert pending == [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     state = ctrl.state_dict()
-    assert [d["t0"] for d in state["pending"]] == [6] and len(state["pending"][0]["nll"]) == 3
+    assert [len(d["nll"]) for d in state["pending"]] == [3]  # the decision of t0 = 6 holds ℓ_6, ℓ_7, ℓ_8
 
 
 def test_reinforce_loss_matches_formula():
@@ -139,15 +141,15 @@ def test_reinforce_loss_matches_formula():
     cfg = ControllerConfig(
         hold_window=1, lookahead=1, batch_decisions=2, entropy_target=-5.0, entropy_coef=1.0
     )
-    ctrl = ExposureController(exposure(mode="adaptive"), cfg, total_steps=10, seed=3)
-    ctrl.observe_baseline(3.0, -1.0)
+    ctrl = ExposureController(policy(cfg, mode="adaptive"), total_steps=10, seed=3)
+    ctrl.observe_baseline(3.0)
     ctrl.decide(0)
     assert "controller/loss" not in ctrl.observe(0, stats(2.9, ground=-1.0))  # R_0 = 0.1 + 0.1·(−1)
     ctrl.decide(1)
     before = ctrl.state_dict()
     metrics = ctrl.observe(1, stats(2.5, ground=-2.0))  # R_1 = 0.4 + 0.1·(−2)
-    policy = BetaPolicy(len(cfg.state_features), cfg.hidden, cfg.layers, torch.Generator())
-    policy.load_state_dict(before["policy"])
+    net = BetaPolicy(len(cfg.state_features), cfg.hidden, cfg.layers, torch.Generator())
+    net.load_state_dict(before["policy"])
     (s0, x0, r0), d1 = before["completed"][0], before["pending"][0]
     assert r0 == pytest.approx(0.0, abs=1e-12)
     states = torch.tensor([s0, d1["state"]], dtype=torch.float64)
@@ -155,7 +157,7 @@ def test_reinforce_loss_matches_formula():
     adv = torch.tensor([-0.1, 0.1], dtype=torch.float64) / (
         0.1 + cfg.adv_eps
     )  # (R − mean)/(std + ε), R = (0, 0.2)
-    a, b = policy(states)
+    a, b = net(states)
     entropy = beta_entropy(a, b).mean()
     expected = -(adv * beta_log_prob(x, a, b)).mean() + (entropy + 5.0).clamp(min=0.0) ** 2
     assert metrics["controller/loss"] == pytest.approx(expected.item(), abs=1e-9)
@@ -174,22 +176,22 @@ def test_fixed_random_schedule_modes_hold_windows():
         ("linear", 1.0 - 0.75 * 0.25),
         ("cosine", 0.25 + 0.375 * (1.0 + math.cos(math.pi / 4))),
     ):
-        ctrl = ExposureController(exposure(mode="schedule", schedule_kind=kind), cfg, total_steps=21, seed=0)
-        ctrl.observe_baseline(3.0, -1.0)
+        ctrl = ExposureController(policy(cfg, mode="schedule", schedule_kind=kind), total_steps=21, seed=0)
+        ctrl.observe_baseline(3.0)
         alphas, metrics, _ = drive(ctrl, range(21), 3.0)
         assert alphas[0] == pytest.approx(1.0) and alphas[20] == pytest.approx(0.25)
         assert alphas[5] == pytest.approx(at_quarter) and alphas[10] == pytest.approx(0.625)
         assert alphas[5:10] == [alphas[5]] * 5
         assert not any("controller/loss" in m for m in metrics)
-    ctrl = ExposureController(exposure(mode="fixed", alpha=0.0), cfg, total_steps=30, seed=0)
-    ctrl.observe_baseline(3.0, -1.0)
+    ctrl = ExposureController(policy(cfg, mode="fixed", alpha=0.0), total_steps=30, seed=0)
+    ctrl.observe_baseline(3.0)
     alphas, metrics, _ = drive(ctrl, range(30), 3.0)
     assert alphas == [0.0] * 30  # fixed α is not clipped to alpha_min
     assert any("controller/reward" in m for m in metrics)  # rewards still computed for logging
     ctrl = ExposureController(
-        exposure(mode="random", alpha_min=0.2, alpha_max=0.4), cfg, total_steps=30, seed=0
+        policy(cfg, mode="random", alpha_min=0.2, alpha_max=0.4), total_steps=30, seed=0
     )
-    ctrl.observe_baseline(3.0, -1.0)
+    ctrl.observe_baseline(3.0)
     alphas, _, _ = drive(ctrl, range(30), 3.0)
     windows = [alphas[i : i + 5] for i in range(0, 30, 5)]
     assert all(w == [w[0]] * 5 for w in windows) and len({w[0] for w in windows}) == 6
@@ -198,9 +200,9 @@ def test_fixed_random_schedule_modes_hold_windows():
 
 def test_decisions_report_windows_and_beta():
     ctrl = ExposureController(
-        exposure(mode="adaptive", alpha_min=0.3, alpha_max=0.7), ControllerConfig(hold_window=3), 20, 0
+        policy(ControllerConfig(hold_window=3), mode="adaptive", alpha_min=0.3, alpha_max=0.7), 20, 0
     )
-    ctrl.observe_baseline(3.0, -1.0)
+    ctrl.observe_baseline(3.0)
     decisions = []
     for t in range(7):
         decisions.append(ctrl.decide(t))
@@ -213,7 +215,7 @@ def test_decisions_report_windows_and_beta():
         and decisions[0].beta_b == decisions[0].beta_a
     )
     assert all(0.3 <= d.alpha <= 0.7 for d in decisions)
-    fixed = ExposureController(exposure(mode="fixed"), ControllerConfig(), 20, 0).decide(0)
+    fixed = ExposureController(policy(ControllerConfig(), mode="fixed"), 20, 0).decide(0)
     assert isinstance(fixed, AlphaDecision) and math.isnan(fixed.beta_a) and fixed.alpha == 1.0
 
 
@@ -222,19 +224,19 @@ def test_decisions_report_windows_and_beta():
 
 def adaptive_controller(seed: int) -> ExposureController:
     cfg = ControllerConfig(hold_window=3, lookahead=7, batch_decisions=2, lr=0.01)
-    return ExposureController(exposure(mode="adaptive"), cfg, total_steps=200, seed=seed)
+    return ExposureController(policy(cfg, mode="adaptive"), total_steps=200, seed=seed)
 
 
 def test_state_dict_round_trip_continues_bit_identically():
     ref = adaptive_controller(7)
-    ref.observe_baseline(3.0, -1.0)
+    ref.observe_baseline(3.0)
     ref_alphas, ref_metrics, _ = drive(ref, range(150), 3.0)
 
     run = adaptive_controller(7)
-    run.observe_baseline(3.0, -1.0)
+    run.observe_baseline(3.0)
     _, _, nll = drive(run, range(100), 3.0)  # step 100 is mid-window (window 33 = steps 99..101)
     state = run.state_dict()
-    assert [d["t0"] for d in state["pending"]] == [96, 99] and state["updates"] > 0
+    assert [len(d["nll"]) for d in state["pending"]] == [5, 2] and state["updates"] > 0  # t0 = 96, 99
     buffer = io.BytesIO()
     torch.save(state, buffer)
     drive(run, range(100, 150), nll)  # keep using the source object: the snapshot must not alias it
@@ -256,16 +258,15 @@ def test_state_dict_round_trip_continues_bit_identically():
 def test_load_state_dict_rejects_other_config():
     state = adaptive_controller(0).state_dict()
     other = ExposureController(
-        exposure(mode="adaptive"),
-        ControllerConfig(hold_window=3, lookahead=8, batch_decisions=2, lr=0.01),
+        policy(ControllerConfig(hold_window=3, lookahead=8, batch_decisions=2, lr=0.01), mode="adaptive"),
         200,
         0,
     )
-    with pytest.raises(ValueError, match="config.lookahead"):
+    with pytest.raises(ValueError, match="controller.lookahead"):
         other.load_state_dict(state)
-    with pytest.raises(ValueError, match="exposure.mode"):
-        ExposureController(exposure(mode="random"), ControllerConfig(), 200, 0).load_state_dict(
-            ExposureController(exposure(mode="adaptive"), ControllerConfig(), 200, 0).state_dict()
+    with pytest.raises(ValueError, match="controller.exposure_mode"):
+        ExposureController(policy(ControllerConfig(), mode="random"), 200, 0).load_state_dict(
+            ExposureController(policy(ControllerConfig(), mode="adaptive"), 200, 0).state_dict()
         )
 
 
@@ -274,7 +275,7 @@ def test_seeded_determinism_and_global_rng_untouched():
     runs = {}
     for key, seed in (("a", 1), ("b", 1), ("c", 2)):
         ctrl = adaptive_controller(seed)
-        ctrl.observe_baseline(3.0, -1.0)
+        ctrl.observe_baseline(3.0)
         runs[key] = drive(ctrl, range(60), 3.0)[0]
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
@@ -304,26 +305,29 @@ def test_seeded_determinism_and_global_rng_untouched():
 )
 def test_controller_config_validation(field, value, key):
     with pytest.raises(ValueError, match=f"controller.{key}"):
-        ExposureController(exposure(), dataclasses.replace(ControllerConfig(), **{field: value}), 10, 0)
+        ExposureController(policy(dataclasses.replace(ControllerConfig(), **{field: value})), 10, 0)
 
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        ({"alpha_min": 0.6, "alpha_max": 0.5}, "exposure.alpha_min"),
-        ({"alpha": 1.5}, "exposure.alpha"),
-        ({"alpha_max": -0.1, "alpha_min": -0.2}, "exposure.alpha_m"),
-        ({"mode": "greedy"}, "exposure.mode"),
+        ({"alpha_min": 0.6, "alpha_max": 0.5}, "controller.alpha_min"),
+        ({"alpha": 1.5}, "controller.alpha"),
+        ({"alpha": True}, "controller.alpha"),
+        ({"alpha_max": -0.1, "alpha_min": -0.2}, "controller.alpha_m"),
+        ({"schedule_end": float("nan")}, "controller.schedule_end"),
+        ({"mode": "greedy"}, "controller.exposure_mode"),
+        ({"schedule_kind": "step"}, "controller.schedule_kind"),
     ],
 )
-def test_exposure_cross_validation(overrides, key):
+def test_alpha_policy_validation(overrides, key):
     with pytest.raises(ValueError, match=key):
-        ControllerConfig().validate(exposure(**overrides))
+        policy(**overrides).validate()
 
 
 def test_total_steps_and_unknown_yaml_key_rejected():
     with pytest.raises(ValueError, match="total_steps"):
-        ExposureController(exposure(), ControllerConfig(), 0, 0)
+        ExposureController(policy(ControllerConfig()), 0, 0)
     with pytest.raises(ValueError, match="horizon"):
         ControllerConfig.from_mapping({"horizon": 3})
 
@@ -338,7 +342,7 @@ def test_yaml_mirrors_dataclass():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_stats_raise_and_leave_state_alone(field, bad):
     ctrl = adaptive_controller(0)
-    ctrl.observe_baseline(3.0, -1.0)
+    ctrl.observe_baseline(3.0)
     ctrl.decide(0)
     before = ctrl.state_dict()
     with pytest.raises(ValueError, match=field):
@@ -347,7 +351,7 @@ def test_non_finite_stats_raise_and_leave_state_alone(field, bad):
     assert after["features"] == before["features"] and after["observed"] == 0
     ctrl.observe(0, stats(2.9))  # a valid retry is accepted
     with pytest.raises(ValueError, match="probe_nll"):
-        adaptive_controller(0).observe_baseline(bad, -1.0)
+        adaptive_controller(0).observe_baseline(bad)
 
 
 def test_protocol_order_errors():
@@ -357,9 +361,9 @@ def test_protocol_order_errors():
     ctrl.decide(0)
     with pytest.raises(ValueError, match="observe_baseline"):
         ctrl.observe(0, stats(2.9))
-    ctrl.observe_baseline(3.0, -1.0)
+    ctrl.observe_baseline(3.0)
     with pytest.raises(ValueError, match="already"):
-        ctrl.observe_baseline(3.0, -1.0)
+        ctrl.observe_baseline(3.0)
     with pytest.raises(ValueError, match=r"observe\(step=0\) must come first"):
         ctrl.decide(1)
     with pytest.raises(ValueError, match="out of order"):
@@ -377,10 +381,10 @@ def test_protocol_order_errors():
 def bump_run(mode: str, seed: int, **exposure_kw) -> list[float]:
     """H = 2, L = 3 (overlapping decisions), 1200 updates = 600 decisions on the noisy bump peaking at 0.6."""
     cfg = ControllerConfig(hold_window=2, lookahead=3, lr=0.01)
-    ctrl = ExposureController(exposure(mode=mode, **exposure_kw), cfg, total_steps=1200, seed=seed)
+    ctrl = ExposureController(policy(cfg, mode=mode, **exposure_kw), total_steps=1200, seed=seed)
     rng = random.Random(1000 + seed)
     nll = 3.0
-    ctrl.observe_baseline(nll, -1.0)
+    ctrl.observe_baseline(nll)
     alphas = []
     for t in range(1200):
         d = ctrl.decide(t)

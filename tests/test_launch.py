@@ -51,13 +51,13 @@ DISTILL = {
     "distill.temperature": 1.1,
     "data.max_response_length": 1024,
     "distill.mode": "forward_kl",
-    "distill.teacher_kind": "frozen",
+    "teacher.kind": "frozen",
 }
 MODES = {
-    "opsd": {**DISTILL, "exposure.mode": "fixed", "exposure.alpha": 1.0},
-    "atesd": {**DISTILL, "exposure.mode": "adaptive"},
-    "fixed-sweep": {**DISTILL, "exposure.mode": "fixed", "exposure.alpha": 0.25},
-    "random": {**DISTILL, "exposure.mode": "random"},
+    "opsd": {**DISTILL, "controller.exposure_mode": "fixed", "controller.alpha": 1.0},
+    "atesd": {**DISTILL, "controller.exposure_mode": "adaptive"},
+    "fixed-sweep": {**DISTILL, "controller.exposure_mode": "fixed", "controller.alpha": 0.25},
+    "random": {**DISTILL, "controller.exposure_mode": "random"},
     "grpo": {
         "actor_rollout_ref.rollout.n": 8,
         "actor_rollout_ref.rollout.temperature": 1.2,
@@ -74,7 +74,7 @@ ALL_PRESETS = [f"{size}-{mode}" for size in SIZES for mode in MODES]
 def preset_overrides(preset: str) -> list[str]:
     if preset.endswith("-grpo"):
         return []
-    return TINY_DATA + (["exposure.alpha=0.25"] if preset.endswith("-fixed-sweep") else [])
+    return TINY_DATA + (["controller.alpha=0.25"] if preset.endswith("-fixed-sweep") else [])
 
 
 @pytest.fixture(scope="module")
@@ -126,23 +126,25 @@ def test_preset_resolves_to_the_papers_numbers(resolved, preset):
 
 
 def test_sweep_seed_and_alpha_reach_the_config_and_name():
-    cfg = presets.compose("qwen3-4b-fixed-sweep", [*TINY_DATA, "exposure.alpha=0", "preset.seed=2"])
+    cfg = presets.compose("qwen3-4b-fixed-sweep", [*TINY_DATA, "controller.alpha=0", "preset.seed=2"])
     assert cfg.trainer.experiment_name == "qwen3-4b-fixed-a0-s2"
     assert (cfg.controller_seed, cfg.data.seed, cfg.actor_rollout_ref.rollout.seed) == (2, 2, 2)
-    assert cfg.exposure.alpha == 0
+    assert cfg.controller.alpha == 0
     assert cfg.trainer.default_local_dir.endswith("/outputs/checkpoints/qwen3-4b-fixed-a0-s2")
 
 
 def test_fixed_sweep_without_alpha_fails_naming_it():
-    with pytest.raises(ValueError, match=r"exposure\.alpha must be a number in \[0, 1\], got None"):
+    with pytest.raises(
+        ValueError, match=r"controller\.alpha = None is invalid: must be a number in \[0, 1\]"
+    ):
         presets.dry_run("qwen3-1.7b-fixed-sweep", TINY_DATA)
 
 
 def test_misspelled_override_and_unknown_preset_fail_naming_them():
     with pytest.raises(Exception, match="modee"):
-        presets.compose("qwen3-1.7b-atesd", [*TINY_DATA, "exposure.modee=fixed"])
-    with pytest.raises(ValueError, match=r"exposure.mode"):
-        presets.dry_run("qwen3-1.7b-atesd", [*TINY_DATA, "exposure.mode=adaptiv"])
+        presets.compose("qwen3-1.7b-atesd", [*TINY_DATA, "controller.exposure_modee=fixed"])
+    with pytest.raises(ValueError, match=r"controller.exposure_mode"):
+        presets.dry_run("qwen3-1.7b-atesd", [*TINY_DATA, "controller.exposure_mode=adaptiv"])
     with pytest.raises(ValueError, match="'qwen3-9b-atesd'.*qwen3-1.7b-atesd"):
         presets.entry_point("qwen3-9b-atesd")
     run = subprocess.run(
@@ -205,7 +207,7 @@ def run_sbatch(env, tmp_path, gpus_seen: int):
         "ATESD_RAY_POLL_S": "1",
         "FAKE_GPUS": str(gpus_seen),
     }
-    cmd = ["bash", "launch/slurm/atesd.sbatch", "qwen3-1.7b-atesd", "exposure.alpha_min=0.1"]
+    cmd = ["bash", "launch/slurm/atesd.sbatch", "qwen3-1.7b-atesd", "controller.alpha_min=0.1"]
     return subprocess.run(
         cmd, cwd=REPO_ROOT, env={**env, **slurm}, capture_output=True, text=True, timeout=60
     )
@@ -234,7 +236,7 @@ def test_slurm_starts_one_head_one_worker_per_other_node_and_submits(fake_bin, t
         "+experiment=qwen3-1.7b-atesd",
         "platform=gpu",
     ]
-    assert {"trainer.nnodes=3", "trainer.n_gpus_per_node=4", "exposure.alpha_min=0.1"} <= set(job)
+    assert {"trainer.nnodes=3", "trainer.n_gpus_per_node=4", "controller.alpha_min=0.1"} <= set(job)
     stop = [i for i, c in enumerate(log) if c[0] == "srun" and "stop" in c]
     assert len(stop) == 1 and stop[0] > log.index(submit), "cluster torn down after the job"
     assert {"ray-head.log", "ray-worker-node2.log", "ray-worker-node3.log", "job.log"} <= {
@@ -299,7 +301,7 @@ def test_sweep_submits_one_named_job_per_alpha_and_seed(fake_bin, tmp_path):
         assert "--dry-run" in job and "--no-wait" in job
         rest = job[job.index("qwen3-4b-fixed-sweep") :]
         assert rest[1:] == [
-            f"exposure.alpha={alpha}",
+            f"controller.alpha={alpha}",
             f"preset.seed={seed}",
             f"trainer.experiment_name={name}",
             "trainer.nnodes=2",

@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 
 from recipe.atesd.data import prepare_eval, prepare_train
 from recipe.atesd.data.schema import PARQUET_SCHEMA
-from recipe.atesd.method.prompts import ExposureConfig, build_student_messages
+from recipe.atesd.method.prompts import TeacherPromptConfig, build_student_messages
 
 SPLITS = ("train", "val", "probe")
 
@@ -84,7 +84,7 @@ def test_reject_counts_rejects_file_and_no_good_row_lost(tmp_path):
         assert row["reward_model"] == {"style": "rule", "ground_truth": answer}
         assert row["extra_info"]["answer"] == answer
         assert row["extra_info"]["reference_solution"] == good["solution"]
-        assert row["prompt"] == build_student_messages(good["problem"], ExposureConfig())
+        assert row["prompt"] == build_student_messages(good["problem"], TeacherPromptConfig())
         assert row["ability"] == "math"
         assert row["data_source"] == good.get("source", "run")
     assert by_problem[GOOD[1]["problem"]]["extra_info"]["id"] == "101"
@@ -172,7 +172,7 @@ def test_prepare_eval_from_shipped_jsonl(tmp_path):
         assert [r["extra_info"]["id"] for r in rows] == [s["id"] for s in source]
         assert {r["data_source"] for r in rows} == {name}
         assert {r["extra_info"]["reference_solution"] for r in rows} == {""}
-        assert rows[0]["prompt"] == build_student_messages(source[0]["problem"], ExposureConfig())
+        assert rows[0]["prompt"] == build_student_messages(source[0]["problem"], TeacherPromptConfig())
         shipped = pq.read_table(REPO_ROOT / f"data/eval/{name}.parquet")
         assert shipped.equals(pq.read_table(tmp_path / f"{name}.parquet"))
 

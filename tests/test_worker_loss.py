@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
 from recipe.atesd.method.losses import DistillLossConfig
-from recipe.atesd.method.prompts import ExposureConfig, student_prompt_ids, teacher_prompt_ids
+from recipe.atesd.method.prompts import TeacherPromptConfig, student_prompt_ids, teacher_prompt_ids
+from recipe.atesd.method.teacher import TeacherConfig
 from recipe.atesd.tools.tiny_model import tokenizer_dir
 
 TEMPERATURE = 1.1
@@ -35,18 +36,20 @@ def rows():
     return [dict(info) for info in frame["extra_info"]]
 
 
-def make_worker(tokenizer, teacher, exposure: ExposureConfig, alpha: float, mode="forward_kl"):
-    """An ATESDWorker with just the state ``_loss_fn`` reads (what ``init_teacher`` would set)."""
+def make_worker(tokenizer, teacher, exposure: TeacherPromptConfig, alpha: float, mode="forward_kl"):
+    """An ATESDWorker with just the state ``_loss_fn`` reads (what ``init_teacher`` + ``set_exposure`` set)."""
     from recipe.atesd.glue.worker import ATESDWorker, UpdateReport  # imports verl: only when the test runs
 
     w = ATESDWorker.__new__(ATESDWorker)
     w.config = OmegaConf.create({"model": {"path": "unused", "lora_rank": 0}})
-    w._exposure_cfg = exposure
+    w._prompt_cfg = exposure
+    w._teacher_cfg = TeacherConfig()
+    w._weights = "reference"
     w._distill_cfg = DistillLossConfig(mode=mode, temperature=TEMPERATURE)
     w._loss_cfg = replace(w._distill_cfg, temperature=1.0)
     w._tokenizer = tokenizer
-    w._alpha, w._window_id = alpha, 0
-    w._prompt_cache, w._report, w._updates, w._captured = {}, UpdateReport(), 0, 0
+    w._exposure = None if alpha is None else (alpha, 0)
+    w._prompt_cache, w._report = {}, UpdateReport()
     w.ref = SimpleNamespace(engine=SimpleNamespace(module=teacher))
     return w
 
@@ -111,7 +114,7 @@ def dense_reference(student, teacher, tokenizer, exposure, infos, responses, alp
 
 
 def test_worker_loss_matches_dense_reference(tokenizer, rows):
-    exposure = ExposureConfig(segmenter="sentences")
+    exposure = TeacherPromptConfig(segmenter="sentences")
     vocab = len(tokenizer)
     student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
     responses = responses_for(len(rows), vocab)
@@ -126,7 +129,7 @@ def test_worker_loss_matches_dense_reference(tokenizer, rows):
 
 
 def test_micro_batch_split_gives_same_loss_and_gradient(tokenizer, rows):
-    exposure = ExposureConfig(segmenter="sentences")
+    exposure = TeacherPromptConfig(segmenter="sentences")
     vocab = len(tokenizer)
     teacher = tiny_qwen(vocab, 2)
     responses = responses_for(len(rows), vocab, seed=3)
@@ -171,7 +174,7 @@ def test_student_context_and_student_weights_give_zero_loss(tokenizer, rows, mod
 
     Zero up to fp64 rounding (``FP64_ZERO``); a teacher whose weights differ by ~1e-3 must exceed it.
     """
-    exposure = ExposureConfig(segmenter="sentences", teacher_context="student")
+    exposure = TeacherPromptConfig(segmenter="sentences", teacher_context="student")
     vocab = len(tokenizer)
     responses = responses_for(len(rows), vocab, seed=5)
 
@@ -200,7 +203,7 @@ def test_student_context_and_student_weights_give_zero_loss(tokenizer, rows, mod
 
 
 def test_worker_refuses_to_score_without_exposure(tokenizer, rows):
-    exposure = ExposureConfig(segmenter="sentences")
+    exposure = TeacherPromptConfig(segmenter="sentences")
     vocab = len(tokenizer)
     worker = make_worker(tokenizer, tiny_qwen(vocab, 2), exposure, alpha=None)
     responses = responses_for(2, vocab)
@@ -214,8 +217,10 @@ def test_fixed_alpha_one_is_opsd(tokenizer, rows):
     built from the templates without any exposure logic (method.md §2.1: "α = 1 is exactly OPSD")."""
     from recipe.atesd.method.controller import ControllerConfig, ExposureController
 
-    exposure = ExposureConfig(segmenter="sentences", mode="fixed", alpha=1.0)
-    ctrl = ExposureController(exposure, ControllerConfig(hold_window=2), total_steps=10, seed=0)
+    exposure = TeacherPromptConfig(segmenter="sentences")
+    opsd = ControllerConfig(exposure_mode="fixed", alpha=1.0, hold_window=2)
+    ctrl = ExposureController(opsd, total_steps=10, seed=0)
+    ctrl.observe_baseline(3.0)
     assert ctrl.decide(0).alpha == 1.0
 
     vocab = len(tokenizer)

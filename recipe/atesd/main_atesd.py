@@ -22,15 +22,15 @@ from recipe.atesd.glue.platform import REPO_ROOT, configure_process_env, with_pl
 
 def resource_plan(cfg: DictConfig) -> dict:
     """Where everything runs: one colocated pool; the teacher and the controller need no GPU of their own."""
-    model = cfg.actor_rollout_ref.model
-    lora = ((model.get("lora", {}) or {}).get("rank", 0) or model.get("lora_rank", 0) or 0) > 0
-    kind = cfg.distill.teacher_kind
-    if kind == "live":
-        teacher = "the actor module itself (current weights), in the actor worker"
-    elif lora:
-        teacher = "the actor module with LoRA adapters disabled (initial weights), in the actor worker"
-    else:
-        teacher = f"a {kind} reference copy fused into the actor worker (same GPUs)"
+    from recipe.atesd.glue.config_check import uses_lora
+    from recipe.atesd.method.teacher import teacher_weights
+
+    kind = cfg.teacher.kind
+    teacher = {
+        "actor": "the actor module itself (current weights), in the actor worker",
+        "adapters_off": "the actor module with LoRA adapters disabled (initial weights), in the actor worker",
+        "reference": f"a {kind} reference copy fused into the actor worker (same GPUs)",
+    }[teacher_weights(kind, uses_lora(cfg.actor_rollout_ref.model))]
     gpus = cfg.trainer.n_gpus_per_node
     return {
         "nodes": cfg.trainer.nnodes,

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recipe.atesd.data.schema import iter_records, load_exposure_config, make_row, write_parquet
-from recipe.atesd.method.prompts import ExposureConfig
+from recipe.atesd.data.schema import iter_records, load_prompt_config, make_row, write_parquet
+from recipe.atesd.method.prompts import TeacherPromptConfig
 
 BENCHMARKS = ("aime24", "aime25", "hmmt25")
 
 
-def build_rows(name: str, source: str, args: argparse.Namespace, cfg: ExposureConfig) -> list[dict]:
+def build_rows(name: str, source: str, args: argparse.Namespace, cfg: TeacherPromptConfig) -> list[dict]:
     """Parquet rows of one benchmark; ValueError naming the row and field on any bad row."""
     rows, seen = [], set()
     for record in tqdm(iter_records(source, args.hf_split), desc=f"eval {name}", unit="row"):
@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     parser.add_argument("--problem-key", default="problem")
     parser.add_argument("--answer-key", default="answer")
     parser.add_argument("--id-key", default="id")
-    parser.add_argument("--exposure-config", default=None, help="YAML mirroring config/exposure/default.yaml")
+    parser.add_argument(
+        "--prompt-config", default=None, help="YAML mirroring config/teacher_prompt/default.yaml"
+    )
     args = parser.parse_args(argv)
     if args.hf_dataset is not None and args.name is None:
         parser.error("--hf-dataset needs --name (the benchmark name used as data_source)")
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     )
     counts = {}
     try:
-        cfg = load_exposure_config(args.exposure_config)
+        cfg = load_prompt_config(args.prompt_config)
         for name, source in jobs.items():
             rows = build_rows(name, source, args, cfg)
             write_parquet(rows, Path(args.out_dir) / f"{name}.parquet")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recipe.atesd.data.schema import iter_records, load_exposure_config, make_row, source_name, write_parquet
+from recipe.atesd.data.schema import iter_records, load_prompt_config, make_row, source_name, write_parquet
 from recipe.atesd.method.prompts import extract_final_answer
 
 REASONS = (
@@ -51,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the id hash that assigns splits")
     parser.add_argument("--max-rows", type=int, default=None, help="read at most this many rows per input")
     parser.add_argument("--max-solution-chars", type=int, default=None, help="reject longer solutions")
-    parser.add_argument("--exposure-config", default=None, help="YAML mirroring config/exposure/default.yaml")
+    parser.add_argument(
+        "--prompt-config", default=None, help="YAML mirroring config/teacher_prompt/default.yaml"
+    )
     args = parser.parse_args(argv)
     for key in ("val_size", "probe_size", "max_rows", "max_solution_chars"):
         value = getattr(args, key)
@@ -97,7 +99,7 @@ def _check_row(data: dict, args: argparse.Namespace) -> tuple[str | None, str, d
 
 def prepare(args: argparse.Namespace) -> dict:
     """Read, filter, split and write; returns the summary (also written to ``<out>/summary.json``)."""
-    cfg = load_exposure_config(args.exposure_config)
+    cfg = load_prompt_config(args.prompt_config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     accepted, rejects, seen_ids, n_read = [], [], set(), 0

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from recipe.atesd.method.prompts import ExposureConfig, build_student_messages
+from recipe.atesd.method.prompts import TeacherPromptConfig, build_student_messages
 
 PARQUET_SCHEMA = pa.schema(
     [
@@ -61,9 +61,9 @@ def make_row(
     row_id: str,
     index: int,
     split: str,
-    cfg: ExposureConfig,
+    cfg: TeacherPromptConfig,
 ) -> dict:
-    """One parquet row; the prompt is the student context from ``exposure.build_student_messages``."""
+    """One parquet row; the prompt is the student context from ``prompts.build_student_messages``."""
     return {
         "data_source": data_source,
         "prompt": build_student_messages(problem, cfg),
@@ -86,15 +86,15 @@ def write_parquet(rows: list[dict], path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), path)
 
 
-def load_exposure_config(path: str | None) -> ExposureConfig:
-    """ExposureConfig from a YAML file mirroring ``config/exposure/default.yaml`` (None: the defaults)."""
+def load_prompt_config(path: str | None) -> TeacherPromptConfig:
+    """TeacherPromptConfig from a YAML file mirroring ``config/teacher_prompt/default.yaml`` (None: the defaults)."""
     if path is None:
-        return ExposureConfig()
+        return TeacherPromptConfig()
     values = yaml.safe_load(Path(path).read_text()) or {}
-    unknown = set(values) - set(ExposureConfig.__dataclass_fields__)
+    unknown = set(values) - set(TeacherPromptConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"{path}: unknown exposure keys {sorted(unknown)}")
-    return ExposureConfig(**values)
+        raise ValueError(f"{path}: unknown teacher_prompt keys {sorted(unknown)}")
+    return TeacherPromptConfig(**values)
 
 
 def source_name(source: str) -> str:

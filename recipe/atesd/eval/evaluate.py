@@ -4,7 +4,7 @@
 (config ``recipe/atesd/config/evaluate.yaml``; ``--config-name evaluate_paper`` is the paper protocol).
 
 Plan: every (benchmark, problem id, sample index j < n) not yet in ``output_dir/generations.jsonl``.
-Prompts: the student template of method.md §1 (``exposure.build_student_messages``) under the chat
+Prompts: the student template of method.md §1 (``prompts.build_student_messages``) under the chat
 template with thinking ON. Every request carries its own seed (``SamplingParams.seed``, see
 :func:`sample_seed`): distinct over the sample indices of a problem (engines that share one
 engine-level seed draw the same stream and collapse the n samples into copies) and over problems (with
@@ -31,7 +31,7 @@ import hydra
 
 from recipe.atesd.eval.report import render_markdown, summarize
 from recipe.atesd.eval.store import GenerationStore, check_run_config
-from recipe.atesd.method.prompts import ExposureConfig, build_student_messages
+from recipe.atesd.method.prompts import TeacherPromptConfig, build_student_messages
 from recipe.atesd.rewards.math_grader import GraderConfig, grade, grader_stats, shutdown_workers
 
 LOG_PREFIX = "[evaluate]"
@@ -100,14 +100,14 @@ def validate(cfg) -> None:
 
 def student_template(cfg) -> str:
     """The configured template, else the project's student template (method.md §1)."""
-    return cfg.student_template or ExposureConfig().student_template
+    return cfg.student_template or TeacherPromptConfig().student_template
 
 
 def prompt_token_ids(tokenizer, problem: str, template: str, enable_thinking: bool) -> tuple[int, ...]:
     """Student messages (method.md §1) under the chat template with the generation prompt, encoded
     without extra special tokens (as verl's RLHFDataset)."""
     text = tokenizer.apply_chat_template(
-        build_student_messages(problem, ExposureConfig(student_template=template)),
+        build_student_messages(problem, TeacherPromptConfig(student_template=template)),
         tokenize=False,
         add_generation_prompt=True,
         enable_thinking=enable_thinking,

@@ -13,27 +13,34 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipe.atesd.method.controller.config import ControllerConfig
 from recipe.atesd.method.losses import DistillLossConfig
-from recipe.atesd.method.prompts import ExposureConfig
+from recipe.atesd.method.prompts import TeacherPromptConfig
+from recipe.atesd.method.teacher import TeacherConfig, teacher_weights
 
 REQUIRED_EXTRA_INFO = ("id", "problem", "reference_solution", "answer")
 
 
+def uses_lora(model_cfg) -> bool:
+    """Whether verl's ``actor_rollout_ref.model`` trains LoRA adapters (``lora.rank`` or ``lora_rank`` > 0)."""
+    return ((model_cfg.get("lora", {}) or {}).get("rank", 0) or model_cfg.get("lora_rank", 0) or 0) > 0
+
+
+def plain(node) -> dict:
+    """A config group as a plain dict (resolved), for the dataclasses and for crossing Ray."""
+    return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
+
+
 def check_atesd_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first bad key of the ATESD groups or of their verl neighbours."""
-    exposure = ExposureConfig(**OmegaConf.to_container(cfg.exposure, resolve=True))
-    ControllerConfig.from_mapping(OmegaConf.to_container(cfg.controller, resolve=True)).validate(exposure)
-    distill = DistillLossConfig(**OmegaConf.to_container(cfg.distill, resolve=True)).validate()
+    TeacherPromptConfig(**plain(cfg.teacher_prompt))
+    ControllerConfig.from_mapping(plain(cfg.controller)).validate()
+    distill = DistillLossConfig(**plain(cfg.distill)).validate()
+    teacher = TeacherConfig(**plain(cfg.teacher)).validate()
+    teacher_weights(teacher.kind, uses_lora(cfg.actor_rollout_ref.model))
     rollout = cfg.actor_rollout_ref.rollout
     if distill.temperature != rollout.temperature:
         raise ValueError(
             f"distill.temperature={distill.temperature} must equal actor_rollout_ref.rollout.temperature="
             f"{rollout.temperature}: verl scales the student logits by the rollout temperature"
-        )
-    model = cfg.actor_rollout_ref.model
-    lora_rank = (model.get("lora", {}) or {}).get("rank", 0) or model.get("lora_rank", 0) or 0
-    if distill.teacher_kind == "ema" and lora_rank > 0:
-        raise ValueError(
-            "distill.teacher_kind=ema needs full fine-tuning (actor_rollout_ref.model.lora_rank=0)"
         )
     if not cfg.trainer.use_v1 or cfg.trainer.v1.trainer_mode != "atesd":
         raise ValueError("trainer.use_v1 must be true and trainer.v1.trainer_mode must be 'atesd'")

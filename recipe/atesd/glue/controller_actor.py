@@ -10,20 +10,17 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from recipe.atesd.method.controller import ControllerConfig, ExposureController, StepStats
-from recipe.atesd.method.prompts import ExposureConfig
 
 
 class _ControllerHost:
-    def __init__(self, exposure: dict, controller: dict, total_steps: int, seed: int):
-        self._ctrl = ExposureController(
-            ExposureConfig(**exposure), ControllerConfig.from_mapping(controller), total_steps, seed
-        )
+    def __init__(self, controller: dict, total_steps: int, seed: int):
+        self._ctrl = ExposureController(ControllerConfig.from_mapping(controller), total_steps, seed)
 
     def decide(self, step: int):
         return self._ctrl.decide(step)
 
-    def observe_baseline(self, probe_nll: float, teacher_ground: float) -> None:
-        self._ctrl.observe_baseline(probe_nll, teacher_ground)
+    def observe_baseline(self, probe_nll: float) -> None:
+        self._ctrl.observe_baseline(probe_nll)
 
     def observe(self, step: int, stats: StepStats) -> dict:
         return self._ctrl.observe(step, stats)
@@ -35,10 +32,10 @@ class _ControllerHost:
         self._ctrl.load_state_dict(state)
 
 
-def spawn_controller(exposure: dict, controller: dict, total_steps: int, seed: int):
+def spawn_controller(controller: dict, total_steps: int, seed: int):
     """Start the controller actor on this (the driver's) node: 0 GPUs, a fraction of a CPU."""
     node = ray.get_runtime_context().get_node_id()
     actor_cls = ray.remote(num_cpus=0.01, num_gpus=0)(_ControllerHost)
     return actor_cls.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)
-    ).remote(exposure, controller, total_steps, seed)
+    ).remote(controller, total_steps, seed)

@@ -1,9 +1,9 @@
 """The ATESD trainer: verl 0.9.1's V1 synchronous trainer with the ATESD step.
 
-One update (method.md §1–2; ``_step_once``):
+One update (docs/method.md §1–2; ``_step_once``):
 
     ŷ ~ π_θ(·|c_S)                        rollout (vLLM), task reward for logging only
-    α_t = controller(s_t)                 new hold window? decide and broadcast to every worker
+    α_t = controller(s_t)                 new hold window? broadcast α_t once to every teacher worker
     θ ← θ − η ∇ 1/|ŷ| Σ_n D(p_T(·|c_T(α_t), ŷ<n) ‖ p_θ(·|c_S, ŷ<n))     (inside the workers)
     ℓ_{t+1}, g_{t+1} = probe(θ, α_t)      progress and teacher-grounding signals
     controller.observe(t, stats)          delayed learning-progress reward → REINFORCE
@@ -20,16 +20,17 @@ import os
 import numpy as np
 import ray
 import torch
-from omegaconf import OmegaConf
 from verl.trainer.ppo.utils import Role
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.debug import marked_timer
 
+from recipe.atesd.glue.config_check import plain, uses_lora
 from recipe.atesd.glue.controller_actor import spawn_controller
 from recipe.atesd.glue.file_logger import use_resumable_file_logger
 from recipe.atesd.glue.worker import ATESDWorker, TeacherSettings
 from recipe.atesd.method.controller import StepStats
+from recipe.atesd.method.teacher import teacher_weights
 
 STATE_FILE = "atesd_state.pt"
 
@@ -78,14 +79,14 @@ class ATESDTrainer(PPOTrainerSync):
             return self._compute_advantage(batch, metrics=metrics)
 
     def _expose(self, t: int, metrics: dict, timing_raw: dict):
-        """α_t from the controller; at a new hold window it is broadcast to every teacher worker."""
+        """α_t from the controller (its one home); at a window start — or on the first step of a (resumed)
+        run, whose workers hold nothing yet — it is broadcast once to every teacher worker."""
         with marked_timer("controller_decide", timing_raw, color="purple"):
             decision = ray.get(self.controller.decide.remote(t))
-        if decision.window_id != self._broadcast_window:
+        if decision.window_start or not self._workers_exposed:
             with marked_timer("exposure_broadcast", timing_raw, color="purple"):
-                acks = self.actor_rollout_wg.set_exposure(decision.alpha, decision.window_id)
-            _check_workers(acks, decision, "set_exposure")
-            self._broadcast_window = decision.window_id
+                self.actor_rollout_wg.set_exposure(decision.alpha, decision.window_id)
+            self._workers_exposed = True
         metrics.update(
             {
                 "exposure/alpha": decision.alpha,
@@ -114,7 +115,7 @@ class ATESDTrainer(PPOTrainerSync):
         with marked_timer("update_actor", timing_raw, color="red"):
             output = self.actor_rollout_wg.update_actor(batch)
             reports = self.actor_rollout_wg.distill_report()
-        _check_workers([(r.alpha, r.window_id) for r in reports], decision, "distillation update")
+        _check_workers([r.exposure for r in reports], decision)
         grad_norm = _mean(output["metrics"].get("grad_norm", [float("nan")]))
         summary = _summarise(reports, grad_norm)
         self._skipped_steps += int(summary["distill/skipped"])
@@ -160,9 +161,8 @@ class ATESDTrainer(PPOTrainerSync):
         self.mapping[role] = "global_pool"
 
     def _teacher_needs_own_weights(self) -> bool:
-        model = self.config.actor_rollout_ref.model
-        lora_rank = (model.get("lora", {}) or {}).get("rank", 0) or model.get("lora_rank", 0) or 0
-        return self.config.distill.teacher_kind in ("frozen", "ema") and lora_rank <= 0
+        lora = uses_lora(self.config.actor_rollout_ref.model)
+        return teacher_weights(self.config.teacher.kind, lora) == "reference"
 
     def init(self):
         self._setup()  # loads the checkpoint: global_steps is the resume step from here on
@@ -173,25 +173,25 @@ class ATESDTrainer(PPOTrainerSync):
     def _init_atesd(self):
         cfg = self.config
         settings = TeacherSettings(
-            exposure=_plain(cfg.exposure),
-            distill=_plain(cfg.distill),
+            teacher_prompt=plain(cfg.teacher_prompt),
+            teacher=plain(cfg.teacher),
+            distill=plain(cfg.distill),
             probe_path=cfg.probe.path,
             probe_size=cfg.probe.size,
             probe_batch_size=cfg.probe.batch_size,
         )
         self.actor_rollout_wg.init_teacher(settings)
         self.controller = spawn_controller(
-            _plain(cfg.exposure), _plain(cfg.controller), self.total_training_steps, cfg.controller_seed
+            plain(cfg.controller), self.total_training_steps, cfg.controller_seed
         )
-        self._broadcast_window = None
+        self._workers_exposed = False  # fresh workers: the first step broadcasts its window's α
         self._skipped_steps = 0
         self._last_finite = (0.0, 0.0, 0.0)
         if self.global_steps > 0:
             self._restore_atesd_state()
-        else:
-            self.actor_rollout_wg.set_exposure(*_baseline_exposure(cfg.exposure))
-            signals = self.actor_rollout_wg.probe_signals()[0]
-            ray.get(self.controller.observe_baseline.remote(signals["probe_nll"], signals["teacher_ground"]))
+        else:  # ℓ_0 before the first update (no teacher pass: g_0 enters no reward)
+            baseline = self.actor_rollout_wg.probe_signals(ground=False)[0]
+            ray.get(self.controller.observe_baseline.remote(baseline["probe_nll"]))
 
     # ------------------------------------------------------------------ plumbing: checkpoints
 
@@ -233,23 +233,13 @@ class ATESDTrainer(PPOTrainerSync):
 # ---------------------------------------------------------------------- helpers
 
 
-def _plain(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
-
-
-def _baseline_exposure(exposure) -> tuple[float, int]:
-    """The α the probe's g_0 is measured at before the first decision: the mode's starting α."""
-    start = {"fixed": exposure.alpha, "schedule": exposure.schedule_start}.get(exposure.mode, 1.0)
-    return float(start), -1
-
-
-def _check_workers(pairs, decision, where: str) -> None:
-    """Every teacher worker must hold exactly the controller's (α, window id)."""
+def _check_workers(used, decision) -> None:
+    """The one consistency check: every rank built its teacher prompts with the controller's (α, window id)."""
     expected = (decision.alpha, decision.window_id)
-    bad = [(rank, got) for rank, got in enumerate(pairs) if tuple(got) != expected]
+    bad = [(rank, got) for rank, got in enumerate(used) if got is None or tuple(got) != expected]
     if bad:
         raise RuntimeError(
-            f"{where}: workers disagree with the controller's (alpha, window)={expected}: {bad}"
+            f"distillation update: workers disagree with the controller's (alpha, window)={expected}: {bad}"
         )
 
 

@@ -1,4 +1,4 @@
-"""Token-level distillation losses for on-policy self-distillation (method.md §1, "Loss").
+"""Token-level distillation losses for on-policy self-distillation (docs/method.md §1, "Loss").
 
 Public API:
 - :class:`DistillLossConfig` (mirrors ``config/distill/default.yaml`` field for field).
@@ -8,14 +8,12 @@ Public API:
   student-logit gradient chunk by chunk straight into one preallocated tensor of the student's
   dtype; backward only scales it by the incoming per-token gradient. No [T, V] fp32 intermediate
   exists at any time, so the memory beyond the inputs and their gradient does not grow with T.
-- :func:`masked_token_sum` / :func:`masked_token_mean`: token-mean reduction over valid tokens.
-- :func:`ema_update_`: the EMA teacher update.
+The token mean over the batch's valid response tokens is the worker's (``recipe/atesd/glue/worker.py::_loss_fn``).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -27,18 +25,13 @@ __all__ = [
     "LossEntry",
     "DistillLossConfig",
     "distill_token_losses",
-    "ema_update_",
-    "masked_token_mean",
-    "masked_token_sum",
     "register_loss",
 ]
-
-TEACHER_KINDS = ("frozen", "live", "ema")
 
 
 @dataclass
 class DistillLossConfig:
-    """Distillation loss and teacher settings (method.md §1).
+    """Distillation loss settings (docs/method.md §1); the teacher's weights are ``teacher.*``, its prompt ``teacher_prompt.*``.
 
     mode: a key of ``LOSSES`` (forward_kl | reverse_kl | jsd | topk_tail | sampled_token).
     clip_tau: per-entry clip τ of forward_kl and topk_tail (None = off); paper: 0.05 (1.7B/4B), 0.06 (8B).
@@ -48,9 +41,6 @@ class DistillLossConfig:
     chunk_size: tokens per chunk; peak extra memory ≈ 4 × chunk_size × V × 4 bytes (fp32 buffers).
     use_torch_compile: on CUDA, fuse each chunk's element-wise work with torch.compile (CPU: eager).
       Fused kernels keep the loss exactly 0 for identical inputs; the gradient then is ≤ ~1e-7, not 0.
-    teacher_kind: frozen (initial policy) | live (current student) | ema.
-    ema_rate: r in teacher ← (1 − r)·teacher + r·student (small r = slow teacher), see ``ema_update_``.
-    max_teacher_length: token budget of the teacher prompt [chosen]; None = no limit.
     """
 
     mode: str = "forward_kl"
@@ -60,9 +50,6 @@ class DistillLossConfig:
     temperature: float = 1.0
     chunk_size: int = 256
     use_torch_compile: bool = True
-    teacher_kind: str = "frozen"
-    ema_rate: float = 0.01
-    max_teacher_length: int | None = 4096
 
     def validate(self) -> DistillLossConfig:
         """Raise ValueError naming the offending key; return self."""
@@ -78,16 +65,6 @@ class DistillLossConfig:
             raise ValueError(f"distill.temperature must be > 0, got {self.temperature!r}")
         if self.chunk_size < 1:
             raise ValueError(f"distill.chunk_size must be >= 1, got {self.chunk_size!r}")
-        if self.teacher_kind not in TEACHER_KINDS:
-            raise ValueError(
-                f"distill.teacher_kind must be one of {TEACHER_KINDS}, got {self.teacher_kind!r}"
-            )
-        if not 0.0 < self.ema_rate <= 1.0:
-            raise ValueError(f"distill.ema_rate must be in (0, 1], got {self.ema_rate!r}")
-        if self.max_teacher_length is not None and self.max_teacher_length < 1:
-            raise ValueError(
-                f"distill.max_teacher_length must be >= 1 or None, got {self.max_teacher_length!r}"
-            )
         return self
 
 
@@ -178,7 +155,7 @@ def distill_token_losses(
     cfg: DistillLossConfig,
     target_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-token distillation loss D(p_T ‖ p_S) of ``cfg.mode`` (method.md §1).
+    """Per-token distillation loss D(p_T ‖ p_S) of ``cfg.mode`` (docs/method.md §1).
 
     student_logits, teacher_logits: [..., V] (same shape; any float dtype, computed per chunk in
     fp32, or fp64 for fp64 inputs); both are divided by ``cfg.temperature`` before the softmax.
@@ -186,7 +163,7 @@ def distill_token_losses(
     Returns ``(token_loss[...], diag)``: the loss (differentiable w.r.t. the student logits only;
     the teacher is detached) and detached per-token diagnostics ``token_kl`` (unclipped forward
     KL), ``top1_agree`` (1.0 where the argmaxes agree) and ``student_entropy`` (of the
-    temperature-scaled student). Reduce with :func:`masked_token_mean` / :func:`masked_token_sum`.
+    temperature-scaled student). Reduce over valid tokens with a mask.
     """
     cfg.validate()
     if student_logits.dim() < 2 or student_logits.shape != teacher_logits.shape:
@@ -212,42 +189,3 @@ def distill_token_losses(
     )
     loss, token_kl, agree, entropy = (o.view(lead) for o in outs)
     return loss, {"token_kl": token_kl, "top1_agree": agree, "student_entropy": entropy}
-
-
-def masked_token_sum(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ_{mask} x, number of valid tokens). Summing both over micro-batches and dividing gives the
-    same token mean as :func:`masked_token_mean` on the whole batch."""
-    if mask.shape != x.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} != values shape {tuple(x.shape)}")
-    mask = mask.bool()
-    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(), mask.sum().to(x.dtype)
-
-
-def masked_token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Token mean over valid positions: Σ_{mask} x / max(|mask|, 1) (method.md §1, "mean over valid
-    response tokens")."""
-    total, count = masked_token_sum(x, mask)
-    return total / count.clamp(min=1)
-
-
-@torch.no_grad()
-def ema_update_(
-    teacher_params: Iterable[torch.Tensor], student_params: Iterable[torch.Tensor], rate: float
-) -> None:
-    """EMA teacher, in place (method.md §1, "Teacher weights"):
-
-    teacher ← (1 − r)·teacher + r·student,  r = ``ema_rate`` (small r: the teacher moves slowly;
-    r = 1 copies the student, i.e. the ``live`` teacher).
-    """
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"ema_rate must be in [0, 1], got {rate!r}")
-    teachers, students = list(teacher_params), list(student_params)
-    if len(teachers) != len(students):
-        raise ValueError(f"teacher_params has {len(teachers)} tensors, student_params {len(students)}")
-    for i, (t, s) in enumerate(zip(teachers, students, strict=True)):
-        if t.shape != s.shape:
-            raise ValueError(
-                f"parameter {i}: teacher shape {tuple(t.shape)} != student shape {tuple(s.shape)}"
-            )
-    for t, s in zip(teachers, students, strict=True):
-        t.lerp_(s.to(t.dtype), rate)

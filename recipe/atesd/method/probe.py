@@ -1,4 +1,4 @@
-"""The probe set behind the controller's progress signals (method.md §2.2), tokenised once.
+"""The probe set behind the controller's progress signals (docs/method.md §2.2), tokenised once.
 
 - ℓ (progress): the student's mean per-token NLL of the reference solutions, scored as the
   response to the *student* prompt ``c_S``. Lower is better; the reward pays for decreases.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from recipe.atesd.method.prompts import ExposureConfig, student_prompt_ids, teacher_prompt_ids
+from recipe.atesd.method.prompts import TeacherPromptConfig, student_prompt_ids, teacher_prompt_ids
 
 
 @dataclass
@@ -27,17 +27,17 @@ class ProbeChunk:
 
 
 class ProbeSet:
-    def __init__(self, rows: list[dict], tokenizer, exposure: ExposureConfig):
+    def __init__(self, rows: list[dict], tokenizer, prompt_cfg: TeacherPromptConfig):
         if not rows:
             raise ValueError("probe set is empty")
         self.rows = rows
         self.tokenizer = tokenizer
-        self.exposure = exposure
-        self.student_prompts = [student_prompt_ids(tokenizer, r["problem"], exposure) for r in rows]
+        self.prompt_cfg = prompt_cfg
+        self.student_prompts = [student_prompt_ids(tokenizer, r["problem"], prompt_cfg) for r in rows]
         self.references = [self._encode(r["reference_solution"]) for r in rows]
 
     @classmethod
-    def load(cls, path: str, tokenizer, exposure: ExposureConfig, size: int | None = None) -> ProbeSet:
+    def load(cls, path: str, tokenizer, prompt_cfg: TeacherPromptConfig, size: int | None = None) -> ProbeSet:
         """The first ``size`` rows (all when None) of a ``prepare_train`` probe parquet."""
         frame = pd.read_parquet(path)
         if size is not None:
@@ -52,7 +52,7 @@ class ProbeSet:
                 if not info.get(key):
                     raise ValueError(f"probe file {path} row {i}: extra_info.{key} is missing or empty")
             rows.append(dict(info))
-        return cls(rows, tokenizer, exposure)
+        return cls(rows, tokenizer, prompt_cfg)
 
     def shard(self, rank: int, world: int, batch_size: int) -> Iterator[ProbeChunk]:
         """This rank's rows (``rank::world``) in batches of ``batch_size``."""
@@ -65,7 +65,7 @@ class ProbeSet:
                 references=[self.references[i] for i in part],
             )
 
-    def teacher_view(self, chunk: ProbeChunk, alpha: float, max_len: int) -> tuple[list, list]:
+    def teacher_view(self, chunk: ProbeChunk, alpha: float, max_len: int | None) -> tuple[list, list]:
         """Teacher prompts ``c_T(α)`` and the token ids of each reference's unrevealed remainder."""
         prompts, rests = [], []
         for row in chunk.rows:
@@ -74,7 +74,7 @@ class ProbeSet:
                 row["problem"],
                 row["reference_solution"],
                 alpha,
-                self.exposure,
+                self.prompt_cfg,
                 max_len=max_len,
                 answer=row["answer"],
             )

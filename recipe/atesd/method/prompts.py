@@ -1,6 +1,7 @@
-"""Teacher exposure: how much of the reference solution the teacher sees (method.md §1, §2.1).
+"""Teacher and student prompts: how much of the reference solution the teacher sees (docs/method.md §1, §2.1).
 
-Pure Python: no verl, Ray or torch import. A Hugging Face tokenizer is passed in duck-typed
+α itself is chosen by the controller (``recipe/atesd/method/controller/``); this module turns (problem,
+reference, α) into token ids. Pure Python: no verl, Ray or torch import. A Hugging Face tokenizer is passed in duck-typed
 (it needs ``apply_chat_template(messages, tokenize=False, ...)`` and ``encode(text, add_special_tokens=False)``).
 
 Segments keep their trailing whitespace, so ``"".join(split_segments(ref, s)) == ref`` for every segmenter.
@@ -13,18 +14,24 @@ import re
 import string
 from dataclasses import dataclass
 
-MODES = ("fixed", "random", "adaptive", "schedule")
-SCHEDULE_KINDS = ("linear", "cosine")
 TEACHER_CONTEXTS = ("privileged", "student")
-SEGMENTERS = ("paragraph", "lines", "sentences", "tokens")
 
-# A cut is placed at the END of each separator match, so separators stay with the preceding segment.
-_SEPARATORS = {
-    "paragraph": re.compile(r"\n[ \t]*\n\s*"),  # one or more blank lines
-    "lines": re.compile(r"\n\s*"),
-    "sentences": re.compile(r"(?<=[.!?])\s+|\n\s*"),  # end punctuation + whitespace, or a line break
-    "tokens": re.compile(r"\s+"),
-}
+# Segmenters by name (``teacher_prompt.segmenter``): the separator pattern between segments. A cut is placed
+# at the END of each separator match, so separators stay with the preceding segment.
+SEGMENTERS: dict[str, re.Pattern] = {}
+
+
+def register_segmenter(name: str, separator: str) -> None:
+    """Add a segmenter: ``separator`` is a regex matching the whitespace/punctuation between segments."""
+    if name in SEGMENTERS:
+        raise ValueError(f"segmenter {name!r} is already registered")
+    SEGMENTERS[name] = re.compile(separator)
+
+
+register_segmenter("paragraph", r"\n[ \t]*\n\s*")  # one or more blank lines
+register_segmenter("lines", r"\n\s*")
+register_segmenter("sentences", r"(?<=[.!?])\s+|\n\s*")  # end punctuation + whitespace, or a line break
+register_segmenter("tokens", r"\s+")
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 
@@ -52,16 +59,13 @@ _TEMPLATE_FIELDS = {
 
 
 @dataclass
-class ExposureConfig:
-    """Exposure settings (method.md §2.1, §2.2 modes). Mirrored by ``config/exposure/default.yaml``."""
+class TeacherPromptConfig:
+    """How c_S and c_T(α) are built (docs/method.md §1, §2.1). Mirrored by ``config/teacher_prompt/default.yaml``.
 
-    mode: str = "adaptive"
-    alpha: float = 1.0
-    alpha_min: float = 0.05
-    alpha_max: float = 1.0
-    schedule_start: float = 1.0
-    schedule_end: float = 0.25
-    schedule_kind: str = "linear"
+    max_length: token budget of the teacher prompt [chosen 4096]; over it, revealed segments are cut from
+    the end, never the answer statement (:func:`teacher_prompt_ids`); None = no limit.
+    """
+
     segmenter: str = "paragraph"
     keep_final_answer: bool = True
     student_template: str = DEFAULT_STUDENT_TEMPLATE
@@ -69,31 +73,26 @@ class ExposureConfig:
     reference_block_template: str = DEFAULT_REFERENCE_BLOCK_TEMPLATE
     answer_statement_template: str = DEFAULT_ANSWER_STATEMENT_TEMPLATE
     teacher_context: str = "privileged"
+    max_length: int | None = 4096
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad key."""
-        if self.mode not in MODES:
-            raise ValueError(f"exposure.mode={self.mode!r} unknown; expected one of {MODES}")
-        if self.schedule_kind not in SCHEDULE_KINDS:
-            raise ValueError(
-                f"exposure.schedule_kind={self.schedule_kind!r} unknown; expected one of {SCHEDULE_KINDS}"
-            )
         if self.teacher_context not in TEACHER_CONTEXTS:
             raise ValueError(
-                f"exposure.teacher_context={self.teacher_context!r} unknown; expected one of {TEACHER_CONTEXTS}"
+                f"teacher_prompt.teacher_context={self.teacher_context!r} unknown; expected one of {TEACHER_CONTEXTS}"
             )
         _check_segmenter(self.segmenter)
-        for key in ("alpha", "alpha_min", "alpha_max", "schedule_start", "schedule_end"):
-            _check_alpha(getattr(self, key), f"exposure.{key}")
-        if self.alpha_min > self.alpha_max:
-            raise ValueError(f"exposure.alpha_min={self.alpha_min} > exposure.alpha_max={self.alpha_max}")
         if not isinstance(self.keep_final_answer, bool):
-            raise ValueError(f"exposure.keep_final_answer must be a bool, got {self.keep_final_answer!r}")
+            raise ValueError(
+                f"teacher_prompt.keep_final_answer must be a bool, got {self.keep_final_answer!r}"
+            )
         for key, expected in _TEMPLATE_FIELDS.items():
-            _check_template(getattr(self, key), expected, f"exposure.{key}")
+            _check_template(getattr(self, key), expected, f"teacher_prompt.{key}")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or not self.max_length >= 1):
+            raise ValueError(f"teacher_prompt.max_length must be >= 1 or None, got {self.max_length!r}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ class Revealed:
     """Teacher-visible part of a reference.
 
     text: the reference block content; remainder: the unrevealed segments joined (stripped), used for the
-    teacher-grounding signal g (method.md §2.2); n_revealed / n_segments: segment counts.
+    teacher-grounding signal g (docs/method.md §2.2); n_revealed / n_segments: segment counts.
     """
 
     text: str
@@ -128,7 +127,7 @@ def _check_alpha(value: object, name: str) -> None:
 
 def _check_segmenter(segmenter: str) -> None:
     if segmenter not in SEGMENTERS:
-        raise ValueError(f"segmenter={segmenter!r} unknown; expected one of {SEGMENTERS}")
+        raise ValueError(f"segmenter={segmenter!r} unknown; expected one of {sorted(SEGMENTERS)}")
 
 
 def _check_template(template: object, expected: set[str], name: str) -> None:
@@ -174,7 +173,7 @@ def extract_final_answer(text: str) -> str | None:
 
 
 def split_segments(reference: str, segmenter: str = "paragraph") -> list[str]:
-    """Split ``reference`` into segments (method.md §2.1): paragraph | lines | sentences | tokens.
+    """Split ``reference`` into segments (docs/method.md §2.1): paragraph | lines | sentences | tokens.
 
     Each segment keeps its trailing separator whitespace and holds non-whitespace text (leading whitespace of
     the reference goes to the first segment), so the segments join back to ``reference`` exactly.
@@ -182,7 +181,7 @@ def split_segments(reference: str, segmenter: str = "paragraph") -> list[str]:
     _check_text(reference, "reference")
     _check_segmenter(segmenter)
     start = len(reference) - len(reference.lstrip())
-    cuts = [m.end() for m in _SEPARATORS[segmenter].finditer(reference, start) if m.end() < len(reference)]
+    cuts = [m.end() for m in SEGMENTERS[segmenter].finditer(reference, start) if m.end() < len(reference)]
     bounds = [0, *cuts, len(reference)]
     return [reference[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
@@ -215,7 +214,7 @@ def reveal(
     answer: str | None = None,
     answer_statement_template: str = DEFAULT_ANSWER_STATEMENT_TEMPLATE,
 ) -> Revealed:
-    """Reveal the first ⌊α·m⌋ of the m segments, plus the final-answer statement (method.md §2.1).
+    """Reveal the first ⌊α·m⌋ of the m segments, plus the final-answer statement (docs/method.md §2.1).
 
     α = 1 returns the reference unchanged (OPSD); α = 0 only the answer statement (empty text when
     ``keep_final_answer`` is false). The answer is ``answer`` or, if None, the last ``\\boxed{}`` of the
@@ -233,14 +232,14 @@ def reveal(
     return _render(segments, k, statement)
 
 
-def build_student_messages(problem: str, cfg: ExposureConfig) -> list[dict]:
-    """Student user turn c_S (method.md §1): ``cfg.student_template`` filled with the problem."""
+def build_student_messages(problem: str, cfg: TeacherPromptConfig) -> list[dict]:
+    """Student user turn c_S (docs/method.md §1): ``cfg.student_template`` filled with the problem."""
     _check_text(problem, "problem")
     return [{"role": "user", "content": cfg.student_template.format(problem=problem)}]
 
 
-def build_teacher_messages(problem: str, revealed_text: str, cfg: ExposureConfig) -> list[dict]:
-    """Teacher user turn c_T (method.md §1): problem + delimited reference block + transition instruction."""
+def build_teacher_messages(problem: str, revealed_text: str, cfg: TeacherPromptConfig) -> list[dict]:
+    """Teacher user turn c_T (docs/method.md §1): problem + delimited reference block + transition instruction."""
     _check_text(problem, "problem")
     if not isinstance(revealed_text, str):
         raise ValueError(f"revealed_text must be a string, got {type(revealed_text).__name__}")
@@ -256,8 +255,8 @@ def _chat_ids(tokenizer, messages: list[dict], enable_thinking: bool) -> list[in
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def student_prompt_ids(tokenizer, problem: str, cfg: ExposureConfig) -> list[int]:
-    """Token ids of c_S: chat template, thinking OFF, generation prompt appended (method.md §1)."""
+def student_prompt_ids(tokenizer, problem: str, cfg: TeacherPromptConfig) -> list[int]:
+    """Token ids of c_S: chat template, thinking OFF, generation prompt appended (docs/method.md §1)."""
     return _chat_ids(tokenizer, build_student_messages(problem, cfg), enable_thinking=False)
 
 
@@ -266,18 +265,18 @@ def teacher_prompt_ids(
     problem: str,
     reference: str,
     alpha: float,
-    cfg: ExposureConfig,
+    cfg: TeacherPromptConfig,
     max_len: int | None = None,
     answer: str | None = None,
 ) -> TeacherPrompt:
-    """Token ids of c_T with thinking ON (method.md §1, §2.1), revealing ``alpha`` of ``reference``.
+    """Token ids of c_T with thinking ON (docs/method.md §1, §2.1), revealing ``alpha`` of ``reference``.
 
     If the prompt exceeds ``max_len`` tokens, revealed segments are dropped from the end of the revealed part
     (never the final-answer statement) until it fits; the number dropped is ``n_cut_segments``. The largest
     fitting count is found by bisection (prompt length grows with the number of revealed segments). If even
     zero revealed segments do not fit, ValueError names the length.
 
-    ``cfg.teacher_context="student"`` is the sanity switch of method.md §1: c_T = c_S (the student prompt,
+    ``cfg.teacher_context="student"`` is the sanity switch of docs/method.md §1: c_T = c_S (the student prompt,
     nothing revealed, the whole reference is the remainder), so with equal weights the loss is exactly 0.
     """
     if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len <= 0):

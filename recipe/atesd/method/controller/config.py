@@ -1,7 +1,7 @@
-"""Configuration of the exposure controller (method.md §2.2).
+"""Configuration of the exposure controller (docs/method.md §2.2): the α policy and its learning.
 
 Every **[chosen]** default of §2.2 is a field here; ``recipe/atesd/config/controller/default.yaml``
-mirrors this dataclass field for field.
+mirrors this dataclass field for field. α has one home: the controller decides it from these keys.
 """
 
 from __future__ import annotations
@@ -11,24 +11,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-STATE_FEATURES = (
-    "progress",
-    "alpha_ema",
-    "distill_loss_ema",
-    "mismatch_ema",
-    "probe_nll_ema",
-    "self_confidence",
-)
-"""Known state features s_t (method.md §2.2, "State"), in the order they enter the policy."""
+from recipe.atesd.method.controller.state import FEATURES
 
-MODES = ("fixed", "random", "adaptive", "schedule")
+EXPOSURE_MODES = ("fixed", "random", "adaptive", "schedule")
 SCHEDULE_KINDS = ("linear", "cosine")
 
 
 @dataclass
 class ControllerConfig:
-    """Controller hyperparameters (method.md §2.2).
+    """The α policy and the controller's hyperparameters (docs/method.md §2.2).
 
+    exposure_mode: fixed (α = ``alpha``; α = 1 is OPSD) | random (α ~ U[alpha_min, alpha_max] per window,
+        the papers' uncontrolled ablation) | adaptive (ATESD: α ~ Beta from the learned policy) |
+        schedule (a deterministic curriculum from schedule_start to schedule_end, linear or cosine; ours).
+    alpha: α of ``fixed``. alpha_min, alpha_max: clip range of a sampled α, range of ``random`` [chosen 0.05, 1].
+    schedule_start, schedule_end, schedule_kind: the ``schedule`` curriculum [ours: 1.0 → 0.25, linear].
     hold_window (H): one α is held for H consecutive updates [chosen 5].
     lookahead (L), gamma (γ): reward horizon and discount [chosen 10, 0.9].
     lambda_gt (λ_gt): weight of the teacher-grounding return G_gt; 0 disables it [chosen 0.1].
@@ -40,9 +37,16 @@ class ControllerConfig:
     ema_decay: d in ema ← d·ema + (1 − d)·x for the EMA state features [chosen 0.9].
     adv_eps (ε): A_j = (R_j − mean R)/(std R + ε) [chosen 1e-8].
     norm_clip: z-scored state features are clipped to [−norm_clip, norm_clip] [chosen 5.0].
-    state_features: which entries of s_t are used, a subset of :data:`STATE_FEATURES`.
+    state_features: which entries of s_t are used, a subset of the registered :data:`state.FEATURES`.
     """
 
+    exposure_mode: str = "adaptive"
+    alpha: float = 1.0
+    alpha_min: float = 0.05
+    alpha_max: float = 1.0
+    schedule_start: float = 1.0
+    schedule_end: float = 0.25
+    schedule_kind: str = "linear"
     hold_window: int = 5
     lookahead: int = 10
     gamma: float = 0.9
@@ -56,7 +60,7 @@ class ControllerConfig:
     ema_decay: float = 0.9
     adv_eps: float = 1e-8
     norm_clip: float = 5.0
-    state_features: list[str] = field(default_factory=lambda: list(STATE_FEATURES))
+    state_features: list[str] = field(default_factory=lambda: list(FEATURES))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ControllerConfig:
@@ -73,12 +77,32 @@ class ControllerConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def validate(self, exposure_cfg: Any = None) -> None:
-        """Raise ValueError naming the offending key; with ``exposure_cfg`` also cross-check its α fields.
-
-        ``exposure_cfg`` is duck-typed: any object with mode, alpha, alpha_min, alpha_max,
-        schedule_start, schedule_end, schedule_kind (``exposure.ExposureConfig``).
-        """
+    def validate(self) -> ControllerConfig:
+        """Raise ValueError naming the offending key; return self."""
+        modes = list(EXPOSURE_MODES)
+        _check(
+            self.exposure_mode in EXPOSURE_MODES,
+            "controller.exposure_mode",
+            self.exposure_mode,
+            f"one of {modes}",
+        )
+        for key in ("alpha", "alpha_min", "alpha_max", "schedule_start", "schedule_end"):
+            value = getattr(self, key)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+            _check(ok, f"controller.{key}", value, "a number in [0, 1]")
+        _check(
+            self.alpha_min <= self.alpha_max,
+            "controller.alpha_min",
+            self.alpha_min,
+            f"<= controller.alpha_max ({self.alpha_max})",
+        )
+        kinds = list(SCHEDULE_KINDS)
+        _check(
+            self.schedule_kind in SCHEDULE_KINDS,
+            "controller.schedule_kind",
+            self.schedule_kind,
+            f"one of {kinds}",
+        )
         _check(self.hold_window >= 1, "controller.hold_window (H)", self.hold_window, ">= 1")
         _check(self.lookahead >= 1, "controller.lookahead (L)", self.lookahead, ">= 1")
         _check(0.0 < self.gamma <= 1.0, "controller.gamma", self.gamma, "in (0, 1]")
@@ -94,28 +118,10 @@ class ControllerConfig:
         _check(self.norm_clip > 0.0, "controller.norm_clip", self.norm_clip, "> 0")
         feats = list(self.state_features)
         _check(len(feats) > 0, "controller.state_features", feats, "non-empty")
-        unknown = [f for f in feats if f not in STATE_FEATURES]
-        _check(not unknown, "controller.state_features", unknown, f"a subset of {list(STATE_FEATURES)}")
+        unknown = [f for f in feats if f not in FEATURES]
+        _check(not unknown, "controller.state_features", unknown, f"a subset of {list(FEATURES)}")
         _check(len(set(feats)) == len(feats), "controller.state_features", feats, "without duplicates")
-        if exposure_cfg is not None:
-            check_exposure(exposure_cfg)
-
-
-def check_exposure(cfg: Any) -> None:
-    """Cross-check the exposure fields the controller reads; ValueError naming the key."""
-    _check(cfg.mode in MODES, "exposure.mode", cfg.mode, f"one of {list(MODES)}")
-    for key in ("alpha", "alpha_min", "alpha_max", "schedule_start", "schedule_end"):
-        value = getattr(cfg, key)
-        _check(0.0 <= value <= 1.0, f"exposure.{key}", value, "in [0, 1]")
-    _check(
-        cfg.alpha_min <= cfg.alpha_max,
-        "exposure.alpha_min",
-        cfg.alpha_min,
-        f"<= exposure.alpha_max ({cfg.alpha_max})",
-    )
-    _check(
-        cfg.schedule_kind in SCHEDULE_KINDS, "exposure.schedule_kind", cfg.schedule_kind, str(SCHEDULE_KINDS)
-    )
+        return self
 
 
 def _check(ok: bool, key: str, value: Any, requirement: str) -> None:

@@ -1,8 +1,11 @@
-"""Exposure controller: picks the reveal ratio α for each student update (method.md §2.2).
+"""Exposure controller: picks the reveal ratio α for each student update (docs/method.md §2.2).
+
+α has one home: this object. It decides α and the hold-window id; the trainer broadcasts them once per
+window to the teacher workers (``recipe/atesd/glue/trainer.py::_expose``) and logs them (``exposure/*``).
 
 Call protocol (steps are 0-based consecutive update indices t = 0, 1, …):
 
-    ctrl.observe_baseline(ℓ_0, g_0)      # probe before the first update (before observe(0))
+    ctrl.observe_baseline(ℓ_0)           # probe before the first update (before observe(0))
     for t in range(T):
         d = ctrl.decide(t)                # α for update t (same answer if asked again for t)
         … student update with d.alpha, then probe …
@@ -14,7 +17,7 @@ R = G_lp + λ_gt·G_gt (:mod:`controller_reward`, which also fixes the ℓ/g ind
 decisions are pending at once, each credited with exactly its own ℓ_{t0} … ℓ_{t0+L}. Decisions still
 pending when training stops are never completed.
 
-Modes (``exposure_cfg.mode``): ``fixed`` α = alpha; ``random`` α ~ U[alpha_min, alpha_max] per window;
+Modes (``cfg.exposure_mode``): ``fixed`` α = alpha; ``random`` α ~ U[alpha_min, alpha_max] per window;
 ``schedule`` α = curriculum from schedule_start to schedule_end (linear|cosine) at progress
 p = t0/(T−1), held for the window; ``adaptive`` α_raw ~ Beta(a, b) from the policy, α = clip(α_raw,
 alpha_min, alpha_max). Every mode uses the same windows and computes rewards (for logging); only
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -45,8 +48,7 @@ from recipe.atesd.method.controller.policy import DTYPE, BetaPolicy, beta_entrop
 from recipe.atesd.method.controller.reward import PendingDecision, lookahead_reward
 from recipe.atesd.method.controller.state import StateFeaturiser
 
-EXPOSURE_KEYS = ("mode", "alpha", "alpha_min", "alpha_max", "schedule_start", "schedule_end", "schedule_kind")
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 __all__ = ["AlphaDecision", "ControllerConfig", "ExposureController", "StepStats"]
 
@@ -78,12 +80,11 @@ class StepStats:
 class ExposureController:
     """See the module docstring for the protocol, the modes and the update rule."""
 
-    def __init__(self, exposure_cfg: Any, controller_cfg: ControllerConfig, total_steps: int, seed: int):
-        controller_cfg.validate(exposure_cfg)
+    def __init__(self, controller_cfg: ControllerConfig, total_steps: int, seed: int):
+        controller_cfg.validate()
         if not (isinstance(total_steps, int) and total_steps >= 1):
             raise ValueError(f"total_steps = {total_steps!r} is invalid: must be an int >= 1")
         self.cfg = copy.deepcopy(controller_cfg)
-        self.exposure = {key: getattr(exposure_cfg, key) for key in EXPOSURE_KEYS}
         self.total_steps = total_steps
         self._generator = torch.Generator().manual_seed(seed)
         self._policy = BetaPolicy(
@@ -95,8 +96,7 @@ class ExposureController:
         )
         self._pending: list[PendingDecision] = []
         self._completed: list[tuple[list[float], float, float]] = []  # (s, α_raw, R) awaiting an update
-        self._window: dict[str, Any] | None = None  # alpha, window_id, beta_a, beta_b of the current window
-        self._last: AlphaDecision | None = None
+        self._window: AlphaDecision | None = None  # the current hold window's decision (window_start=True)
         self._decided = 0  # steps decided so far
         self._observed = 0  # steps observed so far
         self._nll: float | None = None  # latest ℓ (ℓ_0 after the baseline, then ℓ_{t+1} after observe(t))
@@ -109,8 +109,8 @@ class ExposureController:
         Asking again for the last decided step returns the same decision. Any other step than the next
         one, or deciding step t+1 before ``observe(t)``, raises ValueError.
         """
-        if self._last is not None and step == self._decided - 1:
-            return self._last
+        if self._window is not None and step == self._decided - 1:
+            return replace(self._window, window_start=step % self.cfg.hold_window == 0)
         if step != self._decided:
             raise ValueError(f"decide(step={step}): out of order, the next step to decide is {self._decided}")
         if self._observed != step:
@@ -118,98 +118,76 @@ class ExposureController:
         window_start = step % self.cfg.hold_window == 0
         if window_start:
             self._open_window(step)
-        window = self._window
-        self._last = AlphaDecision(
-            alpha=window["alpha"],
-            window_id=window["window_id"],
-            window_start=window_start,
-            beta_a=window["beta_a"],
-            beta_b=window["beta_b"],
-        )
         self._decided += 1
-        return self._last
+        return replace(self._window, window_start=window_start)
 
     def _open_window(self, t0: int) -> None:
         state = self._features.features(t0)
-        mode, exp = self.exposure["mode"], self.exposure
-        beta_a = beta_b = log_prob = math.nan
-        if mode == "fixed":
-            alpha = alpha_raw = float(exp["alpha"])
-        elif mode == "random":
+        cfg = self.cfg
+        beta_a = beta_b = math.nan
+        if cfg.exposure_mode == "fixed":
+            alpha = alpha_raw = float(cfg.alpha)
+        elif cfg.exposure_mode == "random":
             u = torch.rand((), generator=self._generator, dtype=DTYPE).item()
-            alpha = alpha_raw = exp["alpha_min"] + (exp["alpha_max"] - exp["alpha_min"]) * u
-        elif mode == "schedule":
+            alpha = alpha_raw = cfg.alpha_min + (cfg.alpha_max - cfg.alpha_min) * u
+        elif cfg.exposure_mode == "schedule":
             alpha = alpha_raw = self._schedule(t0)
         else:
             with torch.no_grad():
                 a, b = self._policy(torch.tensor([state], dtype=DTYPE))
                 beta_a, beta_b = a.item(), b.item()
                 alpha_raw = sample_beta(beta_a, beta_b, self._generator)
-                log_prob = beta_log_prob(torch.tensor(alpha_raw, dtype=DTYPE), a[0], b[0]).item()
-            alpha = min(max(alpha_raw, exp["alpha_min"]), exp["alpha_max"])
-        window_id = t0 // self.cfg.hold_window
-        self._window = {"alpha": alpha, "window_id": window_id, "beta_a": beta_a, "beta_b": beta_b}
-        self._pending.append(PendingDecision(t0, window_id, state, alpha, alpha_raw, log_prob))
+            alpha = min(max(alpha_raw, cfg.alpha_min), cfg.alpha_max)
+        self._window = AlphaDecision(alpha, t0 // cfg.hold_window, True, beta_a, beta_b)
+        self._pending.append(PendingDecision(state, alpha_raw))
 
     def _schedule(self, t0: int) -> float:
         """α(p) at p = min(1, t0/(T−1)): linear s + (e − s)·p; cosine e + (s − e)·(1 + cos πp)/2."""
-        start, end = self.exposure["schedule_start"], self.exposure["schedule_end"]
+        start, end = self.cfg.schedule_start, self.cfg.schedule_end
         p = min(1.0, t0 / max(self.total_steps - 1, 1))
-        if self.exposure["schedule_kind"] == "linear":
+        if self.cfg.schedule_kind == "linear":
             return start + (end - start) * p
         return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * p))
 
     # ------------------------------------------------------------------ observations
-    def observe_baseline(self, probe_nll: float, teacher_ground: float) -> dict[str, float]:
-        """ℓ_0 (and g_0) from the probe before the first update; once, before ``observe(0)``.
-
-        g_0 enters no reward (G_gt starts at g_{t0+1}); it is checked and returned for logging.
-        """
-        _require_finite({"probe_nll": probe_nll, "teacher_ground": teacher_ground}, "observe_baseline")
+    def observe_baseline(self, probe_nll: float) -> None:
+        """ℓ_0 from the probe before the first update; once, before ``observe(0)``. (No g_0: G_gt starts
+        at g_{t0+1}, so the baseline needs no teacher pass and no α.)"""
+        _require_finite({"probe_nll": probe_nll}, "observe_baseline")
         if self._nll is not None:
             raise ValueError("observe_baseline: already called (ℓ_0 is set)")
         self._nll = float(probe_nll)
         self._features.observe_baseline(self._nll)
-        return {"controller/probe_nll": self._nll, "controller/teacher_ground": float(teacher_ground)}
 
     def observe(self, step: int, stats: StepStats) -> dict[str, float]:
         """Statistics after update ``step``; completes due decisions and maybe updates the policy.
 
-        Returns float metrics: controller/alpha, controller/window_id, controller/pending always;
-        controller/reward (mean R of the decisions completed now) only if some completed;
-        controller/beta_a, controller/beta_b in ``adaptive``; controller/loss, controller/entropy,
-        controller/updates only when a REINFORCE update happened. NaN/inf stats → ValueError.
+        Returns float metrics: controller/pending always; controller/reward (mean R of the decisions
+        completed now) only if some completed; controller/loss, controller/entropy, controller/updates only
+        when a REINFORCE update happened (α and the window are the trainer's ``exposure/*``). NaN/inf → ValueError.
         """
         _require_finite({f.name: getattr(stats, f.name) for f in fields(StepStats)}, f"observe(step={step})")
         if self._nll is None:
-            raise ValueError(
-                f"observe(step={step}): observe_baseline(probe_nll, teacher_ground) must come first"
-            )
+            raise ValueError(f"observe(step={step}): observe_baseline(probe_nll) must come first")
         if step != self._observed or self._decided != step + 1:
             raise ValueError(
                 f"observe(step={step}): out of order, expected observe({self._observed}) after decide({self._observed})"
             )
-        window = self._window
         self._features.observe(
-            window["alpha"], stats.distill_loss, stats.mismatch, stats.probe_nll, stats.self_confidence
+            self._window.alpha, stats.distill_loss, stats.mismatch, stats.probe_nll, stats.self_confidence
         )
         for decision in self._pending:
             decision.add(self._nll, float(stats.probe_nll), float(stats.teacher_ground))
         self._nll = float(stats.probe_nll)
         self._observed += 1
 
-        metrics = {
-            "controller/alpha": float(window["alpha"]),
-            "controller/window_id": float(window["window_id"]),
-        }
+        metrics = {}
         done = [d for d in self._pending if d.complete(self.cfg.lookahead)]
         self._pending = [d for d in self._pending if not d.complete(self.cfg.lookahead)]
         rewards = [lookahead_reward(d.nll, d.ground, self.cfg.gamma, self.cfg.lambda_gt) for d in done]
         if rewards:
             metrics["controller/reward"] = sum(rewards) / len(rewards)
-        if self.exposure["mode"] == "adaptive":
-            metrics["controller/beta_a"] = window["beta_a"]
-            metrics["controller/beta_b"] = window["beta_b"]
+        if self.cfg.exposure_mode == "adaptive":
             self._completed.extend((d.state, d.alpha_raw, r) for d, r in zip(done, rewards, strict=True))
             while len(self._completed) >= self.cfg.batch_decisions:
                 batch = self._completed[: self.cfg.batch_decisions]
@@ -246,7 +224,6 @@ class ExposureController:
             {
                 "version": STATE_VERSION,
                 "config": self.cfg.to_dict(),
-                "exposure": dict(self.exposure),
                 "total_steps": self.total_steps,
                 "policy": self._policy.state_dict(),
                 "optimizer": self._optimizer.state_dict(),
@@ -254,8 +231,7 @@ class ExposureController:
                 "features": self._features.state_dict(),
                 "pending": [d.to_dict() for d in self._pending],
                 "completed": [[list(s), x, r] for s, x, r in self._completed],
-                "window": self._window,
-                "last": None if self._last is None else asdict(self._last),
+                "window": None if self._window is None else asdict(self._window),
                 "decided": self._decided,
                 "observed": self._observed,
                 "nll": self._nll,
@@ -264,18 +240,17 @@ class ExposureController:
         )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; config, exposure fields and total_steps must match (ValueError)."""
+        """Restore from :meth:`state_dict`; config and total_steps must match (ValueError)."""
         state = copy.deepcopy(state)
         if state.get("version") != STATE_VERSION:
             raise ValueError(
                 f"controller state: version = {state.get('version')!r}, expected {STATE_VERSION}"
             )
-        for key, mine in (("config", self.cfg.to_dict()), ("exposure", self.exposure)):
-            for name, value in mine.items():
-                if state[key].get(name) != value:
-                    raise ValueError(
-                        f"controller state: {key}.{name} = {state[key].get(name)!r} differs from this run's {value!r}"
-                    )
+        for name, value in self.cfg.to_dict().items():
+            if state["config"].get(name) != value:
+                raise ValueError(
+                    f"controller state: controller.{name} = {state['config'].get(name)!r} differs from this run's {value!r}"
+                )
         if state["total_steps"] != self.total_steps:
             raise ValueError(
                 f"controller state: total_steps = {state['total_steps']} differs from {self.total_steps}"
@@ -286,8 +261,7 @@ class ExposureController:
         self._features.load_state_dict(state["features"])
         self._pending = [PendingDecision(**d) for d in state["pending"]]
         self._completed = [(list(s), x, r) for s, x, r in state["completed"]]
-        self._window = state["window"]
-        self._last = None if state["last"] is None else AlphaDecision(**state["last"])
+        self._window = None if state["window"] is None else AlphaDecision(**state["window"])
         self._decided, self._observed = state["decided"], state["observed"]
         self._nll, self._updates = state["nll"], state["updates"]
 

@@ -1,4 +1,4 @@
-"""Learning-progress reward and pending decisions of the exposure controller (method.md §2.2, "Reward").
+"""Learning-progress reward and pending decisions of the exposure controller (docs/method.md §2.2, "Reward").
 
 Indexing convention: ℓ_t is the probe NLL of the student *entering* update t (0-based). ℓ_0 comes
 from the baseline probe before the first update; the probe after update t is ℓ_{t+1}, and the
@@ -40,19 +40,15 @@ def lookahead_reward(nll: list[float], ground: list[float], gamma: float, lambda
 
 @dataclass
 class PendingDecision:
-    """One decision (s, α_raw, log π) made at window start t0, and the signals gathered since.
+    """One decision (s, α_raw) made at a window start t0, and the signals gathered since.
 
-    ``nll`` collects ℓ_{t0}, ℓ_{t0+1}, …; ``ground`` collects g_{t0+1}, …; complete once
-    len(ground) = L. ``alpha`` is the clipped value used, ``alpha_raw`` the unclipped Beta sample whose
-    log-probability REINFORCE uses (in the non-adaptive modes alpha_raw = alpha and log_prob is NaN: they never update).
+    ``nll`` collects ℓ_{t0}, ℓ_{t0+1}, …; ``ground`` collects g_{t0+1}, …; complete once len(ground) = L.
+    ``alpha_raw`` is the unclipped Beta sample whose log-probability REINFORCE recomputes at update time
+    (in the non-adaptive modes it is the α used; they never update).
     """
 
-    t0: int
-    window_id: int
     state: list[float]
-    alpha: float
     alpha_raw: float
-    log_prob: float
     nll: list[float] = field(default_factory=list)
     ground: list[float] = field(default_factory=list)
 

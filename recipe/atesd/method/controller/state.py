@@ -1,4 +1,4 @@
-"""State featuriser s_t of the exposure controller (method.md §2.2, "State").
+"""State featuriser s_t of the exposure controller (docs/method.md §2.2, "State").
 
 Raw features, updated after every student update t by :meth:`StateFeaturiser.observe`:
 
@@ -15,15 +15,44 @@ alpha_ema → 2·ema − 1). The other four are z-scored against a running mean/
 the values that feature has taken so far, z = (x − μ)/√(σ² + 1e-12), clipped to ±``norm_clip``;
 a feature with fewer than two observations is 0. An EMA not yet observed is 0 as well. All of it is
 plain floats, so the state dict round-trips exactly.
+
+Features are registered by name (:func:`register_feature`, bottom of this file): a new one is one decorated
+function here, plus a :class:`StepStats` field in ``core.py`` if it needs a statistic not yet observed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 EMA_KEYS = ("alpha", "distill_loss", "mismatch", "probe_nll")
-ZSCORED = ("distill_loss_ema", "mismatch_ema", "probe_nll_ema", "self_confidence")
+
+
+@dataclass(frozen=True)
+class StateFeature:
+    """One entry of s_t by name: ``raw(featuriser, step)`` (None while unobserved, which enters s_t as 0) and
+    whether it is z-scored against its running mean/variance (else it is already in [−1, 1])."""
+
+    raw: Callable[[StateFeaturiser, int], float | None]
+    zscored: bool
+
+
+FEATURES: dict[str, StateFeature] = {}
+"""Registered state features (``controller.state_features`` picks a subset, in its order)."""
+
+
+def register_feature(name: str, *, zscored: bool):
+    """Register ``raw(featuriser, step)`` as state feature ``name``."""
+
+    def deco(raw):
+        if name in FEATURES:
+            raise ValueError(f"state feature {name!r} is already registered")
+        FEATURES[name] = StateFeature(raw, zscored)
+        return raw
+
+    return deco
 
 
 class RunningNorm:
@@ -64,10 +93,7 @@ class StateFeaturiser:
         self.total_steps = total_steps
         self.ema: dict[str, float | None] = dict.fromkeys(EMA_KEYS)
         self.self_confidence: float | None = None
-        self.norms = {name: RunningNorm() for name in ZSCORED}
-
-    def _raw(self, name: str) -> float | None:
-        return self.self_confidence if name == "self_confidence" else self.ema[name.removesuffix("_ema")]
+        self.norms = {name: RunningNorm() for name, spec in FEATURES.items() if spec.zscored}
 
     def _update_ema(self, key: str, x: float) -> None:
         old = self.ema[key]
@@ -75,7 +101,7 @@ class StateFeaturiser:
 
     def _update_norms(self) -> None:
         for name, norm in self.norms.items():
-            raw = self._raw(name)
+            raw = FEATURES[name].raw(self, 0)
             if raw is not None:
                 norm.update(raw)
 
@@ -99,14 +125,13 @@ class StateFeaturiser:
         """Normalised s_t: one value per configured feature, in the configured order."""
         values = []
         for name in self.names:
-            if name == "progress":
-                values.append(2.0 * min(step / self.total_steps, 1.0) - 1.0)
-            elif name == "alpha_ema":
-                ema = self.ema["alpha"]
-                values.append(0.0 if ema is None else 2.0 * ema - 1.0)
+            raw = FEATURES[name].raw(self, step)
+            if raw is None:
+                values.append(0.0)
+            elif FEATURES[name].zscored:
+                values.append(self.norms[name].normalise(raw, self.norm_clip))
             else:
-                raw = self._raw(name)
-                values.append(0.0 if raw is None else self.norms[name].normalise(raw, self.norm_clip))
+                values.append(raw)
         return values
 
     def state_dict(self) -> dict[str, Any]:
@@ -121,3 +146,35 @@ class StateFeaturiser:
         self.self_confidence = state["self_confidence"]
         for name, norm in self.norms.items():
             norm.load_state_dict(state["norms"][name])
+
+
+@register_feature("progress", zscored=False)
+def _progress(f: StateFeaturiser, step: int) -> float:
+    """t/T capped at 1, mapped to [−1, 1]."""
+    return 2.0 * min(step / f.total_steps, 1.0) - 1.0
+
+
+@register_feature("alpha_ema", zscored=False)
+def _alpha_ema(f: StateFeaturiser, step: int) -> float | None:
+    """EMA of the α used, mapped to [−1, 1]."""
+    return None if f.ema["alpha"] is None else 2.0 * f.ema["alpha"] - 1.0
+
+
+@register_feature("distill_loss_ema", zscored=True)
+def _distill_loss_ema(f: StateFeaturiser, step: int) -> float | None:
+    return f.ema["distill_loss"]
+
+
+@register_feature("mismatch_ema", zscored=True)
+def _mismatch_ema(f: StateFeaturiser, step: int) -> float | None:
+    return f.ema["mismatch"]
+
+
+@register_feature("probe_nll_ema", zscored=True)
+def _probe_nll_ema(f: StateFeaturiser, step: int) -> float | None:
+    return f.ema["probe_nll"]
+
+
+@register_feature("self_confidence", zscored=True)
+def _self_confidence(f: StateFeaturiser, step: int) -> float | None:
+    return f.self_confidence

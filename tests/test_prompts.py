@@ -1,4 +1,4 @@
-"""Exposure: segmenters, reveal, templates, chat-template ids and truncation (method.md §1, §2.1)."""
+"""Prompts: segmenters, reveal, templates, chat-template ids and truncation (docs/method.md §1, §2.1)."""
 
 import json
 import math
@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 from recipe.atesd.method.prompts import (
     SEGMENTERS,
-    ExposureConfig,
+    TeacherPromptConfig,
     build_student_messages,
     build_teacher_messages,
     extract_final_answer,
@@ -48,7 +48,7 @@ def _reasoning_part(text: str, statement: str) -> str:
     return text[: -len(statement)].rstrip()
 
 
-@pytest.mark.parametrize("segmenter", SEGMENTERS)
+@pytest.mark.parametrize("segmenter", list(SEGMENTERS))
 def test_all_real_references_round_trip(rows, segmenter):
     for row in rows:
         ref = row["solution"]
@@ -73,7 +73,7 @@ def test_extracted_answer_equals_answer_column(rows):
     assert [r["id"] for r in rows if _canonical(extract_final_answer(r["solution"])) != r["answer"]] == []
 
 
-@pytest.mark.parametrize("segmenter", SEGMENTERS)
+@pytest.mark.parametrize("segmenter", list(SEGMENTERS))
 def test_reveal_is_monotone_nested_and_keeps_answer(rows, segmenter):
     alphas = [i / 100 for i in range(101)]
     for row in rows[::9]:
@@ -138,19 +138,18 @@ def test_extract_final_answer(text, expected):
         (lambda: reveal("a \\boxed{1}", 0.5, answer_statement_template="{ans}"), "answer_statement_template"),
         (lambda: split_segments("a", "chapters"), "segmenter"),
         (lambda: extract_final_answer(None), "text"),
-        (lambda: build_student_messages("", ExposureConfig()), "problem"),
-        (lambda: build_teacher_messages("p", None, ExposureConfig()), "revealed_text"),
-        (lambda: ExposureConfig(mode="learned"), "exposure.mode"),
-        (lambda: ExposureConfig(schedule_kind="step"), "exposure.schedule_kind"),
-        (lambda: ExposureConfig(segmenter="words"), "segmenter"),
-        (lambda: ExposureConfig(alpha=1.2), "exposure.alpha"),
-        (lambda: ExposureConfig(alpha_max=float("nan")), "exposure.alpha_max"),
-        (lambda: ExposureConfig(alpha_min=0.6, alpha_max=0.5), "exposure.alpha_min"),
-        (lambda: ExposureConfig(schedule_end=-1.0), "exposure.schedule_end"),
-        (lambda: ExposureConfig(keep_final_answer="yes"), "exposure.keep_final_answer"),
-        (lambda: ExposureConfig(student_template="Problem: {x}"), "exposure.student_template"),
-        (lambda: ExposureConfig(teacher_template="{problem}"), "exposure.teacher_template"),
-        (lambda: ExposureConfig(reference_block_template="{reference"), "exposure.reference_block_template"),
+        (lambda: build_student_messages("", TeacherPromptConfig()), "problem"),
+        (lambda: build_teacher_messages("p", None, TeacherPromptConfig()), "revealed_text"),
+        (lambda: TeacherPromptConfig(segmenter="words"), "segmenter"),
+        (lambda: TeacherPromptConfig(teacher_context="oracle"), "teacher_prompt.teacher_context"),
+        (lambda: TeacherPromptConfig(keep_final_answer="yes"), "teacher_prompt.keep_final_answer"),
+        (lambda: TeacherPromptConfig(student_template="Problem: {x}"), "teacher_prompt.student_template"),
+        (lambda: TeacherPromptConfig(teacher_template="{problem}"), "teacher_prompt.teacher_template"),
+        (
+            lambda: TeacherPromptConfig(reference_block_template="{reference"),
+            "teacher_prompt.reference_block_template",
+        ),
+        (lambda: TeacherPromptConfig(max_length=0), "teacher_prompt.max_length"),
     ],
 )
 def test_bad_input_raises_naming_the_key(call, key):
@@ -159,15 +158,15 @@ def test_bad_input_raises_naming_the_key(call, key):
 
 
 def test_yaml_mirrors_config_dataclass():
-    values = yaml.safe_load((REPO_ROOT / "recipe/atesd/config/exposure/default.yaml").read_text())
-    assert list(values) == [f.name for f in fields(ExposureConfig)]
-    assert values == asdict(ExposureConfig())
-    student = ExposureConfig(**values).student_template.format(problem="P")
+    values = yaml.safe_load((REPO_ROOT / "recipe/atesd/config/teacher_prompt/default.yaml").read_text())
+    assert list(values) == [f.name for f in fields(TeacherPromptConfig)]
+    assert values == asdict(TeacherPromptConfig())
+    student = TeacherPromptConfig(**values).student_template.format(problem="P")
     assert student == "Problem: P\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
 def test_templates_keep_braces_of_problem_and_reference():
-    cfg = ExposureConfig()
+    cfg = TeacherPromptConfig()
     problem, revealed = "Find {x} with $\\{1,2\\}$.", "Use $f(x)=\\frac{1}{x}$ {done}."
     (student,) = build_student_messages(problem, cfg)
     (teacher,) = build_teacher_messages(problem, revealed, cfg)
@@ -180,7 +179,7 @@ def test_templates_keep_braces_of_problem_and_reference():
 
 
 def test_chat_template_ids_thinking_off_for_student_on_for_teacher(tokenizer, rows):
-    cfg = ExposureConfig()
+    cfg = TeacherPromptConfig()
     row = rows[0]
     think, end_think = tokenizer.convert_tokens_to_ids(["<think>", "</think>"])
     student = student_prompt_ids(tokenizer, row["problem"], cfg)
@@ -197,7 +196,7 @@ def test_chat_template_ids_thinking_off_for_student_on_for_teacher(tokenizer, ro
 
 
 def test_truncation_cuts_revealed_end_never_the_answer(tokenizer, rows):
-    cfg = ExposureConfig(segmenter="sentences")
+    cfg = TeacherPromptConfig(segmenter="sentences")
     row = max(rows[:300], key=lambda r: len(split_segments(r["solution"], "sentences")))
     m = len(split_segments(row["solution"], "sentences"))
     statement = STATEMENT.format(answer=row["answer"])
@@ -225,3 +224,16 @@ def test_truncation_cuts_revealed_end_never_the_answer(tokenizer, rows):
         prompt(1.0, shortest - 1)
     with pytest.raises(ValueError, match="max_len"):
         prompt(1.0, 0)
+
+
+def test_a_registered_segmenter_is_usable_by_name(monkeypatch):
+    from recipe.atesd.method.prompts import register_segmenter
+
+    monkeypatch.setattr("recipe.atesd.method.prompts.SEGMENTERS", dict(SEGMENTERS))  # undone after the test
+    register_segmenter("semicolons", r";\s*")
+    ref = "a; b; c \\boxed{1}"
+    assert split_segments(ref, "semicolons") == ["a; ", "b; ", "c \\boxed{1}"]
+    assert TeacherPromptConfig(segmenter="semicolons").segmenter == "semicolons"
+    assert reveal(ref, 0.5, "semicolons").text == "a;\n\nFinal answer: \\boxed{1}"
+    with pytest.raises(ValueError, match="already registered"):
+        register_segmenter("lines", r"\n")

@@ -1,0 +1,65 @@
+"""Test-only hook: what the worker's loss saw on the first update, saved for the loss-parity e2e test.
+
+Loaded into every process of a test stack the way ``verl_patches`` are: the test sets
+``VERL_USE_EXTERNAL_MODULES=atesd_capture`` (``verl/__init__.py`` imports it) and puts ``tests/`` on
+``PYTHONPATH``. When ``recipe.atesd.glue.worker`` is imported, the worker's ``_token_losses`` and the
+module's ``distill_token_losses`` are wrapped; every micro-batch of the first update (the first
+``UpdateReport`` this process sees) is written to ``$ATESD_CAPTURE_DIR/rank<r>_mb<i>.pt``: both sides'
+response-row logits, the unmasked per-token loss, the response mask, the reduction constants and the
+(α, window) the worker used. The production worker carries no hook.
+"""
+
+import functools
+import os
+
+from verl_patches.import_hook import when_imported
+
+CAPTURE_DIR_VAR = "ATESD_CAPTURE_DIR"
+
+
+def _patch(module) -> None:
+    import torch
+
+    calls: dict = {}
+    state = {"report": None, "count": 0}
+    distill_token_losses = module.distill_token_losses
+    token_losses = module.ATESDWorker._token_losses
+
+    @functools.wraps(distill_token_losses)
+    def recorded(student, teacher, cfg, target_ids=None):
+        loss, diag = distill_token_losses(student, teacher, cfg, target_ids=target_ids)
+        calls.update(student=student, teacher=teacher, cfg=cfg, loss=loss)
+        return loss, diag
+
+    @functools.wraps(token_losses)
+    def capturing(self, logits, data):
+        out = token_losses(self, logits, data)
+        if state["report"] is None:
+            state["report"] = self._report  # the first update's report object
+        if self._report is state["report"]:
+            folder = os.environ[CAPTURE_DIR_VAR]
+            os.makedirs(folder, exist_ok=True)
+            alpha, window_id = self._exposure
+            torch.save(
+                {
+                    "student_logits": calls["student"].detach().float().cpu(),
+                    "teacher_logits": calls["teacher"].detach().float().cpu(),
+                    "token_loss": calls["loss"].detach().float().cpu(),
+                    "response_mask": data["response_mask"].values().cpu(),
+                    "batch_num_tokens": float(data["batch_num_tokens"]),
+                    "dp_size": int(data["dp_size"]),
+                    "alpha": alpha,
+                    "window_id": window_id,
+                    "distill": calls["cfg"],
+                },
+                os.path.join(folder, f"rank{torch.distributed.get_rank()}_mb{state['count']}.pt"),
+            )
+            state["count"] += 1
+        return out
+
+    module.distill_token_losses = recorded
+    module.ATESDWorker._token_losses = capturing
+
+
+if os.environ.get(CAPTURE_DIR_VAR):
+    when_imported("recipe.atesd.glue.worker", _patch)
