@@ -209,6 +209,16 @@ def test_running_a_finished_run_again_trains_nothing_and_keeps_its_history(full_
     assert [r["step"] for r in summary_rows] == sorted(rows) and len(attempts) == 1
 
 
+def test_every_atesd_metric_is_documented(full_run):
+    """docs/metrics.md names every key the ATESD step logs (verl's own keys keep verl's docs)."""
+    rows = full_run[0]
+    doc = (REPO_ROOT / "docs" / "metrics.md").read_text()
+    ours = ("exposure/", "distill/", "probe/", "controller/", "timing_s/")
+    logged = {key for m in rows.values() for key in m if key.startswith(ours)}
+    assert {"exposure/alpha", "controller/reward", "timing_s/teacher"} <= logged
+    assert sorted(key for key in logged if f"`{key}`" not in doc) == []
+
+
 def test_workers_report_the_controllers_alpha(full_run):
     """The trainer raises if any rank's (α, window) differs; here every rank also logged the same α."""
     rows, _, capture, _ = full_run

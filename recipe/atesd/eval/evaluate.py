@@ -1,10 +1,10 @@
-"""Average@n evaluation (method.md §3) with vLLM's offline engine.
+"""Average@n evaluation (docs/method.md §3) with vLLM's offline engine.
 
 ``python -m recipe.atesd.eval.evaluate model_path=DIR [output_dir=...] [n_samples=12] [dry_run=true] ...``
 (config ``recipe/atesd/config/evaluate.yaml``; ``--config-name evaluate_paper`` is the paper protocol).
 
 Plan: every (benchmark, problem id, sample index j < n) not yet in ``output_dir/generations.jsonl``.
-Prompts: the student template of method.md §1 (``prompts.build_student_messages``) under the chat
+Prompts: the student template of docs/method.md §1 (``prompts.build_student_messages``) under the chat
 template with thinking ON. Every request carries its own seed (``SamplingParams.seed``, see
 :func:`sample_seed`): distinct over the sample indices of a problem (engines that share one
 engine-level seed draw the same stream and collapse the n samples into copies) and over problems (with
@@ -99,12 +99,12 @@ def validate(cfg) -> None:
 
 
 def student_template(cfg) -> str:
-    """The configured template, else the project's student template (method.md §1)."""
+    """The configured template, else the project's student template (docs/method.md §1)."""
     return cfg.student_template or TeacherPromptConfig().student_template
 
 
 def prompt_token_ids(tokenizer, problem: str, template: str, enable_thinking: bool) -> tuple[int, ...]:
-    """Student messages (method.md §1) under the chat template with the generation prompt, encoded
+    """Student messages (docs/method.md §1) under the chat template with the generation prompt, encoded
     without extra special tokens (as verl's RLHFDataset)."""
     text = tokenizer.apply_chat_template(
         build_student_messages(problem, TeacherPromptConfig(student_template=template)),

@@ -1,4 +1,4 @@
-"""Evaluation metrics over n graded samples per problem (method.md §3). Pure python.
+"""Evaluation metrics over n graded samples per problem (docs/method.md §3). Pure python.
 
 A benchmark's results are a ``correct[p][j]`` table: problem ``p``, sample index ``j`` (0..n-1); every
 problem has the same n. Numbers are fractions in [0, 1] (the summary prints percentages).
@@ -39,7 +39,7 @@ def mean_pass_at_k(correct: Sequence[Sequence[bool]], k: int) -> float:
 
 
 def average_at_n(correct: Sequence[Sequence[bool]]) -> tuple[float, float]:
-    """(Average@n, std) — method.md §3.
+    """(Average@n, std) — docs/method.md §3.
 
     acc_j = (1/P) Σ_p correct[p][j]  (accuracy of sample index j over the P problems)
     Average@n = (1/n) Σ_j acc_j;  std = population std of acc_0..acc_{n-1} (ddof = 0; 0 when n = 1).

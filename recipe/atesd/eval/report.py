@@ -1,4 +1,4 @@
-"""Summary of an evaluation run (method.md §3): generations.jsonl rows -> summary.json / summary.md."""
+"""Summary of an evaluation run (docs/method.md §3): generations.jsonl rows -> summary.json / summary.md."""
 
 import statistics
 from collections import Counter

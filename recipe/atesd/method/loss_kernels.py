@@ -1,4 +1,4 @@
-"""Per-chunk kernels of the token-level distillation losses (method.md §1, "Loss").
+"""Per-chunk kernels of the token-level distillation losses (docs/method.md §1, "Loss").
 
 Every kernel sees one chunk of C tokens as a :class:`ChunkStats` (log-probabilities and
 probabilities of the temperature-scaled student S and teacher T, computed once by the driver in
@@ -90,7 +90,7 @@ def _forward_kl(ch: ChunkStats, tau: float | None, need_grad: bool):
 
 @register_loss("forward_kl", params=("clip_tau",))
 def forward_kl(ch: ChunkStats, cfg, need_grad: bool):
-    """Full-vocabulary forward KL with per-entry clipping (method.md §1):
+    """Full-vocabulary forward KL with per-entry clipping (docs/method.md §1):
 
     ℓ_{n,v} = p_T(v) (log p_T(v) − log p_S(v)),  D_n = Σ_v min(ℓ_{n,v}, τ)  (τ = clip_tau; None: no clip).
     Negative entries are kept. With m_v = [ℓ_v < τ] and c = Σ_v p_T(v)(1 − m_v) (clipped teacher mass),
@@ -101,7 +101,7 @@ def forward_kl(ch: ChunkStats, cfg, need_grad: bool):
 
 @register_loss("reverse_kl")
 def reverse_kl(ch: ChunkStats, cfg, need_grad: bool):
-    """Reverse KL (method.md §1, "Other modes"); clip_tau does not apply:
+    """Reverse KL (docs/method.md §1, "Other modes"); clip_tau does not apply:
 
     D_n = Σ_v p_S(v) r_v with r_v = log p_S(v) − log p_T(v);   ∂D/∂z_S(j) = p_S(j) (r_j − D_n).
     """
@@ -113,7 +113,7 @@ def reverse_kl(ch: ChunkStats, cfg, need_grad: bool):
 @register_loss("jsd", params=("jsd_beta",))
 def jsd(ch: ChunkStats, cfg, need_grad: bool):
     """Generalized Jensen–Shannon divergence JSD_β, TRL's ``generalized_jsd_loss`` convention
-    (method.md §1, "Other modes"; clip_tau does not apply):
+    (docs/method.md §1, "Other modes"; clip_tau does not apply):
 
     M = β p_T + (1 − β) p_S,   JSD_β = β KL(p_T ‖ M) + (1 − β) KL(p_S ‖ M).
 
@@ -143,7 +143,7 @@ def jsd(ch: ChunkStats, cfg, need_grad: bool):
 
 @register_loss("topk_tail", params=("topk", "clip_tau"))
 def topk_tail(ch: ChunkStats, cfg, need_grad: bool):
-    """Forward KL over the teacher's top-k support plus one tail bucket (method.md §1 and §4):
+    """Forward KL over the teacher's top-k support plus one tail bucket (docs/method.md §1 and §4):
 
     buckets b ∈ {v_1..v_k (teacher's top-k)} ∪ {tail = the rest};  q(b) = Σ_{v∈b} p(v) for both sides;
     ℓ_b = q_T(b) (log q_T(b) − log q_S(b)),  D_n = Σ_b min(ℓ_b, τ)  (τ = clip_tau; None: no clip).
@@ -183,7 +183,7 @@ def topk_tail(ch: ChunkStats, cfg, need_grad: bool):
 
 @register_loss("sampled_token", needs_target_ids=True)
 def sampled_token(ch: ChunkStats, cfg, need_grad: bool):
-    """Sampled-token estimator (method.md §1, "Other modes"); needs ``target_ids`` (the sampled ŷ_n):
+    """Sampled-token estimator (docs/method.md §1, "Other modes"); needs ``target_ids`` (the sampled ŷ_n):
 
     A_n = log p_T(ŷ_n) − log p_S(ŷ_n) (detached),  loss_n = −A_n log p_S(ŷ_n),
     ∂loss_n/∂z_S(j) = −A_n ([j = ŷ_n] − p_S(j)).

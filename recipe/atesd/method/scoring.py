@@ -1,11 +1,11 @@
 """Teacher scoring: pair each student response with its privileged teacher context (pure torch).
 
 The student and the teacher score the *same* response tokens ŷ under different contexts
-(method.md §1):  student rows come from ``c_S ⊕ ŷ`` (verl's packed batch), teacher rows from
+(docs/method.md §1):  student rows come from ``c_S ⊕ ŷ`` (verl's packed batch), teacher rows from
 ``c_T(α) ⊕ ŷ`` built here. Only the rows that predict response tokens are ever materialised
 as logits; everything else stays hidden states.
 
-Alignment rule (verl-map.md "Packing and alignment"): logit row j predicts token j+1, so for a
+Alignment rule (causal LM, verl's packed micro-batches; docs/design.md): logit row j predicts token j+1, so for a
 packed sequence ending at offset ``end`` with response length ``L`` the response logits are rows
 ``[end − L − 1, end − 1)``.
 """

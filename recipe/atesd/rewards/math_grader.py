@@ -1,4 +1,4 @@
-r"""Math answer grader (method.md §3): the last ``\boxed{}`` graded with math-verify, under a hard timeout.
+r"""Math answer grader (docs/method.md §3): the last ``\boxed{}`` graded with math-verify, under a hard timeout.
 
 verl custom reward (``reward.custom_reward_function.path=<this file>``, ``name=compute_score``; extra
 keyword arguments come from ``reward.custom_reward_function.reward_kwargs`` and set

@@ -1,4 +1,4 @@
-"""Beta policy π_φ(α | s) of the exposure controller (method.md §2.2, "Policy").
+"""Beta policy π_φ(α | s) of the exposure controller (docs/method.md §2.2, "Policy").
 
 (a, b) = 1 + softplus(f_φ(s)), α ~ Beta(a, b). Everything runs in float64 on CPU and draws randomness
 only from a caller-owned ``torch.Generator`` (never the global RNG), so a controller restored from its
