@@ -15,15 +15,16 @@ PKG = "recipe.atesd"
 FRAMEWORKS = ("verl", "ray", "vllm", "hydra", "verl_patches")
 ENTRY = (f"{PKG}.main_atesd", f"{PKG}.main_grpo")
 GLUE, EVAL, TOOLS, METHOD = f"{PKG}.glue", f"{PKG}.eval", f"{PKG}.tools", f"{PKG}.method"
-DATA, REWARDS = f"{PKG}.data", f"{PKG}.rewards"
+DATA, REWARDS, TOY = f"{PKG}.data", f"{PKG}.rewards", f"{PKG}.toy"
 
 # layer (a folder under the repository root) -> module prefixes it must not import
 FORBIDDEN = {
-    "recipe/atesd/method": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, DATA, REWARDS, "launch"),
-    "recipe/atesd/data": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, "launch"),
-    "recipe/atesd/rewards": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, METHOD, DATA, "launch"),
-    "recipe/atesd/tools": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, "launch"),
-    "recipe/atesd/eval": (*ENTRY, GLUE, TOOLS, "verl", "ray", "verl_patches", "launch"),
+    "recipe/atesd/method": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, DATA, REWARDS, TOY, "launch"),
+    "recipe/atesd/data": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, TOY, "launch"),
+    "recipe/atesd/rewards": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, METHOD, DATA, TOY, "launch"),
+    "recipe/atesd/tools": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOY, "launch"),
+    "recipe/atesd/toy": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, "launch"),
+    "recipe/atesd/eval": (*ENTRY, GLUE, TOOLS, TOY, "verl", "ray", "verl_patches", "launch"),
     "recipe/atesd/glue": (*ENTRY, EVAL, "launch"),
     "verl_patches": (PKG, "launch"),
 }

@@ -5,6 +5,7 @@ Layers, top to bottom (an import only ever points down; tests/test_layers.py che
 - entry points ``main_atesd``, ``main_grpo`` (hydra, ``config/``);
 - ``glue/``   verl and Ray: trainer, worker + teacher, controller actor, platform switch, config checks;
 - ``eval/``   Average@k evaluation; ``tools/`` tiny-model builder, metrics history, run summary;
+  ``toy/`` the toy world (generated task, tokenizer, pretraining);
 - ``method/`` the method core, pure torch/python (docs/method.md); ``data/`` and ``rewards/``.
 """
 

@@ -160,6 +160,18 @@ class ATESDTrainer(PPOTrainerSync):
         self.role_worker_mapping[role] = ray.remote(ATESDWorker)
         self.mapping[role] = "global_pool"
 
+    def _build_replay_buffer(self):
+        """verl's replay buffer, polled every ``rollout_poll_interval_s``. verl 0.9.1 fixes the poll of
+        ``ReplayBuffer.sample`` at 2.0 s (``replay_buffer.py::_wait_for_next_poll``), so every rollout took
+        a whole number of 2 s quanta however fast it was (docs/cpu.md, "Generation speed")."""
+        buffer = super()._build_replay_buffer()
+        if not hasattr(buffer, "poll_interval"):
+            raise AttributeError(
+                f"{type(buffer).__name__} has no poll_interval: re-check verl's replay buffer"
+            )
+        buffer.poll_interval = float(self.config.rollout_poll_interval_s)
+        return buffer
+
     def _teacher_needs_own_weights(self) -> bool:
         lora = uses_lora(self.config.actor_rollout_ref.model)
         return teacher_weights(self.config.teacher.kind, lora) == "reference"

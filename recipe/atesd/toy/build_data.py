@@ -1,0 +1,110 @@
+"""Write the toy world's parquet files (``recipe/atesd/toy/task.py``) in the verl row contract.
+
+    python -m recipe.atesd.toy.build_data --out data/toy --seed 0 --train 2000 --probe 32 --eval 64
+
+Files: ``train.parquet`` (split train), ``probe.parquet`` (split probe: the controller's probe set) and
+``val.parquet`` (split eval: held-out evaluation). Rows come from ``recipe/atesd/data/schema.py``'s
+``make_row`` (data_source ``toy_sum``, student prompt from ``task.prompt_config()``, ground truth = the
+answer digit). ``make_row`` and its ``PARQUET_SCHEMA`` have no difficulty field, so this module adds
+``extra_info.difficulty`` (int) and ``extra_info.order`` (reference order) after ``make_row`` and writes
+with :data:`TOY_PARQUET_SCHEMA` = ``PARQUET_SCHEMA`` plus those two ``extra_info`` fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recipe.atesd.data.schema import PARQUET_SCHEMA, make_row
+from recipe.atesd.toy.task import DIFFICULTIES, generate, prompt_config
+
+DATA_SOURCE = "toy_sum"
+FILES = {"train": "train.parquet", "probe": "probe.parquet", "eval": "val.parquet"}
+DEFAULT_COUNTS = {"train": 2000, "probe": 32, "eval": 64}
+
+
+def _toy_schema() -> pa.Schema:
+    index = PARQUET_SCHEMA.get_field_index("extra_info")
+    info = PARQUET_SCHEMA.field(index).type
+    fields = [info.field(i) for i in range(info.num_fields)]
+    extended = pa.struct([*fields, pa.field("difficulty", pa.int64()), pa.field("order", pa.string())])
+    return PARQUET_SCHEMA.set(index, pa.field("extra_info", extended))
+
+
+TOY_PARQUET_SCHEMA = _toy_schema()
+
+
+def toy_row(problem: dict, index: int, split: str, cfg=None) -> dict:
+    """One parquet row: ``make_row`` of the problem, plus extra_info.difficulty and extra_info.order."""
+    row = make_row(
+        data_source=DATA_SOURCE,
+        problem=problem["problem"],
+        reference_solution=problem["reference_solution"],
+        answer=problem["answer"],
+        row_id=problem["id"],
+        index=index,
+        split=split,
+        cfg=cfg or prompt_config(),
+    )
+    row["extra_info"].update(difficulty=problem["difficulty"], order=problem["order"])
+    return row
+
+
+def write_toy_parquet(rows: list[dict], path: Path) -> None:
+    """Write rows with :data:`TOY_PARQUET_SCHEMA`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=TOY_PARQUET_SCHEMA), path)
+
+
+def build(
+    out: str | Path, seed: int = 0, counts: dict[str, int] | None = None, difficulties=DIFFICULTIES
+) -> dict[str, int]:
+    """Generate every split and write its file under ``out``; returns rows per file name."""
+    counts = {**DEFAULT_COUNTS, **(counts or {})}
+    unknown = set(counts) - set(FILES)
+    if unknown:
+        raise ValueError(f"counts has unknown splits {sorted(unknown)}; expected {sorted(FILES)}")
+    cfg = prompt_config()
+    written = {}
+    for split, name in FILES.items():
+        problems = generate(split, counts[split], seed, difficulties)
+        rows = [toy_row(p, i, split, cfg) for i, p in enumerate(problems)]
+        write_toy_parquet(rows, Path(out) / name)
+        written[name] = len(rows)
+    return written
+
+
+def _difficulties(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(k) for k in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"--difficulties must be comma-separated ints, got {text!r}"
+        ) from err
+
+
+def main(argv: list[str] | None = None) -> dict[str, int]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=int, default=DEFAULT_COUNTS["train"], help="train rows")
+    parser.add_argument("--probe", type=int, default=DEFAULT_COUNTS["probe"], help="probe rows")
+    parser.add_argument(
+        "--eval", type=int, default=DEFAULT_COUNTS["eval"], help="held-out rows (val.parquet)"
+    )
+    parser.add_argument(
+        "--difficulties", type=_difficulties, default=DIFFICULTIES, help="comma-separated, e.g. 2,3,4"
+    )
+    args = parser.parse_args(argv)
+    counts = {"train": args.train, "probe": args.probe, "eval": args.eval}
+    written = build(args.out, args.seed, counts, args.difficulties)
+    print(json.dumps({"out": str(args.out), "seed": args.seed, "rows": written}))
+    return written
+
+
+if __name__ == "__main__":
+    main()

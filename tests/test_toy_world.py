@@ -1,0 +1,270 @@
+"""Toy world (recipe/atesd/toy/): task generator, tokenizer, prompts, grader and parquet files."""
+
+import random
+import re
+
+import pyarrow.parquet as pq
+import pytest
+from transformers import AutoTokenizer
+
+from recipe.atesd.glue.config_check import check_reference_rows
+from recipe.atesd.method.prompts import (
+    extract_final_answer,
+    split_segments,
+    student_prompt_ids,
+    teacher_prompt_ids,
+)
+from recipe.atesd.rewards.toy_grader import compute_score
+from recipe.atesd.toy import build_data, task
+from recipe.atesd.toy.tokenizer import IM_END, IM_START, PAD, build_tokenizer, main, vocabulary
+
+STEP = re.compile(r"^(\d) \+ (\d) = (\d)$")
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy_tok")
+    main(["--out", str(out)])
+    return AutoTokenizer.from_pretrained(str(out))
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return [p for split in task.SPLITS for p in task.generate(split, 70, seed=3)]
+
+
+def world_texts(problems):
+    cfg = task.prompt_config()
+    for p in problems:
+        yield p["problem"]
+        yield p["reference_solution"]
+        yield from task.all_solutions(task.parse_problem(p["problem"]))
+        yield cfg.teacher_template.format(
+            problem=p["problem"], reference_block=cfg.reference_block_template.format(reference="x")
+        )
+
+
+# ---- task ------------------------------------------------------------------------------------------------
+
+
+def test_problem_and_reference_format():
+    p = task.make_problem((3, 7, 5, 2), "ltr", "x")
+    assert p == {
+        "id": "x",
+        "problem": "add 3 7 5 2 mod 10",
+        "reference_solution": "3 + 7 = 0\n0 + 5 = 5\n5 + 2 = 7\n\\boxed{7}",
+        "answer": "7",
+        "difficulty": 4,
+        "order": "ltr",
+    }
+    assert task.solution((3, 7, 5, 2), "rtl") == "2 + 5 = 7\n7 + 7 = 4\n4 + 3 = 7\n\\boxed{7}"
+    assert extract_final_answer(p["reference_solution"]) == "7"
+    assert split_segments(p["reference_solution"], "lines") == [
+        "3 + 7 = 0\n",
+        "0 + 5 = 5\n",
+        "5 + 2 = 7\n",
+        "\\boxed{7}",
+    ]
+    assert task.parse_problem(p["problem"]) == (3, 7, 5, 2)
+
+
+def check_solution(terms, text):
+    """Independent checker: k - 1 correct running-sum steps over some order of the terms, then the box."""
+    lines = text.split("\n")
+    assert len(lines) == len(terms) and lines[-1] == f"\\boxed{{{sum(terms) % 10}}}"
+    steps = [tuple(map(int, STEP.match(line).groups())) for line in lines[:-1]]
+    used = [steps[0][0]] + [b for _, b, _ in steps]
+    assert sorted(used) == sorted(terms)
+    total = steps[0][0]
+    for a, b, c in steps:
+        assert a == total and c == (a + b) % 10
+        total = c
+    return used
+
+
+def test_both_orders_correct_and_differ_somewhere():
+    rng = random.Random(0)
+    differ = 0
+    for _ in range(300):
+        terms = tuple(rng.randrange(10) for _ in range(rng.randint(2, 8)))
+        ltr, rtl = task.solution(terms, "ltr"), task.solution(terms, "rtl")
+        assert check_solution(terms, ltr) == list(terms)
+        assert check_solution(terms, rtl) == list(terms[::-1])
+        assert extract_final_answer(ltr) == extract_final_answer(rtl) == task.answer_of(terms)
+        assert task.all_solutions(terms) == list(dict.fromkeys([ltr, rtl]))
+        differ += ltr != rtl
+    assert differ > 250
+    assert task.all_solutions((4, 1, 4)) == ["4 + 1 = 5\n5 + 4 = 9\n\\boxed{9}"]  # palindrome: one text
+
+
+def test_generate_is_deterministic_and_balanced(problems):
+    a = task.generate("train", 200, seed=5)
+    assert a == task.generate("train", 200, seed=5)
+    assert [p["problem"] for p in a] != [p["problem"] for p in task.generate("train", 200, seed=6)]
+    counts = {k: sum(p["difficulty"] == k for p in a) for k in task.DIFFICULTIES}
+    assert set(counts.values()) <= {28, 29}
+    assert {p["order"] for p in a} == set(task.ORDERS)
+    for p in a:
+        terms = task.parse_problem(p["problem"])
+        assert len(terms) == p["difficulty"] and p["answer"] == task.answer_of(terms)
+        assert p["reference_solution"] == task.solution(terms, p["order"])
+    assert len({p["id"] for p in problems}) == len(problems)
+
+
+def test_splits_are_disjoint_on_a_large_sample():
+    seen = {}
+    # probe/eval hold only ~15 problems of difficulty 2 (15 % of 100), so large draws there skip it
+    draws = [(split, 500, (3, 4, 5, 6, 7, 8)) for split in ("probe", "eval")] + [
+        ("train", 700, task.DIFFICULTIES)
+    ]
+    draws += [(split, 14, (2,)) for split in ("probe", "eval")]
+    for seed in range(3):
+        for split, n, difficulties in draws:
+            for p in task.generate(split, n, seed=seed, difficulties=difficulties):
+                terms = task.parse_problem(p["problem"])
+                assert task.split_of(terms) == split
+                seen.setdefault(terms, set()).add(split)
+    assert len(seen) > 2000
+    assert all(len(splits) == 1 for splits in seen.values())
+    for split in ("probe", "eval"):  # held-out sets never repeat a problem
+        for n, difficulties in [(300, (3, 4, 5, 6, 7, 8)), (14, (2,))]:
+            drawn = [p["problem"] for p in task.generate(split, n, seed=0, difficulties=difficulties)]
+            assert len(set(drawn)) == len(drawn) == n
+
+
+def test_generate_rejects_bad_input():
+    with pytest.raises(ValueError, match="split"):
+        task.generate("test", 4)
+    with pytest.raises(ValueError, match="difficulties\\[0\\]"):
+        task.generate("train", 4, difficulties=[9])
+    with pytest.raises(ValueError, match="n must"):
+        task.generate("train", -1)
+    with pytest.raises(ValueError, match="only .* distinct problems of difficulty 2"):
+        task.generate("eval", 100, difficulties=[2])
+    with pytest.raises(ValueError, match="order"):
+        task.solution((1, 2), "up")
+    with pytest.raises(ValueError, match="terms\\[1\\]"):
+        task.solution((1, 12))
+    with pytest.raises(ValueError, match="problem"):
+        task.parse_problem("add 1 mod 10")
+
+
+# ---- tokenizer and prompts -------------------------------------------------------------------------------
+
+
+def test_tokenizer_round_trip_and_vocab(tok, problems):
+    assert len(tok) == len(vocabulary()) <= 400
+    assert (tok.pad_token, tok.eos_token) == (PAD, IM_END)
+    assert tok.pad_token_id != tok.eos_token_id
+    for text in world_texts(problems):
+        ids = tok.encode(text, add_special_tokens=False)
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids) == text
+    assert [tok.decode([i]) for i in tok.encode("add 3 10", add_special_tokens=False)] == list(
+        ["add", " ", "3", " ", "1", "0"]
+    )
+    assert len(tok.encode("\\boxed{7}", add_special_tokens=False)) == 4
+    assert tok.encode("é", add_special_tokens=False) == [tok.unk_token_id]
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+def test_chat_rendering(tok, thinking):
+    messages = [{"role": "user", "content": "add 1 2 mod 10"}]
+    text = tok.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking
+    )
+    tail = "" if thinking else "<think>\n\n</think>\n\n"
+    assert text == f"<|im_start|>user\nadd 1 2 mod 10<|im_end|>\n<|im_start|>assistant\n{tail}"
+    ids = tok.encode(text, add_special_tokens=False)
+    tokens = tok.convert_ids_to_tokens(ids)
+    for special in (IM_START, IM_END, *(["<think>", "</think>"] if not thinking else [])):
+        assert special in tokens and ids[tokens.index(special)] == tok.convert_tokens_to_ids(special)
+    assert tokens.count(IM_START) == 2 and tokens.count(IM_END) == 1
+    assert tok.decode(ids) == text
+
+
+def test_tokenizer_dir_is_rebuildable(tmp_path):
+    assert build_tokenizer(tmp_path / "a") == tmp_path / "a"
+    build_tokenizer(tmp_path / "b")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_prompt_ids_at_alphas(tok):
+    cfg = task.prompt_config()
+    p = task.make_problem((3, 7, 5, 2), "ltr", "x")
+    student = tok.decode(student_prompt_ids(tok, p["problem"], cfg))
+    assert (
+        student
+        == "<|im_start|>user\nadd 3 7 5 2 mod 10<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+    steps = p["reference_solution"].split("\n")[:-1]
+    texts = {}
+    for alpha in (0, 0.5, 1):
+        prompt = teacher_prompt_ids(
+            tok, p["problem"], p["reference_solution"], alpha, cfg, answer=p["answer"]
+        )
+        texts[alpha] = tok.decode(prompt.ids)
+        assert texts[alpha].startswith("<|im_start|>user\nadd 3 7 5 2 mod 10\nref\n")
+        assert texts[alpha].endswith("\\boxed{7}\nend<|im_end|>\n<|im_start|>assistant\n")
+        shown = [s for s in steps if s in texts[alpha]]
+        assert len(shown) == {0: 0, 0.5: 2, 1: 3}[alpha] and shown == steps[: len(shown)]
+        assert prompt.revealed.n_segments == 4
+    assert p["reference_solution"] in texts[1]
+    assert len(tok.encode(texts[0.5], add_special_tokens=False)) < len(
+        tok.encode(texts[1], add_special_tokens=False)
+    )
+
+
+# ---- grader ----------------------------------------------------------------------------------------------
+
+
+def test_grader():
+    assert compute_score("toy_sum", "3 + 7 = 0\n\\boxed{0}", "0") == 1.0
+    assert compute_score("toy_sum", "\\boxed{ 0 }", "0") == 1.0
+    assert compute_score("toy_sum", "3 + 7 = 0\n\\boxed{1}", "0") == 0.0
+    assert compute_score("toy_sum", "3 + 7 = 0", "0") == 0.0
+    assert compute_score("toy_sum", "\\boxed{}", "0") == 0.0
+    assert compute_score("toy_sum", "\\boxed{0", "0") == 0.0
+    assert compute_score("toy_sum", "\\boxed{0} \\boxed{5}", "5") == 1.0
+    assert compute_score("toy_sum", "\\boxed{0} \\boxed{5}", "0") == 0.0
+    assert compute_score("toy_sum", "\\boxed{10}", "0") == 0.0
+    with pytest.raises(ValueError, match="solution_str"):
+        compute_score("toy_sum", None, "0")
+    with pytest.raises(ValueError, match="ground_truth"):
+        compute_score("toy_sum", "\\boxed{0}", 0)
+    for terms in [(1, 2), (9, 9, 9, 9, 9, 9, 9, 9)]:
+        for text in task.all_solutions(terms):
+            assert compute_score("toy_sum", text, task.answer_of(terms)) == 1.0
+
+
+# ---- parquet ---------------------------------------------------------------------------------------------
+
+
+def test_build_data_files(tmp_path):
+    written = build_data.main(
+        ["--out", str(tmp_path), "--seed", "1", "--train", "50", "--probe", "14", "--eval", "21"]
+    )
+    assert written == {"train.parquet": 50, "probe.parquet": 14, "val.parquet": 21}
+    splits = {"train.parquet": "train", "probe.parquet": "probe", "val.parquet": "eval"}
+    terms_by_file = {}
+    for name, split in splits.items():
+        path = tmp_path / name
+        assert check_reference_rows(str(path)) == written[name]
+        rows = pq.read_table(path).to_pylist()
+        for row in rows:
+            info = row["extra_info"]
+            assert row["data_source"] == "toy_sum" and info["split"] == split
+            assert row["prompt"] == [{"role": "user", "content": info["problem"]}]
+            assert row["reward_model"] == {"style": "rule", "ground_truth": info["answer"]}
+            terms = task.parse_problem(info["problem"])
+            assert info["difficulty"] == len(terms) and isinstance(info["difficulty"], int)
+            assert info["reference_solution"] == task.solution(terms, info["order"])
+            assert compute_score(row["data_source"], info["reference_solution"], info["answer"]) == 1.0
+        assert sorted({r["extra_info"]["difficulty"] for r in rows}) == list(task.DIFFICULTIES)
+        terms_by_file[name] = {task.parse_problem(r["extra_info"]["problem"]) for r in rows}
+    a, b, c = terms_by_file.values()
+    assert not (a & b or a & c or b & c)
+    assert pq.read_table(tmp_path / "probe.parquet").to_pylist() == [
+        build_data.toy_row(p, i, "probe") for i, p in enumerate(task.generate("probe", 14, seed=1))
+    ]
