@@ -79,7 +79,7 @@ def compose(preset: str, overrides: list[str] = ()) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from recipe.atesd.glue.platform import configure_process_env
+    from recipe.atesd.glue.platform import configure_process_env, with_platform_override
 
     # Like the entry points: this machine's platform (verl patched on a CPU-only host) before verl is
     # imported (hydra imports it for the config search path); the composed config stays platform=gpu.
@@ -87,9 +87,7 @@ def compose(preset: str, overrides: list[str] = ()) -> DictConfig:
 
     _, config_name = entry_point(preset)
     os.environ.setdefault("ATESD_REPO", str(REPO_ROOT))
-    args = [f"+experiment={preset}", *overrides]
-    if not any(o.split("=", 1)[0].lstrip("+~") == "platform" for o in overrides):
-        args.append("platform=gpu")
+    args = with_platform_override([f"+experiment={preset}", *overrides], "gpu")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         return hydra_compose(config_name=config_name, overrides=args)
 

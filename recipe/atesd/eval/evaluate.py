@@ -31,7 +31,7 @@ import hydra
 
 from recipe.atesd.eval.report import render_markdown, summarize
 from recipe.atesd.eval.store import GenerationStore, check_run_config
-from recipe.atesd.method.prompts import TeacherPromptConfig, build_student_messages
+from recipe.atesd.method.prompts import TeacherPromptConfig, build_student_messages, chat_ids
 from recipe.atesd.rewards.math_grader import GraderConfig, grade, grader_stats, shutdown_workers
 
 LOG_PREFIX = "[evaluate]"
@@ -106,13 +106,8 @@ def student_template(cfg) -> str:
 def prompt_token_ids(tokenizer, problem: str, template: str, enable_thinking: bool) -> tuple[int, ...]:
     """Student messages (docs/method.md §1) under the chat template with the generation prompt, encoded
     without extra special tokens (as verl's RLHFDataset)."""
-    text = tokenizer.apply_chat_template(
-        build_student_messages(problem, TeacherPromptConfig(student_template=template)),
-        tokenize=False,
-        add_generation_prompt=True,
-        enable_thinking=enable_thinking,
-    )
-    return tuple(tokenizer.encode(text, add_special_tokens=False))
+    messages = build_student_messages(problem, TeacherPromptConfig(student_template=template))
+    return tuple(chat_ids(tokenizer, messages, enable_thinking))
 
 
 def engine_layout(cfg) -> tuple[list[str], list[list[str]]]:

@@ -247,7 +247,7 @@ def build_teacher_messages(problem: str, revealed_text: str, cfg: TeacherPromptC
     return [{"role": "user", "content": cfg.teacher_template.format(problem=problem, reference_block=block)}]
 
 
-def _chat_ids(tokenizer, messages: list[dict], enable_thinking: bool) -> list[int]:
+def chat_ids(tokenizer, messages: list[dict], enable_thinking: bool) -> list[int]:
     """Chat template rendered to text, then encoded without extra special tokens (as verl's RLHFDataset)."""
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
@@ -257,7 +257,7 @@ def _chat_ids(tokenizer, messages: list[dict], enable_thinking: bool) -> list[in
 
 def student_prompt_ids(tokenizer, problem: str, cfg: TeacherPromptConfig) -> list[int]:
     """Token ids of c_S: chat template, thinking OFF, generation prompt appended (docs/method.md §1)."""
-    return _chat_ids(tokenizer, build_student_messages(problem, cfg), enable_thinking=False)
+    return chat_ids(tokenizer, build_student_messages(problem, cfg), enable_thinking=False)
 
 
 def teacher_prompt_ids(
@@ -291,7 +291,7 @@ def teacher_prompt_ids(
     )
 
     def ids_for(rev: Revealed) -> list[int]:
-        return _chat_ids(tokenizer, build_teacher_messages(problem, rev.text, cfg), enable_thinking=True)
+        return chat_ids(tokenizer, build_teacher_messages(problem, rev.text, cfg), enable_thinking=True)
 
     ids = ids_for(revealed)
     if max_len is None or len(ids) <= max_len:
