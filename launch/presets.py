@@ -18,7 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from recipe.atesd import REPO_ROOT
+
 CONFIG_DIR = REPO_ROOT / "recipe" / "atesd" / "config"
 PRESET_DIR = CONFIG_DIR / "experiment"
 SIZES = ("qwen3-1.7b", "qwen3-4b", "qwen3-8b")
