@@ -97,3 +97,41 @@ def test_lm_head_projects_only_response_rows_and_is_restored(model):
     whole = sequence_token_logprobs(model, prompts, responses, 0, "cpu")
     assert chunked[0].item() == pytest.approx(whole[0].item(), abs=1e-9)
     assert "forward" not in head.__dict__
+
+
+def test_sequence_logprobs_always_runs_one_forward_and_counts_only_counted_rows(model):
+    """Under FSDP a forward is a collective: a rank whose rows are all padding or empty must still run it."""
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        prompts, targets = [[5, 6], [7, 8, 9]], [[10, 11], [12]]
+        total, count = sequence_token_logprobs(model, prompts, targets, 0, "cpu", counted=[True, False])
+        first, n_first = sequence_token_logprobs(model, prompts[:1], targets[:1], 0, "cpu")
+        assert (count.item(), n_first.item()) == (2, 2)
+        assert total.item() == pytest.approx(first.item(), abs=1e-9)  # the uncounted row adds nothing
+        calls.clear()
+        total, count = sequence_token_logprobs(model, prompts, [[], [12]], 0, "cpu", counted=[True, False])
+        assert (total.item(), count.item(), len(calls)) == (0.0, 0.0, 1)
+    finally:
+        handle.remove()
+    with pytest.raises(ValueError, match="empty batch"):
+        sequence_token_logprobs(model, [], [], 0, "cpu")
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_probe_shard_gives_every_rank_the_same_forwards_and_counts_each_row_once(batch_size):
+    """8 probe rows on 16 ranks (the presets' probe.size on 16 GPUs), 132 on 16, 70 on 8, and friends."""
+    from recipe.atesd.method.probe import ProbeSet
+
+    for n, world in [(8, 16), (132, 16), (70, 8), (5, 2), (1, 3), (7, 1)]:
+        probe = ProbeSet.__new__(ProbeSet)
+        probe.rows = [{"id": f"r{i}"} for i in range(n)]
+        probe.student_prompts = [[i] for i in range(n)]
+        probe.references = [[i, i] for i in range(n)]
+        shards = [list(probe.shard(rank, world, batch_size)) for rank in range(world)]
+        shapes = {tuple(len(c.rows) for c in chunks) for chunks in shards}
+        assert len(shapes) == 1 and all(shapes.pop()), (n, world)  # same chunk count and sizes, none empty
+        counted = [c.rows[i]["id"] for chunks in shards for c in chunks for i, k in enumerate(c.counted) if k]
+        assert sorted(counted) == sorted(r["id"] for r in probe.rows), (n, world)
+    with pytest.raises(ValueError, match="invalid"):
+        next(probe.shard(3, 2, 1))

@@ -169,14 +169,21 @@ class ATESDWorker(ActorRolloutRefWorker):
         return signals
 
     def _probe_sums(self, module, view) -> torch.Tensor:
-        """[Σ log p(target | prompt), #targets] over the probe set, sharded over ranks and all-reduced."""
+        """[Σ log p(target | prompt), #targets] over the probe set, sharded over ranks and all-reduced.
+        Every rank runs the same number of forwards (``ProbeSet.shard`` pads; ``sequence_token_logprobs``
+        always runs one): each forward is an FSDP collective."""
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         sums = torch.zeros(2, dtype=torch.float64)
         with self.actor.engine.eval_mode(), torch.no_grad(), self._autocast():
             for chunk in self._probe.shard(rank, world, self._settings.probe_batch_size):
                 prompts, targets = view(chunk)
                 s, n = sequence_token_logprobs(
-                    module, prompts, targets, self._tokenizer.pad_token_id, self._device()
+                    module,
+                    prompts,
+                    targets,
+                    self._tokenizer.pad_token_id,
+                    self._device(),
+                    counted=chunk.counted,
                 )
                 sums += torch.stack([s, n])
         torch.distributed.all_reduce(sums)

@@ -21,9 +21,13 @@ from recipe.atesd.method.prompts import TeacherPromptConfig, student_prompt_ids,
 
 @dataclass
 class ProbeChunk:
+    """One forward's worth of probe rows. ``counted[i]`` is False for a padding row (a copy of probe row 0
+    that makes every rank run the same number of forwards, see :meth:`ProbeSet.shard`)."""
+
     rows: list[dict]
     student_prompts: list[list[int]]
     references: list[list[int]]
+    counted: list[bool]
 
 
 class ProbeSet:
@@ -55,14 +59,24 @@ class ProbeSet:
         return cls(rows, tokenizer, prompt_cfg)
 
     def shard(self, rank: int, world: int, batch_size: int) -> Iterator[ProbeChunk]:
-        """This rank's rows (``rank::world``) in batches of ``batch_size``."""
-        idx = list(range(rank, len(self.rows), world))
-        for s in range(0, len(idx), batch_size):
+        """This rank's rows (``rank::world``) in batches of ``batch_size``, padded so that EVERY rank yields
+        the same number of equally sized chunks: ⌈⌈n/world⌉/batch_size⌉ chunks of
+        min(batch_size, ⌈n/world⌉) rows. Each probe forward is an FSDP collective, so a rank with fewer
+        forwards would leave the others waiting forever (e.g. 8 probe rows on 16 GPUs). Padding rows repeat
+        row 0 with ``counted=False``; every real row is counted on exactly one rank."""
+        if world < 1 or not 0 <= rank < world or batch_size < 1:
+            raise ValueError(f"shard(rank={rank}, world={world}, batch_size={batch_size}): invalid")
+        per_rank = -(-len(self.rows) // world)
+        mine = list(range(rank, len(self.rows), world))
+        idx = mine + [0] * (per_rank - len(mine))
+        counted = [True] * len(mine) + [False] * (per_rank - len(mine))
+        for s in range(0, per_rank, batch_size):
             part = idx[s : s + batch_size]
             yield ProbeChunk(
                 rows=[self.rows[i] for i in part],
                 student_prompts=[self.student_prompts[i] for i in part],
                 references=[self.references[i] for i in part],
+                counted=counted[s : s + batch_size],
             )
 
     def teacher_view(self, chunk: ProbeChunk, alpha: float, max_len: int | None) -> tuple[list, list]:

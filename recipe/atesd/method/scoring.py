@@ -137,21 +137,30 @@ def sequence_token_logprobs(
     pad_token_id: int,
     device,
     chunk_rows: int = 512,
+    counted: list[bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum and count of ``log p(target | prompt)`` over all target tokens of a batch (probe signals).
+    """Sum and count of ``log p(target | prompt)`` over the counted target tokens of a batch (probe signals).
 
     ``log p(y_j) = z_{j,y_j} − logsumexp_v z_{j,v}`` (= −cross-entropy), ``chunk_rows`` response rows
     at a time inside the forward, so at most ``[chunk_rows, V]`` logits exist at once (probe targets
     are whole reference solutions, far longer than a training micro-batch's responses).
-    Returns ``(sum_logprob, n_tokens)`` as 0-d fp64 tensors; empty targets contribute nothing.
+    Returns ``(sum_logprob, n_tokens)`` as 0-d fp64 tensors. Exactly ONE forward of ``model`` runs for any
+    non-empty batch — also when every row is uncounted (``counted[i]`` False) or has an empty target —
+    because under FSDP each forward is a collective that every rank must join; such rows are scored on a
+    one-token stand-in target and contribute nothing.
     """
-    pairs = [(p, t) for p, t in zip(prompt_ids, target_ids, strict=True) if len(t) > 0]
-    if not pairs:
-        return torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    if not prompt_ids:
+        raise ValueError("sequence_token_logprobs: empty batch (every rank must run one forward per chunk)")
+    counted = [True] * len(prompt_ids) if counted is None else list(counted)
+    if not len(counted) == len(prompt_ids) == len(target_ids):
+        raise ValueError("sequence_token_logprobs: prompt_ids, target_ids and counted differ in length")
+    keep = [c and len(t) > 0 for c, t in zip(counted, target_ids, strict=True)]
+    targets_or_stub = [t if k else [pad_token_id] for t, k in zip(target_ids, keep, strict=True)]
     if getattr(model.config, "final_logit_softcapping", None):
         raise NotImplementedError(
             "probe scoring applies the LM head directly: final_logit_softcapping unsupported"
         )
+    pairs = list(zip(prompt_ids, targets_or_stub, strict=True))
     batch = build_teacher_batch([p for p, _ in pairs], [t for _, t in pairs], pad_token_id)
     targets = torch.cat([torch.tensor(t, dtype=torch.long) for _, t in pairs])
 
@@ -165,6 +174,7 @@ def sequence_token_logprobs(
             )
         return torch.cat(out)
 
+    weight = torch.cat([torch.full((len(t),), float(k)) for t, k in zip(targets_or_stub, keep, strict=True)])
     with _head_on_response_rows(model, batch.rows, token_logprobs):
         logp = _forward_window(model, batch, device).logits
-    return logp.double().sum().cpu(), torch.tensor(float(targets.numel()), dtype=torch.float64)
+    return (logp.double().cpu() * weight.double()).sum(), weight.double().sum()
