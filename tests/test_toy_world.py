@@ -268,3 +268,31 @@ def test_build_data_files(tmp_path):
     assert pq.read_table(tmp_path / "probe.parquet").to_pylist() == [
         build_data.toy_row(p, i, "probe") for i, p in enumerate(task.generate("probe", 14, seed=1))
     ]
+
+
+def test_pretrain_builds_a_loadable_model_and_skips_a_matching_rebuild(tmp_path):
+    """A few SFT steps give a Qwen3 whose vocabulary is the toy tokenizer's, that the loss moved, and that
+    a second call with the same seed and spec leaves untouched (the stamp)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from recipe.atesd.toy.pretrain import STAMP_NAME, PretrainSpec, build_model, greedy, pretrain
+
+    spec = PretrainSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, steps=3, batch_size=4)
+    out = pretrain(tmp_path / "m", seed=0, spec=spec, log_every=1)
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.vocab_size == len(tok) and model.config.eos_token_id == tok.eos_token_id
+    fresh = build_model(tok, spec, seed=0)
+    moved = [
+        not torch.equal(a.float(), b.to(torch.bfloat16).float())
+        for a, b in zip(model.parameters(), fresh.parameters(), strict=True)
+    ]
+    assert any(moved)  # three AdamW steps changed the weights
+    (text,) = greedy(
+        model.float(), tok, [tok.encode("add 1 2 mod 10", add_special_tokens=False)], max_new_tokens=4
+    )
+    assert isinstance(text, str)
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    pretrain(tmp_path / "m", seed=0, spec=spec)
+    assert (out / "model.safetensors").stat().st_mtime_ns == before and (out / STAMP_NAME).is_file()
