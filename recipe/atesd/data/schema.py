@@ -80,10 +80,10 @@ def make_row(
     }
 
 
-def write_parquet(rows: list[dict], path: Path) -> None:
-    """Write rows with the exact ``PARQUET_SCHEMA`` (an empty list gives an empty, typed file)."""
+def write_parquet(rows: list[dict], path: Path, schema: pa.Schema = PARQUET_SCHEMA) -> None:
+    """Write rows with the exact ``schema`` (default ``PARQUET_SCHEMA``; an empty list gives an empty, typed file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
 def load_prompt_config(path: str | None) -> TeacherPromptConfig:

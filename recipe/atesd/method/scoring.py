@@ -160,9 +160,8 @@ def sequence_token_logprobs(
         raise NotImplementedError(
             "probe scoring applies the LM head directly: final_logit_softcapping unsupported"
         )
-    pairs = list(zip(prompt_ids, targets_or_stub, strict=True))
-    batch = build_teacher_batch([p for p, _ in pairs], [t for _, t in pairs], pad_token_id)
-    targets = torch.cat([torch.tensor(t, dtype=torch.long) for _, t in pairs])
+    batch = build_teacher_batch(prompt_ids, targets_or_stub, pad_token_id)
+    targets = torch.cat([torch.tensor(t, dtype=torch.long) for t in targets_or_stub])
 
     def token_logprobs(hidden: torch.Tensor, head) -> torch.Tensor:
         out = []

@@ -7,7 +7,7 @@ Files: ``train.parquet`` (split train), ``probe.parquet`` (split probe: the cont
 ``make_row`` (data_source ``toy_sum``, student prompt from ``task.prompt_config()``, ground truth = the
 answer digit). ``make_row`` and its ``PARQUET_SCHEMA`` have no difficulty field, so this module adds
 ``extra_info.difficulty`` (int) and ``extra_info.order`` (reference order) after ``make_row`` and writes
-with :data:`TOY_PARQUET_SCHEMA` = ``PARQUET_SCHEMA`` plus those two ``extra_info`` fields.
+with schema.py's ``write_parquet`` and :data:`TOY_PARQUET_SCHEMA` = ``PARQUET_SCHEMA`` plus those two ``extra_info`` fields.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from recipe.atesd.data.schema import PARQUET_SCHEMA, make_row
+from recipe.atesd.data.schema import PARQUET_SCHEMA, make_row, write_parquet
 from recipe.atesd.toy.task import DIFFICULTIES, generate, prompt_config
 
 DATA_SOURCE = "toy_sum"
@@ -54,12 +53,6 @@ def toy_row(problem: dict, index: int, split: str, cfg=None) -> dict:
     return row
 
 
-def write_toy_parquet(rows: list[dict], path: Path) -> None:
-    """Write rows with :data:`TOY_PARQUET_SCHEMA`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=TOY_PARQUET_SCHEMA), path)
-
-
 def build(
     out: str | Path, seed: int = 0, counts: dict[str, int] | None = None, difficulties=DIFFICULTIES
 ) -> dict[str, int]:
@@ -73,7 +66,7 @@ def build(
     for split, name in FILES.items():
         problems = generate(split, counts[split], seed, difficulties)
         rows = [toy_row(p, i, split, cfg) for i, p in enumerate(problems)]
-        write_toy_parquet(rows, Path(out) / name)
+        write_parquet(rows, Path(out) / name, TOY_PARQUET_SCHEMA)
         written[name] = len(rows)
     return written
 

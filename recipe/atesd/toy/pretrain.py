@@ -205,7 +205,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=PretrainSpec.steps)
     parser.add_argument("--student-max", type=int, default=PretrainSpec.student_max)
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     spec = PretrainSpec(steps=args.steps, student_max=args.student_max)
     print(pretrain(args.out, args.seed, spec))
 
