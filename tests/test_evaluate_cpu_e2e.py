@@ -1,7 +1,7 @@
 """End to end on CPU: ``python -m recipe.atesd.eval.evaluate`` with vLLM on a tiny random Qwen3.
 
-One full run (2 problems x 3 benchmarks x n=2) writes every output; a second run is killed once some
-but not all rows are on disk, and a rerun completes it without regenerating the finished rows.
+One full run (2 problems x 3 benchmarks x n=2) writes every output; a second run is killed right after
+its fifth row is on disk, and a rerun completes it without regenerating the finished rows.
 Every stack runs in its own process group under an outer timeout; /dev/shm segments mapped by the
 stack's processes (vLLM's ``psm_*`` queues, semaphores) are removed afterwards, and only those.
 Two quick tests (no engine): ``dry_run=true`` and errors naming the bad key/field.
@@ -10,6 +10,7 @@ Two quick tests (no engine): ``dry_run=true`` and errors naming the bad key/fiel
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from integration_utils import REPO_ROOT, STACK_ID_VAR, kill_stack, stack_pids
 
 RUN_TIMEOUT_S = 600
 N_ROWS = 3 * 2 * 2
+KILL_AFTER = 5  # rows on disk when the first run is killed: some, not all
 BASE = ["limit_problems=2", "n_samples=2", "engine.enforce_eager=true", "engine.cpu_kvcache_space_gb=1"]
 
 
@@ -73,16 +75,10 @@ class Stack:
         return self.log_path.read_text(errors="replace")
 
 
-def evaluate_cmd(model: Path, out: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "recipe.atesd.eval.evaluate",
-        f"model_path={model}",
-        f"output_dir={out}",
-        *BASE,
-        *overrides,
-    ]
+def evaluate_cmd(
+    model: Path, out: Path, *overrides: str, launcher=("-m", "recipe.atesd.eval.evaluate")
+) -> list[str]:
+    return [sys.executable, *launcher, f"model_path={model}", f"output_dir={out}", *BASE, *overrides]
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -143,15 +139,17 @@ def test_full_run_writes_generations_and_summaries(tiny_model, tmp_path):
 def test_killed_run_resumes_without_regenerating_finished_rows(tiny_model, tmp_path):
     out = tmp_path / "killed"
     gen = out / "generations.jsonl"
-    # one sequence at a time, one row per batch, longer outputs: rows arrive one by one, seconds apart
-    cmd = evaluate_cmd(
-        tiny_model, out, "sampling.max_new_tokens=128", "engine.batch_size=1", "+engine.extra.max_num_seqs=1"
-    )
-    first = Stack(cmd, tmp_path / "first.log")
-    code, stopped = first.run(RUN_TIMEOUT_S, stop_when=lambda: complete_lines(gen) >= 1)
-    assert stopped and code is None, first.text()[-4000:]
+    # one sequence at a time and one row per batch, so rows reach the file one append at a time; the driver
+    # SIGKILLs itself right after the append that makes KILL_AFTER rows (tests/kill_after_rows.py), a kill
+    # at a known point instead of a race between the generation speed and this test's polling
+    overrides = ["sampling.max_new_tokens=16", "engine.batch_size=1", "+engine.extra.max_num_seqs=1"]
+    killer = (str(REPO_ROOT / "tests" / "kill_after_rows.py"), str(KILL_AFTER))
+    first = Stack(evaluate_cmd(tiny_model, out, *overrides, launcher=killer), tmp_path / "first.log")
+    code, _ = first.run(RUN_TIMEOUT_S)
+    assert code == -signal.SIGKILL, first.text()[-4000:]
     kept = complete_lines(gen)
-    assert 1 <= kept < N_ROWS
+    assert kept == KILL_AFTER, first.text()[-4000:]
+    cmd = evaluate_cmd(tiny_model, out, *overrides)
     prefix = gen.read_bytes()[: gen.read_bytes().rindex(b"\n") + 1]
 
     second = Stack(cmd, tmp_path / "second.log")
