@@ -103,6 +103,28 @@ def _compiled_chunk_forward():
     return torch.compile(_chunk_forward)
 
 
+def chunk_forward_for(cfg: DistillLossConfig, device: torch.device):
+    """The per-chunk function both drivers call (this file and ``fused_loss.py``): ``_chunk_forward``,
+    through torch.compile when ``cfg.use_torch_compile`` and the device is CUDA."""
+    return _compiled_chunk_forward() if cfg.use_torch_compile and device.type == "cuda" else _chunk_forward
+
+
+def validated_target_ids(
+    target_ids: torch.Tensor | None, lead: torch.Size, vocab: int, cfg: DistillLossConfig
+) -> torch.Tensor | None:
+    """``target_ids`` flattened to long, after checking shape ``lead`` and range [0, vocab); raises when
+    the mode needs them and they are missing."""
+    if target_ids is None:
+        if LOSSES[cfg.mode].needs_target_ids:
+            raise ValueError(f"distill.mode {cfg.mode!r} needs target_ids (the sampled response tokens)")
+        return None
+    if target_ids.shape != lead or target_ids.dtype.is_floating_point:
+        raise ValueError(f"target_ids must be an integer tensor of shape {tuple(lead)}")
+    if target_ids.numel() and not 0 <= int(target_ids.min()) <= int(target_ids.max()) < vocab:
+        raise ValueError(f"target_ids must lie in [0, {vocab})")
+    return target_ids.reshape(-1).long()
+
+
 class _ChunkedDistill(torch.autograd.Function):
     """loss[T] (+ detached token_kl, top1_agree, student_entropy) from [T, V] logits, chunk by chunk."""
 
@@ -115,9 +137,7 @@ class _ChunkedDistill(torch.autograd.Function):
             torch.empty(n, dtype=dtype, device=student.device) for _ in range(4)
         )
         grad = torch.empty(student.shape, dtype=student.dtype, device=student.device) if need_grad else None
-        chunk_forward = (
-            _compiled_chunk_forward() if cfg.use_torch_compile and student.is_cuda else _chunk_forward
-        )
+        chunk_forward = chunk_forward_for(cfg, student.device)
         for lo in range(0, n, cfg.chunk_size):
             hi = min(lo + cfg.chunk_size, n)
             tgt = None if target_ids is None else target_ids[lo:hi]
@@ -172,14 +192,7 @@ def distill_token_losses(
             "must have the same shape [..., V]"
         )
     lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
-    if target_ids is not None:
-        if target_ids.shape != lead or target_ids.dtype.is_floating_point:
-            raise ValueError(f"target_ids must be an integer tensor of shape {tuple(lead)}")
-        if target_ids.numel() and not 0 <= int(target_ids.min()) <= int(target_ids.max()) < vocab:
-            raise ValueError(f"target_ids must lie in [0, {vocab})")
-        target_ids = target_ids.reshape(-1).long()
-    elif LOSSES[cfg.mode].needs_target_ids:
-        raise ValueError(f"distill.mode {cfg.mode!r} needs target_ids (the sampled response tokens)")
+    target_ids = validated_target_ids(target_ids, lead, vocab, cfg)
     outs = _ChunkedDistill.apply(
         student_logits.reshape(-1, vocab),
         teacher_logits.detach().reshape(-1, vocab),
