@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 # Integration tests start Ray + vLLM stacks; never run two at once on a 2-core machine.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit lint demo model data bench
+.PHONY: setup test test-unit lint demo model data data-paper bench
 
 setup: $(STAMP)
 
@@ -38,6 +38,18 @@ model: setup
 data: setup
 	test -f data/tiny/train.parquet || $(PY) -m recipe.atesd.data.prepare_train \
 		--input data/train/sample.jsonl --out data/tiny --val-size 32 --probe-size 32 --seed 0
+
+# The papers' training set (OPSD's math problems with verified solutions; needs hub access) for the presets:
+# data/processed/{train,val,probe}.parquet, rejects.jsonl and summary.json with the reference statistics
+# (docs/launching.md §0). --max-teacher-length: the presets' teacher_prompt.max_length (experiment/_distill.yaml).
+PAPER_DATASET ?= siyanzhao/Openthoughts_math_30k_opsd
+PAPER_FIELDS ?= problem=problem,solution=solution
+PAPER_DATA_DIR ?= data/processed
+
+data-paper: setup
+	$(PY) -m recipe.atesd.data.prepare_train --input $(PAPER_DATASET) --hf-split train \
+		--field-map $(PAPER_FIELDS) --out $(PAPER_DATA_DIR) --val-size 64 --probe-size 64 --seed 0 \
+		--max-teacher-length 16384
 
 demo: model data
 	mkdir -p $(DEMO_DIR)

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,16 @@ import pytest
 from conftest import REPO_ROOT
 
 from recipe.atesd.data import prepare_eval, prepare_train
+from recipe.atesd.data.reference_stats import percentiles, qwen3_tokenizer_dir, reference_stats
 from recipe.atesd.data.schema import PARQUET_SCHEMA
-from recipe.atesd.method.prompts import TeacherPromptConfig, build_student_messages
+from recipe.atesd.method.prompts import (
+    SEGMENTERS,
+    TeacherPromptConfig,
+    build_student_messages,
+    extract_final_answer,
+    split_segments,
+    teacher_prompt_ids,
+)
 
 SPLITS = ("train", "val", "probe")
 
@@ -129,7 +138,7 @@ def test_parquet_input_with_other_column_names(tmp_path):
         src,
     )
     argv = ["--input", str(src), "--out", str(tmp_path / "o"), "--val-size", "2", "--probe-size", "2"]
-    keys = ["--problem-key", "question", "--solution-key", "trace", "--id-key", "uid", "--data-source", "ds"]
+    keys = ["--field-map", "problem=question,solution=trace,id=uid", "--data-source", "ds"]
     summary = prepare_train.main(argv + keys + ["--max-rows", "10"])
     assert (summary["n_read"], summary["n_accepted"], summary["splits"]["train"]) == (10, 10, 6)
     rows = pq.read_table(tmp_path / "o" / "train.parquet").to_pylist()
@@ -195,3 +204,168 @@ def test_shipped_tiny_set_regenerates(tmp_path):
         assert pq.read_table(REPO_ROOT / f"data/tiny/{split}.parquet").equals(
             pq.read_table(tmp_path / f"{split}.parquet")
         )
+
+
+# --- The papers' training set (issue 19): `make data-paper` run offline on a local dataset in its schema ---
+
+SAMPLE = [json.loads(line) for line in (REPO_ROOT / "data/train/sample.jsonl").read_text().splitlines()]
+# OPSD's schema (siyanzhao/Openthoughts_math_30k_opsd, split train): problem + solution, nothing else.
+PAPER_GOOD = [{"problem": r["problem"], "solution": r["solution"]} for r in SAMPLE[:160]]
+PAPER_BAD = {  # reason -> row; the schema's columns are strings, so bad rows are empty, unboxed or repeated
+    "missing_problem": {"problem": None, "solution": "x \\boxed{1}"},
+    "missing_solution": {"problem": "p?", "solution": " "},
+    "no_final_answer": {"problem": "q?", "solution": "no box here"},
+    "duplicate_id": dict(PAPER_GOOD[7]),  # no id column: the id is a hash of the problem
+}
+
+
+def _save_dataset(path: Path, rows: list[dict], split: str | None = None) -> Path:
+    """``datasets.Dataset.save_to_disk`` (a DatasetDict with one ``split`` when given)."""
+    import datasets
+
+    data = datasets.Dataset.from_list(rows)
+    (datasets.DatasetDict({split: data}) if split else data).save_to_disk(str(path))
+    return path
+
+
+def _make_command(dataset: Path, fields: str, out: Path) -> list[str]:
+    """The `make data-paper` command line (`make -n`: printed, not run) with this machine's interpreter."""
+    variables = [f"PAPER_DATASET={dataset}", f"PAPER_FIELDS={fields}", f"PAPER_DATA_DIR={out}", "PY=python"]
+    run = subprocess.run(
+        ["make", "-n", "data-paper", *variables], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    [line] = [line for line in run.stdout.replace("\\\n", " ").splitlines() if "prepare_train" in line]
+    words = shlex.split(line)
+    assert words[:3] == ["python", "-m", "recipe.atesd.data.prepare_train"], words
+    return [sys.executable, *words[1:]]
+
+
+def _offline(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.timeout(600)
+def test_make_data_paper_runs_offline_on_a_local_dataset(tmp_path):
+    bad = list(PAPER_BAD.values())
+    dataset = _save_dataset(tmp_path / "opsd", PAPER_GOOD[:80] + bad + PAPER_GOOD[80:])
+    cmd = _make_command(dataset, "problem=problem,solution=solution", tmp_path / "processed")
+    assert (
+        "siyanzhao/Openthoughts_math_30k_opsd"
+        in subprocess.run(
+            ["make", "-n", "data-paper"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    )  # the default input is the papers' dataset
+    run = _offline(cmd)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "processed" / "summary.json").read_text())
+    assert json.loads(run.stdout[run.stdout.index("{") :]) == summary  # printed as written
+    assert summary["rejects_by_reason"] == {r: int(r in PAPER_BAD) for r in prepare_train.REASONS}
+    assert (summary["n_read"], summary["n_accepted"]) == (164, 160)
+    assert summary["splits"] == {"train": 32, "val": 64, "probe": 64}  # the make target's sizes
+    rejects = [
+        json.loads(line) for line in (tmp_path / "processed" / "rejects.jsonl").read_text().splitlines()
+    ]
+    assert [r["position"] for r in rejects] == [80, 81, 82, 83]
+    stats = summary["statistics"]
+    solutions = [g["solution"] for g in PAPER_GOOD]
+    assert stats["n"] == 160 and stats["reference_chars"]["max"] == max(map(len, solutions))
+    assert set(stats["segments"]) == set(SEGMENTERS)
+    single = sum(len(split_segments(s, "paragraph")) == 1 for s in solutions) / 160
+    assert stats["segments"]["paragraph"]["single_segment_share"] == single
+    assert stats["max_teacher_length"] == 16384 and stats["n_cut"] == 0
+    for split in SPLITS:
+        table = pq.read_table(tmp_path / "processed" / f"{split}.parquet")
+        assert table.schema.remove_metadata() == PARQUET_SCHEMA
+        assert {r["data_source"] for r in table.to_pylist()} == {"opsd"}
+
+
+def test_renamed_columns_need_the_field_map(tmp_path, capsys):
+    rows = [{"question": g["problem"], "answer": g["solution"]} for g in PAPER_GOOD[:40]]
+    dataset = _save_dataset(tmp_path / "renamed", rows, split="train")
+    argv = ["--input", str(dataset), "--val-size", "4", "--probe-size", "4"]
+    with pytest.raises(
+        SystemExit, match=r"no row has the column 'problem' for problem \(columns: answer, question\)"
+    ):
+        prepare_train.main([*argv, "--out", str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match=r"--field-map problem=<column>"):
+        prepare_train.main([*argv, "--out", str(tmp_path / "a")])
+    out = tmp_path / "b"
+    summary = prepare_train.main(
+        [*argv, "--out", str(out), "--field-map", "problem=question,solution=answer"]
+    )
+    assert summary["n_accepted"] == 40 and summary["field_map"]["answer"] is None
+    rows_out = [r for split in SPLITS for r in pq.read_table(out / f"{split}.parquet").to_pylist()]
+    by_problem = {r["extra_info"]["problem"]: r for r in rows_out}
+    for row in rows:  # the answer column is the solution here; the ground truth comes from its last box
+        info = by_problem[row["question"]]["extra_info"]
+        assert info["reference_solution"] == row["answer"]
+        assert info["answer"] == extract_final_answer(row["answer"])
+    with pytest.raises(SystemExit, match=r"no split 'test'; splits: \['train'\]"):
+        prepare_train.main([*argv, "--out", str(tmp_path / "c"), "--hf-split", "test"])
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("field_map", "message"),
+    [
+        ("question=problem", "expected FIELD=COLUMN with FIELD in"),
+        ("problem", "expected FIELD=COLUMN"),
+        ("problem=q,solution=q", "one column to two fields"),
+        ("problem=a,problem=b", "maps 'problem' twice"),
+        ("solution=", "solution is required"),
+    ],
+)
+def test_bad_field_map_is_a_clear_usage_error(tmp_path, capsys, field_map, message):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_train.main(["--input", "x.jsonl", "--out", str(tmp_path), "--field-map", field_map])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_field_map_defaults_and_claims():
+    assert prepare_train.parse_field_map("") == (prepare_train.FIELDS, frozenset())
+    mapping, explicit = prepare_train.parse_field_map("solution=answer, id=")
+    assert mapping == {
+        "problem": "problem",
+        "solution": "answer",
+        "answer": None,
+        "id": None,
+        "source": "source",
+    }
+    assert explicit == {"solution", "id"}
+
+
+def test_explicitly_mapped_optional_column_must_exist(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(g) + "\n" for g in PAPER_GOOD[:12]))
+    argv = ["--input", str(src), "--out", str(tmp_path / "o"), "--val-size", "2", "--probe-size", "2"]
+    with pytest.raises(SystemExit, match=r"no row has the column 'final' for answer"):
+        prepare_train.main([*argv, "--field-map", "answer=final"])
+
+
+def test_percentiles_are_nearest_rank():
+    # p_q = x_(ceil(q n / 100)): for 1..200, p50 = 100, p90 = 180, p99 = 198.
+    assert percentiles(range(200, 0, -1)) == {"p50": 100, "p90": 180, "p99": 198, "max": 200}
+    assert percentiles([7]) == {"p50": 7, "p90": 7, "p99": 7, "max": 7}
+    with pytest.raises(ValueError, match="empty"):
+        percentiles([])
+
+
+def test_reference_stats_counts_cuts_at_the_budget():
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    rows = [{"id": str(i), "answer": None, **g} for i, g in enumerate(PAPER_GOOD[:20])]
+    cfg = TeacherPromptConfig()
+    free = reference_stats(rows, tokenizer, cfg, None)
+    tokens = sorted(
+        len(teacher_prompt_ids(tokenizer, r["problem"], r["solution"], 1.0, cfg).ids) for r in rows
+    )
+    assert free["teacher_tokens"]["max"] == tokens[-1] and free["n_cut"] == 0
+    assert free["longest"]["teacher_tokens"] == tokens[-1]
+    budget = tokens[-3]  # rows over it: those strictly longer than the third longest
+    cut = reference_stats(rows, tokenizer, cfg, budget)
+    assert cut["n_cut"] == sum(t > budget for t in tokens) >= 1
+    assert cut["cut_share"] == cut["n_cut"] / 20
+    with pytest.raises(ValueError, match="no accepted rows"):
+        reference_stats([], tokenizer, cfg, None)

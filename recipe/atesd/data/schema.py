@@ -103,7 +103,7 @@ def source_name(source: str) -> str:
 
 
 def iter_records(source: str, hf_split: str = "train") -> Iterator[Record]:
-    """Rows of a local JSONL/parquet file, or of a Hugging Face dataset (name or local dataset directory).
+    """Rows of a local JSONL/parquet file, or of a Hugging Face dataset (hub name or local directory).
 
     JSONL lines that are not JSON objects come back as ``Record(position, None, error)``; blank lines are
     skipped. A missing local file, or a hub dataset that cannot be loaded (e.g. no network), is a ValueError.
@@ -139,12 +139,23 @@ def _iter_jsonl(path: Path) -> Iterator[Record]:
 
 
 def _load_hf(source: str, split: str):
+    """A hub dataset name, a ``save_to_disk`` directory (Dataset or DatasetDict) or a directory of data files."""
     import datasets  # only for hub / dataset-directory inputs
 
+    path = Path(source)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(
+                    f"{source}: no split {split!r}; splits: {sorted(loaded)} (choose with --hf-split)"
+                )
+            return loaded[split]
+        return loaded
     try:
         return datasets.load_dataset(source, split=split)
     except Exception as err:  # the hub client raises many types (offline, not found, auth)
         raise ValueError(
             f"cannot load Hugging Face dataset {source!r} (split {split!r}): {type(err).__name__}: {err}. "
-            "Without hub access, pass a local .jsonl or .parquet file instead."
+            "Without hub access, pass a local .jsonl or .parquet file or a save_to_disk directory instead."
         ) from err

