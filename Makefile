@@ -23,6 +23,27 @@ $(STAMP): requirements.txt Makefile
 	$(PY) -c "import torch, verl, vllm, transformers; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
+# GPU cluster environment (docs/launching.md "GPU environment"): its own venv, $(GPU_VENV), from
+# requirements-gpu.txt; run it on a GPU node with the CUDA 13 toolkit (nvcc, CUDA_HOME) in case flash-attn
+# compiles. Build tools and torch first, pinned by requirements-gpu.txt as constraints: flash-attn's
+# setup.py imports torch, so it is built with --no-build-isolation against them; then the rest (pip
+# resolves the unpinned transitive dependencies). Never run on a GPU machine yet.
+GPU_VENV ?= .venv-gpu
+GPU_PY := $(GPU_VENV)/bin/python
+GPU_STAMP := $(GPU_VENV)/.atesd-setup-stamp
+
+.PHONY: setup-gpu
+setup-gpu: $(GPU_STAMP)
+
+$(GPU_STAMP): requirements-gpu.txt Makefile
+	test -x $(GPU_PY) || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_PY) -m pip install -q --upgrade "pip>=24"
+	$(GPU_PY) -m pip install -q -c requirements-gpu.txt setuptools wheel packaging ninja psutil torch
+	$(GPU_PY) -m pip install -q -c requirements-gpu.txt --no-build-isolation flash-attn
+	$(GPU_PY) -m pip install -q -r requirements-gpu.txt
+	$(GPU_PY) -c "import torch, flash_attn, vllm, verl; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPUs', torch.cuda.device_count())"
+	touch $(GPU_STAMP)
+
 # The main job on the embedded default (tiny Qwen3, bundled data, CPU when no GPU is visible):
 # adaptive ATESD with a short hold window / lookahead so the controller updates twice in 9 steps.
 # Idempotent: a second `make demo` finds the run complete (checkpoint at the last step), trains nothing and

