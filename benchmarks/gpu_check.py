@@ -12,8 +12,9 @@ Needs only torch and transformers (no verl, vLLM, Ray, pandas or pyarrow, no net
    (already rounded) logits: loss values and student-logit gradients, max errors, PASS/FAIL. A clipped
    case failing on one or two gradient entries with a tiny loss error would be an entry ℓ within
    rounding of τ, clipped on one side only (rare at these sizes), not a kernel error.
-2. ``bench``: ``benchmarks/bench_losses.py`` (chunked vs naive clipped forward KL, peak memory and
-   time); on cuda bf16 with T = 2048, 8192, 32768 and chunk 256 (naive runs that cannot fit are skipped).
+2. ``bench``: ``benchmarks/bench_losses.py`` (naive vs chunked vs fused clipped forward KL from hidden
+   states, peak memory and time); on cuda bf16 with Qwen3-8B shapes (H = 4096, V = 151,936),
+   T = 2048, 8192, 32768 and chunk 256 (points over the memory cap are skipped).
 3. ``teacher``: ``recipe.atesd.method.scoring.build_teacher_batch`` + ``teacher_response_logits`` on a
    randomly initialised Qwen3 shaped like Qwen3-1.7B (bf16), batch 8 x 1024 response tokens, teacher
    prompts from ``prompts.teacher_prompt_ids`` (real Qwen3 tokenizer, the longest reference solutions
@@ -186,16 +187,16 @@ def section_loss(args, device: torch.device) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- 2. bench
-_BENCH_ROW = re.compile(r"^chunked c=(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)(?:\s+([\d.]+)\s+([\d.]+))?\s*$")
-_NAIVE_ROW = re.compile(r"^naive\s+(\d+)\s+(.*)$")
+_BENCH_ROW = re.compile(r"^(naive|chunked|fused)\s+(\d+)\s+(.*)$")
 
 
 def section_bench(args, device: torch.device) -> dict:
     if args.quick:
-        sizes = ["--tokens", "64", "256", "--chunk-sizes", "32", "--vocab", "4096", "--repeats", "1"]
+        sizes = ["--tokens", "64", "256", "--chunk-size", "32", "--vocab", "4096", "--hidden", "64"]
+        sizes += ["--repeats", "1"]
     else:
-        sizes = ["--tokens", "2048", "8192", "32768", "--chunk-sizes", "256", "--vocab", "151936"]
-        sizes += ["--repeats", "3"]
+        sizes = ["--tokens", "2048", "8192", "32768", "--chunk-size", "256", "--vocab", "151936"]
+        sizes += ["--hidden", "4096", "--repeats", "3"]
     dtype = "bf16" if device.type == "cuda" else "fp32"
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_losses.py"), "--device", device.type]
     cmd += ["--dtype", dtype, *sizes]
@@ -207,21 +208,18 @@ def section_bench(args, device: torch.device) -> dict:
         raise RuntimeError(f"bench_losses.py exited with {out.returncode}")
     lines, failed = [], False
     for row in out.stdout.splitlines():
-        if m := _NAIVE_ROW.match(row):
-            if "failed" in m.group(2):
-                failed = True
-            if "skipped" in m.group(2) or "failed" in m.group(2):
-                lines.append(f"naive T={m.group(1)}: {m.group(2).strip()}")
-        elif m := _BENCH_ROW.match(row):
-            chunk, tokens, extra, secs, mem_ratio, time_ratio = m.groups()
-            text = f"chunked c={chunk} T={tokens}: peak extra {float(extra):.3f} GiB, {float(secs):.3f} s"
-            if mem_ratio is not None:
-                text += f", mem/naive {mem_ratio}, time/naive {time_ratio}"
+        if m := _BENCH_ROW.match(row):
+            impl, tokens, rest = m.groups()
+            nums = rest.split()
+            if nums[0].replace(".", "").isdigit():
+                text = f"{impl} T={tokens}: peak extra {nums[0]} GiB, {nums[1]} s"
+                if len(nums) == 4:
+                    text += f", mem/chunked {nums[2]}, time/chunked {nums[3]}"
+            else:
+                failed = failed or "failed" in rest
+                text = f"{impl} T={tokens}: {rest.strip()}"
             lines.append(text)
-        elif "failed:" in row:
-            failed = True
-            lines.append(row.strip())
-        elif row.startswith("chunked c=") and "peak extra T=" in row:
+        elif "peak extra T=" in row or row.startswith("fused/chunked"):
             lines.append(row.strip())
     return {"ok": not failed, "lines": lines}
 
