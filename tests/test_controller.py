@@ -13,7 +13,7 @@ import yaml
 
 from recipe.atesd.method.controller import AlphaDecision, ControllerConfig, ExposureController, StepStats
 from recipe.atesd.method.controller.policy import BetaPolicy, beta_entropy, beta_log_prob, sample_beta
-from recipe.atesd.method.controller.reward import grounding_return, lookahead_reward, progress_return
+from recipe.atesd.method.controller.reward import grounding_return, lookahead_returns, progress_return
 
 YAML = Path(__file__).resolve().parents[1] / "recipe" / "atesd" / "config" / "controller" / "default.yaml"
 
@@ -97,12 +97,11 @@ def test_returns_on_hand_computed_sequence():
     assert progress_return([5.0, 4.0, 4.5, 3.5], 0.5) == pytest.approx(1.25)
     # g = −1, −2, −4: G_gt = (−1 − 1 − 1)/(1 + 0.5 + 0.25) = −3/1.75.
     assert grounding_return([-1.0, -2.0, -4.0], 0.5) == pytest.approx(-3.0 / 1.75)
-    assert lookahead_reward([5.0, 4.0, 4.5, 3.5], [-1.0, -2.0, -4.0], 0.5, 0.1) == pytest.approx(
-        1.25 - 0.3 / 1.75
+    assert lookahead_returns([5.0, 4.0, 4.5, 3.5], [-1.0, -2.0, -4.0], 0.5) == pytest.approx(
+        (1.25, -3.0 / 1.75)
     )
-    assert lookahead_reward([5.0, 4.0, 4.5, 3.5], [-1.0, -2.0, -4.0], 0.5, 0.0) == pytest.approx(1.25)
     with pytest.raises(ValueError, match="len"):
-        lookahead_reward([5.0, 4.0], [-1.0, -2.0], 0.5, 0.1)
+        lookahead_returns([5.0, 4.0], [-1.0, -2.0], 0.5)
 
 
 def test_credit_assignment_with_overlapping_pending_decisions():
@@ -137,9 +136,16 @@ def test_credit_assignment_with_overlapping_pending_decisions():
 
 
 def test_reinforce_loss_matches_formula():
-    """H = L = 1, B = 2: the update after step 1 uses the two completed decisions (§2.2 update rule)."""
+    """H = L = 1, B = 2: the update after step 1 uses the two completed decisions (§2.2 update rule,
+    the paper's reward R = G_lp + λ_gt·G_gt and its one-sided entropy penalty)."""
     cfg = ControllerConfig(
-        hold_window=1, lookahead=1, batch_decisions=2, entropy_target=-5.0, entropy_coef=1.0
+        hold_window=1,
+        lookahead=1,
+        batch_decisions=2,
+        reward_norm="none",
+        entropy_target=-5.0,
+        entropy_floor=-10.0,
+        entropy_coef=1.0,
     )
     ctrl = ExposureController(policy(cfg, mode="adaptive"), total_steps=10, seed=3)
     ctrl.observe_baseline(3.0)
@@ -150,8 +156,8 @@ def test_reinforce_loss_matches_formula():
     metrics = ctrl.observe(1, stats(2.5, ground=-2.0))  # R_1 = 0.4 + 0.1·(−2)
     net = BetaPolicy(len(cfg.state_features), cfg.hidden, cfg.layers, torch.Generator())
     net.load_state_dict(before["policy"])
-    (s0, x0, r0), d1 = before["completed"][0], before["pending"][0]
-    assert r0 == pytest.approx(0.0, abs=1e-12)
+    (s0, x0, lp0, gt0), d1 = before["completed"][0], before["pending"][0]
+    assert lp0 + cfg.lambda_gt * gt0 == pytest.approx(0.0, abs=1e-12)
     states = torch.tensor([s0, d1["state"]], dtype=torch.float64)
     x = torch.tensor([x0, d1["alpha_raw"]], dtype=torch.float64)
     adv = torch.tensor([-0.1, 0.1], dtype=torch.float64) / (
@@ -165,6 +171,53 @@ def test_reinforce_loss_matches_formula():
     assert metrics["controller/updates"] == 1.0
     after = ctrl.state_dict()["policy"]
     assert any(not torch.equal(after[k], before["policy"][k]) for k in after)
+
+
+def test_running_reward_norm_and_entropy_floor_match_formula():
+    """reward_norm = running: R_j = z_lp(G_lp_j) + λ_gt·z_gt(G_gt_j) against the running mean/std of the
+    returns completed so far; the entropy floor adds c·max(0, H_floor − H̄)² (core.py docstring)."""
+    cfg = ControllerConfig(
+        hold_window=1,
+        lookahead=1,
+        batch_decisions=2,
+        lambda_gt=0.5,
+        reward_norm="running",
+        entropy_target=0.0,
+        entropy_floor=-0.01,  # the initial Beta(1+ln2, 1+ln2) has H ≈ −0.07 < −0.01: the floor is active
+        entropy_coef=2.0,
+    )
+    ctrl = ExposureController(policy(cfg, mode="adaptive"), total_steps=10, seed=5)
+    ctrl.observe_baseline(3.0)
+    ctrl.decide(0)
+    first = ctrl.observe(0, stats(2.9, ground=-1.0))  # G_lp = 0.1, G_gt = −1
+    assert first["controller/return_lp"] == pytest.approx(0.1) and first["controller/return_gt"] == -1.0
+    assert first["controller/reward"] == pytest.approx(0.1 + 0.5 * -1.0)  # logged R is the paper's
+    ctrl.decide(1)
+    before = ctrl.state_dict()
+    metrics = ctrl.observe(1, stats(2.5, ground=-2.0))  # G_lp = 0.4, G_gt = −2
+    # running z over both decisions: G_lp (0.1, 0.4) → (−1, 1); G_gt (−1, −2) → (1, −1);
+    # R = z_lp + 0.5·z_gt = (−0.5, 0.5) → A = (−1, 1)/(0.5 + ε)·0.5
+    net = BetaPolicy(len(cfg.state_features), cfg.hidden, cfg.layers, torch.Generator())
+    net.load_state_dict(before["policy"])
+    (s0, x0, _, _), d1 = before["completed"][0], before["pending"][0]
+    states = torch.tensor([s0, d1["state"]], dtype=torch.float64)
+    x = torch.tensor([x0, d1["alpha_raw"]], dtype=torch.float64)
+    adv = torch.tensor([-0.5, 0.5], dtype=torch.float64) / (0.5 + cfg.adv_eps)
+    a, b = net(states)
+    entropy = beta_entropy(a, b).mean()
+    assert entropy.item() < -0.01
+    expected = -(adv * beta_log_prob(x, a, b)).mean() + 2.0 * (-0.01 - entropy) ** 2
+    assert metrics["controller/loss"] == pytest.approx(expected.item(), abs=1e-9)
+    norms = ctrl.state_dict()["return_norms"]
+    assert norms["lp"]["count"] == 2 and norms["lp"]["mean"] == pytest.approx(0.25)
+    assert norms["gt"]["mean"] == pytest.approx(-1.5)
+
+
+def test_entropy_floor_must_not_exceed_target():
+    with pytest.raises(ValueError, match="controller.entropy_floor"):
+        ControllerConfig(entropy_target=-1.0, entropy_floor=-0.5).validate()
+    with pytest.raises(ValueError, match="controller.reward_norm"):
+        ControllerConfig(reward_norm="batch").validate()
 
 
 # ---------------------------------------------------------------- modes and windows

@@ -15,6 +15,7 @@ from recipe.atesd.method.controller.state import FEATURES
 
 EXPOSURE_MODES = ("fixed", "random", "adaptive", "schedule")
 SCHEDULE_KINDS = ("linear", "cosine")
+REWARD_NORMS = ("none", "running")
 
 
 @dataclass
@@ -29,14 +30,20 @@ class ControllerConfig:
     hold_window (H): one α is held for H consecutive updates [chosen 5].
     lookahead (L), gamma (γ): reward horizon and discount [chosen 10, 0.9].
     lambda_gt (λ_gt): weight of the teacher-grounding return G_gt; 0 disables it [chosen 0.1].
+    reward_norm: how G_lp and G_gt are combined: none (R = G_lp + λ_gt·G_gt, the paper) | running
+        (R = z_lp(G_lp) + λ_gt·z_gt(G_gt), each return z-scored against its running mean/std over the
+        decisions completed so far, so λ_gt weighs the two in standard units) [chosen running].
     batch_decisions (B): completed decisions per REINFORCE update [chosen 4].
     hidden, layers: MLP f_φ width and number of linear layers (tanh between) [chosen 32, 2].
-    lr: Adam learning rate of φ [chosen 1e-3].
-    entropy_target (H_target), entropy_coef (c): penalty c·max(0, H[π] − H_target)² [chosen −1.0, 0.1];
-        the differential entropy of Beta is ≤ 0 with 0 at the uniform Beta(1, 1).
+    lr: Adam learning rate of φ [chosen 5e-2].
+    entropy_target (H_target), entropy_floor (H_floor), entropy_coef (c): the entropy band
+        c·[max(0, H̄ − H_target)² + max(0, H_floor − H̄)²] [chosen 0.0, −0.7, 1.0]; the differential
+        entropy of a Beta is ≤ 0 with 0 at the uniform Beta(1, 1), so H_target = 0 switches the upper
+        side off and H_floor keeps the policy from collapsing.
     ema_decay: d in ema ← d·ema + (1 − d)·x for the EMA state features [chosen 0.9].
     adv_eps (ε): A_j = (R_j − mean R)/(std R + ε) [chosen 1e-8].
-    norm_clip: z-scored state features are clipped to [−norm_clip, norm_clip] [chosen 5.0].
+    norm_clip: z-scored state features (and, with reward_norm running, z-scored returns) are clipped to
+        [−norm_clip, norm_clip] [chosen 5.0].
     state_features: which entries of s_t are used, a subset of the registered :data:`state.FEATURES`.
     """
 
@@ -51,12 +58,14 @@ class ControllerConfig:
     lookahead: int = 10
     gamma: float = 0.9
     lambda_gt: float = 0.1
+    reward_norm: str = "running"
     batch_decisions: int = 4
     hidden: int = 32
     layers: int = 2
-    lr: float = 1e-3
-    entropy_target: float = -1.0
-    entropy_coef: float = 0.1
+    lr: float = 5e-2
+    entropy_target: float = 0.0
+    entropy_floor: float = -0.7
+    entropy_coef: float = 1.0
     ema_decay: float = 0.9
     adv_eps: float = 1e-8
     norm_clip: float = 5.0
@@ -107,11 +116,21 @@ class ControllerConfig:
         _check(self.lookahead >= 1, "controller.lookahead (L)", self.lookahead, ">= 1")
         _check(0.0 < self.gamma <= 1.0, "controller.gamma", self.gamma, "in (0, 1]")
         _check(self.lambda_gt >= 0.0, "controller.lambda_gt", self.lambda_gt, ">= 0")
+        norms = list(REWARD_NORMS)
+        _check(
+            self.reward_norm in REWARD_NORMS, "controller.reward_norm", self.reward_norm, f"one of {norms}"
+        )
         _check(self.batch_decisions >= 2, "controller.batch_decisions (B)", self.batch_decisions, ">= 2")
         _check(self.hidden >= 1, "controller.hidden", self.hidden, ">= 1")
         _check(self.layers >= 1, "controller.layers", self.layers, ">= 1")
         _check(self.lr > 0.0, "controller.lr", self.lr, "> 0")
         _check(math.isfinite(self.entropy_target), "controller.entropy_target", self.entropy_target, "finite")
+        _check(
+            math.isfinite(self.entropy_floor) and self.entropy_floor <= self.entropy_target,
+            "controller.entropy_floor",
+            self.entropy_floor,
+            f"finite and <= controller.entropy_target ({self.entropy_target})",
+        )
         _check(self.entropy_coef >= 0.0, "controller.entropy_coef", self.entropy_coef, ">= 0")
         _check(0.0 <= self.ema_decay < 1.0, "controller.ema_decay", self.ema_decay, "in [0, 1)")
         _check(self.adv_eps > 0.0, "controller.adv_eps", self.adv_eps, "> 0")

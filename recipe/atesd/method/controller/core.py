@@ -12,8 +12,14 @@ Call protocol (steps are 0-based consecutive update indices t = 0, 1, …):
         metrics = ctrl.observe(t, StepStats(…))   # supplies ℓ_{t+1}, g_{t+1}
 
 Windows: steps t0 = k·H start window k; the α chosen at t0 is held for updates t0 … t0+H−1. A decision
-(s_{t0}, α_raw, log π) is pending until ``observe(t0 + L − 1)`` has supplied ℓ_{t0+L}; its reward is
-R = G_lp + λ_gt·G_gt (:mod:`controller_reward`, which also fixes the ℓ/g indexing). With L > H several
+(s_{t0}, α_raw, log π) is pending until ``observe(t0 + L − 1)`` has supplied ℓ_{t0+L}; its returns G_lp,
+G_gt (:mod:`recipe.atesd.method.controller.reward`, which also fixes the ℓ/g indexing) give the reward
+
+    R = G_lp + λ_gt·G_gt                            (reward_norm = none: the paper)
+    R = z_lp(G_lp) + λ_gt·z_gt(G_gt)                (reward_norm = running)
+
+where z(x) = (x − μ)/σ against the running mean/std of that return over all decisions completed so far
+(this one included; :class:`recipe.atesd.method.controller.state.RunningNorm`), clipped to ±norm_clip. With L > H several
 decisions are pending at once, each credited with exactly its own ℓ_{t0} … ℓ_{t0+L}. Decisions still
 pending when training stops are never completed.
 
@@ -24,7 +30,8 @@ alpha_min, alpha_max). Every mode uses the same windows and computes rewards (fo
 ``adaptive`` learns. Once B decisions have completed, one REINFORCE step (Adam):
 
     A_j = (R_j − mean R)/(std R + ε)                (std over the B rewards, population form)
-    L_ctrl = −(1/B) Σ_j A_j log π_φ(α_raw_j | s_j) + c·max(0, H̄ − H_target)²,  H̄ = mean_j H[π_φ(·|s_j)]
+    L_ctrl = −(1/B) Σ_j A_j log π_φ(α_raw_j | s_j) + c·[max(0, H̄ − H_target)² + max(0, H_floor − H̄)²],
+    H̄ = mean_j H[π_φ(·|s_j)]
 
 log π is recomputed with the current φ at update time (the decisions were sampled with an older φ;
 no importance weights: on-policy-ish REINFORCE), then those B decisions are consumed.
@@ -45,10 +52,10 @@ import torch
 
 from recipe.atesd.method.controller.config import ControllerConfig
 from recipe.atesd.method.controller.policy import DTYPE, BetaPolicy, beta_entropy, beta_log_prob, sample_beta
-from recipe.atesd.method.controller.reward import PendingDecision, lookahead_reward
-from recipe.atesd.method.controller.state import StateFeaturiser
+from recipe.atesd.method.controller.reward import PendingDecision, lookahead_returns
+from recipe.atesd.method.controller.state import RunningNorm, StateFeaturiser
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 __all__ = ["AlphaDecision", "ControllerConfig", "ExposureController", "StepStats"]
 
@@ -95,7 +102,10 @@ class ExposureController:
             self.cfg.state_features, self.cfg.ema_decay, self.cfg.norm_clip, total_steps
         )
         self._pending: list[PendingDecision] = []
-        self._completed: list[tuple[list[float], float, float]] = []  # (s, α_raw, R) awaiting an update
+        self._completed: list[
+            tuple[list[float], float, float, float]
+        ] = []  # (s, α_raw, G_lp, G_gt) to learn from
+        self._return_norms = {"lp": RunningNorm(), "gt": RunningNorm()}  # reward_norm = running
         self._window: AlphaDecision | None = None  # the current hold window's decision (window_start=True)
         self._decided = 0  # steps decided so far
         self._observed = 0  # steps observed so far
@@ -184,11 +194,19 @@ class ExposureController:
         metrics = {}
         done = [d for d in self._pending if d.complete(self.cfg.lookahead)]
         self._pending = [d for d in self._pending if not d.complete(self.cfg.lookahead)]
-        rewards = [lookahead_reward(d.nll, d.ground, self.cfg.gamma, self.cfg.lambda_gt) for d in done]
-        if rewards:
-            metrics["controller/reward"] = sum(rewards) / len(rewards)
+        returns = [lookahead_returns(d.nll, d.ground, self.cfg.gamma) for d in done]
+        if returns:
+            n = len(returns)
+            metrics["controller/return_lp"] = sum(lp for lp, _ in returns) / n
+            metrics["controller/return_gt"] = sum(gt for _, gt in returns) / n
+            metrics["controller/reward"] = (
+                metrics["controller/return_lp"] + self.cfg.lambda_gt * metrics["controller/return_gt"]
+            )
         if self.cfg.exposure_mode == "adaptive":
-            self._completed.extend((d.state, d.alpha_raw, r) for d, r in zip(done, rewards, strict=True))
+            for d, (lp, gt) in zip(done, returns, strict=True):
+                self._return_norms["lp"].update(lp)
+                self._return_norms["gt"].update(gt)
+                self._completed.append((d.state, d.alpha_raw, lp, gt))
             while len(self._completed) >= self.cfg.batch_decisions:
                 batch = self._completed[: self.cfg.batch_decisions]
                 self._completed = self._completed[self.cfg.batch_decisions :]
@@ -196,15 +214,29 @@ class ExposureController:
         metrics["controller/pending"] = float(len(self._pending))
         return metrics
 
-    def _reinforce(self, batch: list[tuple[list[float], float, float]]) -> dict[str, float]:
-        """One REINFORCE + entropy-penalty step on B completed decisions (module docstring, §2.2)."""
-        states = torch.tensor([s for s, _, _ in batch], dtype=DTYPE)
-        alpha_raw = torch.tensor([x for _, x, _ in batch], dtype=DTYPE)
-        rewards = torch.tensor([r for _, _, r in batch], dtype=DTYPE)
-        adv = (rewards - rewards.mean()) / (rewards.std(correction=0) + self.cfg.adv_eps)
+    def _reward(self, g_lp: float, g_gt: float) -> float:
+        """R of one completed decision from its returns, per ``reward_norm`` (module docstring)."""
+        lam = self.cfg.lambda_gt
+        if self.cfg.reward_norm == "none":
+            return g_lp + lam * g_gt
+        clip = self.cfg.norm_clip
+        return self._return_norms["lp"].normalise(g_lp, clip) + lam * self._return_norms["gt"].normalise(
+            g_gt, clip
+        )
+
+    def _reinforce(self, batch: list[tuple[list[float], float, float, float]]) -> dict[str, float]:
+        """One REINFORCE + entropy-band step on B completed decisions (module docstring, §2.2)."""
+        cfg = self.cfg
+        states = torch.tensor([s for s, _, _, _ in batch], dtype=DTYPE)
+        alpha_raw = torch.tensor([x for _, x, _, _ in batch], dtype=DTYPE)
+        rewards = torch.tensor([self._reward(lp, gt) for _, _, lp, gt in batch], dtype=DTYPE)
+        adv = (rewards - rewards.mean()) / (rewards.std(correction=0) + cfg.adv_eps)
         a, b = self._policy(states)
         entropy = beta_entropy(a, b).mean()
-        penalty = self.cfg.entropy_coef * torch.clamp(entropy - self.cfg.entropy_target, min=0.0) ** 2
+        penalty = cfg.entropy_coef * (
+            torch.clamp(entropy - cfg.entropy_target, min=0.0) ** 2
+            + torch.clamp(cfg.entropy_floor - entropy, min=0.0) ** 2
+        )
         loss = -(adv * beta_log_prob(alpha_raw, a, b)).mean() + penalty
         self._optimizer.zero_grad()
         loss.backward()
@@ -230,7 +262,8 @@ class ExposureController:
                 "generator": self._generator.get_state(),
                 "features": self._features.state_dict(),
                 "pending": [d.to_dict() for d in self._pending],
-                "completed": [[list(s), x, r] for s, x, r in self._completed],
+                "completed": [[list(s), x, lp, gt] for s, x, lp, gt in self._completed],
+                "return_norms": {key: norm.state_dict() for key, norm in self._return_norms.items()},
                 "window": None if self._window is None else asdict(self._window),
                 "decided": self._decided,
                 "observed": self._observed,
@@ -260,7 +293,9 @@ class ExposureController:
         self._generator.set_state(state["generator"])
         self._features.load_state_dict(state["features"])
         self._pending = [PendingDecision(**d) for d in state["pending"]]
-        self._completed = [(list(s), x, r) for s, x, r in state["completed"]]
+        self._completed = [(list(s), x, lp, gt) for s, x, lp, gt in state["completed"]]
+        for key, norm in self._return_norms.items():
+            norm.load_state_dict(state["return_norms"][key])
         self._window = None if state["window"] is None else AlphaDecision(**state["window"])
         self._decided, self._observed = state["decided"], state["observed"]
         self._nll, self._updates = state["nll"], state["updates"]

@@ -26,16 +26,14 @@ def grounding_return(ground: list[float], gamma: float) -> float:
     return sum(w * g for w, g in zip(weights, ground, strict=True)) / sum(weights)
 
 
-def lookahead_reward(nll: list[float], ground: list[float], gamma: float, lambda_gt: float) -> float:
-    """R = G_lp + λ_gt · G_gt  (§2.2); λ_gt = 0 leaves the pure learning-progress reward."""
+def lookahead_returns(nll: list[float], ground: list[float], gamma: float) -> tuple[float, float]:
+    """(G_lp, G_gt) of one decision (§2.2); the reward R combines them per ``controller.reward_norm``
+    (``recipe/atesd/method/controller/core.py``)."""
     if len(nll) != len(ground) + 1:
         raise ValueError(
-            f"lookahead_reward: need len(nll) = len(ground) + 1, got {len(nll)} and {len(ground)}"
+            f"lookahead_returns: need len(nll) = len(ground) + 1, got {len(nll)} and {len(ground)}"
         )
-    reward = progress_return(nll, gamma)
-    if lambda_gt:
-        reward += lambda_gt * grounding_return(ground, gamma)
-    return reward
+    return progress_return(nll, gamma), grounding_return(ground, gamma)
 
 
 @dataclass
