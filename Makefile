@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 # Integration tests start Ray + vLLM stacks; never run two at once on a 2-core machine.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit lint demo model data data-paper bench
+.PHONY: setup test test-unit lint demo model data data-paper bench toy
 
 setup: $(STAMP)
 
@@ -44,14 +44,16 @@ $(GPU_STAMP): requirements-gpu.txt Makefile
 	$(GPU_PY) -c "import torch, flash_attn, vllm, verl; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPUs', torch.cuda.device_count())"
 	touch $(GPU_STAMP)
 
-# The main job on the embedded default (tiny Qwen3, bundled data, CPU when no GPU is visible):
-# adaptive ATESD with a short hold window / lookahead so the controller updates twice in 9 steps.
+# The main job: adaptive ATESD on the toy world (`+world=toy`, docs/toy.md: a pretrained, partially
+# competent model and a learnable task, CPU when no GPU is visible), hold window 2 / lookahead 3 so the
+# controller updates several times; held-out accuracy is validated at step 0 and at the end.
 # Idempotent: a second `make demo` finds the run complete (checkpoint at the last step), trains nothing and
 # prints the first run's summary; the metrics history and train.log are appended to, never truncated.
 DEMO_DIR ?= outputs/demo
-DEMO_OVERRIDES ?= controller.exposure_mode=adaptive controller.hold_window=2 controller.lookahead=3 \
-	controller.batch_decisions=2 trainer.total_training_steps=9 trainer.save_freq=5 trainer.test_freq=9 \
-	trainer.experiment_name=demo trainer.default_local_dir=$(CURDIR)/$(DEMO_DIR)/checkpoints
+DEMO_STEPS ?= 40
+DEMO_OVERRIDES ?= +world=toy controller.exposure_mode=adaptive controller.hold_window=2 controller.lookahead=3 \
+	controller.batch_decisions=2 trainer.total_training_steps=$(DEMO_STEPS) trainer.save_freq=$(DEMO_STEPS) \
+	trainer.test_freq=$(DEMO_STEPS) trainer.experiment_name=demo trainer.default_local_dir=$(CURDIR)/$(DEMO_DIR)/checkpoints
 
 model: setup
 	$(PY) -m recipe.atesd.tools.tiny_model --out artifacts/tiny-qwen3 --seed 0
@@ -72,7 +74,13 @@ data-paper: setup
 		--field-map $(PAPER_FIELDS) --out $(PAPER_DATA_DIR) --val-size 64 --probe-size 64 --seed 0 \
 		--max-teacher-length 16384
 
-demo: model data
+# The toy world (docs/toy.md): its parquet files and its pretrained Qwen3 (stamped: rebuilt only when the
+# seed or the pretraining settings change).
+toy: setup
+	test -f data/toy/train.parquet || $(PY) -m recipe.atesd.toy.build_data --out data/toy --seed 0
+	$(PY) -m recipe.atesd.toy.pretrain --out artifacts/toy-qwen3 --seed 0
+
+demo: toy
 	mkdir -p $(DEMO_DIR)
 	VERL_FILE_LOGGER_PATH=$(CURDIR)/$(DEMO_DIR)/metrics.jsonl \
 		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) 2>&1 | tee -a $(DEMO_DIR)/train.log

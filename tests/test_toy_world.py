@@ -18,7 +18,7 @@ from recipe.atesd.rewards.toy_grader import compute_score
 from recipe.atesd.toy import build_data, task
 from recipe.atesd.toy.tokenizer import IM_END, IM_START, PAD, build_tokenizer, main, vocabulary
 
-STEP = re.compile(r"^(\d) \+ (\d) = (\d)$")
+STEP = re.compile(r"^(\d)\+(\d)=(\d)$")
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +52,17 @@ def test_problem_and_reference_format():
     assert p == {
         "id": "x",
         "problem": "add 3 7 5 2 mod 10",
-        "reference_solution": "3 + 7 = 0\n0 + 5 = 5\n5 + 2 = 7\n\\boxed{7}",
+        "reference_solution": "3+7=0\n0+5=5\n5+2=7\n\\boxed{7}",
         "answer": "7",
         "difficulty": 4,
         "order": "ltr",
     }
-    assert task.solution((3, 7, 5, 2), "rtl") == "2 + 5 = 7\n7 + 7 = 4\n4 + 3 = 7\n\\boxed{7}"
+    assert task.solution((3, 7, 5, 2), "rtl") == "2+5=7\n7+7=4\n4+3=7\n\\boxed{7}"
     assert extract_final_answer(p["reference_solution"]) == "7"
     assert split_segments(p["reference_solution"], "lines") == [
-        "3 + 7 = 0\n",
-        "0 + 5 = 5\n",
-        "5 + 2 = 7\n",
+        "3+7=0\n",
+        "0+5=5\n",
+        "5+2=7\n",
         "\\boxed{7}",
     ]
     assert task.parse_problem(p["problem"]) == (3, 7, 5, 2)
@@ -94,7 +94,7 @@ def test_both_orders_correct_and_differ_somewhere():
         assert task.all_solutions(terms) == list(dict.fromkeys([ltr, rtl]))
         differ += ltr != rtl
     assert differ > 250
-    assert task.all_solutions((4, 1, 4)) == ["4 + 1 = 5\n5 + 4 = 9\n\\boxed{9}"]  # palindrome: one text
+    assert task.all_solutions((4, 1, 4)) == ["4+1=5\n5+4=9\n\\boxed{9}"]  # palindrome: one text
 
 
 def test_generate_is_deterministic_and_balanced(problems):
@@ -220,10 +220,10 @@ def test_prompt_ids_at_alphas(tok):
 
 
 def test_grader():
-    assert compute_score("toy_sum", "3 + 7 = 0\n\\boxed{0}", "0") == 1.0
+    assert compute_score("toy_sum", "3+7=0\n\\boxed{0}", "0") == 1.0
     assert compute_score("toy_sum", "\\boxed{ 0 }", "0") == 1.0
-    assert compute_score("toy_sum", "3 + 7 = 0\n\\boxed{1}", "0") == 0.0
-    assert compute_score("toy_sum", "3 + 7 = 0", "0") == 0.0
+    assert compute_score("toy_sum", "3+7=0\n\\boxed{1}", "0") == 0.0
+    assert compute_score("toy_sum", "3+7=0", "0") == 0.0
     assert compute_score("toy_sum", "\\boxed{}", "0") == 0.0
     assert compute_score("toy_sum", "\\boxed{0", "0") == 0.0
     assert compute_score("toy_sum", "\\boxed{0} \\boxed{5}", "5") == 1.0
@@ -276,7 +276,8 @@ def test_pretrain_builds_a_loadable_model_and_skips_a_matching_rebuild(tmp_path)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from recipe.atesd.toy.pretrain import STAMP_NAME, PretrainSpec, build_model, greedy, pretrain
+    from recipe.atesd.toy.exposure_curve import greedy
+    from recipe.atesd.toy.pretrain import STAMP_NAME, PretrainSpec, build_model, pretrain
 
     spec = PretrainSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, steps=3, batch_size=4)
     out = pretrain(tmp_path / "m", seed=0, spec=spec, log_every=1)
@@ -296,3 +297,29 @@ def test_pretrain_builds_a_loadable_model_and_skips_a_matching_rebuild(tmp_path)
     before = (out / "model.safetensors").stat().st_mtime_ns
     pretrain(tmp_path / "m", seed=0, spec=spec)
     assert (out / "model.safetensors").stat().st_mtime_ns == before and (out / STAMP_NAME).is_file()
+
+
+def test_world_config_mirrors_the_task_prompt_config(tok):
+    """``+world=toy`` (recipe/atesd/config/world/toy.yaml) builds the teacher prompts the data were written
+    with: every field it sets equals ``task.prompt_config()``'s, and it sets every field that differs from
+    the recipe's default teacher prompt."""
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    from recipe.atesd import REPO_ROOT
+    from recipe.atesd.method.prompts import TeacherPromptConfig
+
+    world = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "recipe/atesd/config/world/toy.yaml"))
+    toy, default = asdict(task.prompt_config()), asdict(TeacherPromptConfig())
+    assert {k: toy[k] for k in world["teacher_prompt"]} == world["teacher_prompt"]
+    assert {k for k in toy if toy[k] != default[k]} <= set(world["teacher_prompt"])
+    # the longest problems fit the student budgets: prompt and solution (+ <|im_end|>) of difficulty 8
+    cfg = task.prompt_config()
+    longest = [task.make_problem((9,) * task.MAX_DIFFICULTY, order, "x") for order in task.ORDERS]
+    assert (
+        max(len(student_prompt_ids(tok, p["problem"], cfg)) for p in longest)
+        <= world["data"]["max_prompt_length"]
+    )
+    response = max(len(tok.encode(p["reference_solution"], add_special_tokens=False)) + 1 for p in longest)
+    assert response <= world["data"]["max_response_length"]

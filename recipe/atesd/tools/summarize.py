@@ -1,8 +1,9 @@
 """Summarise an ATESD run from verl's file-logger JSONL: ``python -m recipe.atesd.tools.summarize METRICS [--ckpt DIR]``.
 
 Prints the attempts that wrote the history (a resumed run appends to it, :mod:`recipe.atesd.tools.run_history`),
-α per hold window, the controller's rewards and updates, the distillation-loss trend and probe NLL, and
-where the latest checkpoint is.
+held-out accuracy per validation (verl's ``val-core/<data_source>/acc/mean@k`` rows, step 0 = before training),
+α per hold window with the Beta policy's mean a/(a+b) at its decision, the controller's rewards and updates,
+the distillation-loss trend and probe NLL, and where the latest checkpoint is.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ def read_metrics(path: str | Path) -> tuple[list[dict], list[Attempt]]:
     return sorted(rows, key=lambda r: r["step"]), history.attempts
 
 
+def validations(path: str | Path) -> list[tuple[int, dict[str, float]]]:
+    """(step, {metric: value}) of every record carrying ``val-core/...acc/mean@k`` metrics, in step order."""
+    out = []
+    for r in read_history(path).records:
+        acc = {k: v for k, v in r["data"].items() if k.startswith("val-core/") and "/acc/mean@" in k}
+        if acc:
+            out.append((r["step"], acc))
+    return sorted(out, key=lambda item: item[0])
+
+
 def describe_attempts(attempts: list[Attempt]) -> list[str]:
     """One line per attempt: where it started and which steps of the one before it replaced."""
     lines = [f"history: {len(attempts)} attempt(s)"]
@@ -49,10 +60,31 @@ def windows(rows: list[dict]) -> list[tuple[int, float, list[int]]]:
     return [(w, a, s) for w, (a, s) in sorted(out.items())]
 
 
-def summary(rows: list[dict], ckpt_dir: str | None = None, attempts: list[Attempt] | None = None) -> str:
-    lines = [*describe_attempts(attempts or [Attempt(1, 0)]), "α per hold window:"]
+def beta_mean(row: dict) -> float | None:
+    """a / (a + b) of the Beta policy logged on ``row``; None outside ``adaptive`` (NaN or absent)."""
+    a, b = row.get("exposure/beta_a"), row.get("exposure/beta_b")
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    return a / (a + b)
+
+
+def summary(
+    rows: list[dict],
+    ckpt_dir: str | None = None,
+    attempts: list[Attempt] | None = None,
+    validation: list[tuple[int, dict[str, float]]] | None = None,
+) -> str:
+    lines = describe_attempts(attempts or [Attempt(1, 0)])
+    for step, acc in validation or []:
+        lines.append(
+            f"held-out accuracy at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(acc.items()))
+        )
+    lines.append("α per hold window (Beta mean a/(a+b) of the policy at its decision):")
+    first_step = {r["step"]: r for r in rows}
     for w, alpha, steps in windows(rows):
-        lines.append(f"  window {w:3d}  α={alpha:.3f}  steps {steps[0]}–{steps[-1]}")
+        mean = beta_mean(first_step[steps[0]])
+        policy = f"  Beta mean {mean:.3f}" if mean is not None else ""
+        lines.append(f"  window {w:3d}  α={alpha:.3f}{policy}  steps {steps[0]}–{steps[-1]}")
     rewards = [(r["step"], r["controller/reward"]) for r in rows if "controller/reward" in r]
     lines.append(
         "controller rewards (step: R): " + (", ".join(f"{s}: {v:.4g}" for s, v in rewards) or "none yet")
@@ -80,7 +112,7 @@ def main() -> None:
     parser.add_argument("--ckpt", help="trainer.default_local_dir of the run")
     args = parser.parse_args()
     rows, attempts = read_metrics(args.metrics)
-    print(summary(rows, args.ckpt, attempts))
+    print(summary(rows, args.ckpt, attempts, validations(args.metrics)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Write the toy world's parquet files (``recipe/atesd/toy/task.py``) in the verl row contract.
 
-    python -m recipe.atesd.toy.build_data --out data/toy --seed 0 --train 2000 --probe 32 --eval 64
+    python -m recipe.atesd.toy.build_data --out data/toy --seed 0 --train 2000 --probe 32 --eval 112
 
 Files: ``train.parquet`` (split train), ``probe.parquet`` (split probe: the controller's probe set) and
 ``val.parquet`` (split eval: held-out evaluation). Rows come from ``recipe/atesd/data/schema.py``'s
@@ -23,7 +23,7 @@ from recipe.atesd.toy.task import DIFFICULTIES, generate, prompt_config
 
 DATA_SOURCE = "toy_sum"
 FILES = {"train": "train.parquet", "probe": "probe.parquet", "eval": "val.parquet"}
-DEFAULT_COUNTS = {"train": 2000, "probe": 32, "eval": 64}
+DEFAULT_COUNTS = {"train": 2000, "probe": 32, "eval": 112}  # eval: 16 per difficulty 2..8
 
 
 def _toy_schema() -> pa.Schema:

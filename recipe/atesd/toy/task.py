@@ -3,13 +3,13 @@ r"""Toy reasoning task: add k single-digit numbers modulo 10 (k = difficulty, 2.
 Formats (every character costs sequence length, so they are short)::
 
     problem              add 3 7 5 2 mod 10
-    reference_solution   3 + 7 = 0        one step per line: running partial sum mod 10
-                         0 + 5 = 5
-                         5 + 2 = 7
+    reference_solution   3+7=0            one step per line: running partial sum mod 10
+                         0+5=5
+                         5+2=7
                          \boxed{7}        last line: the answer, in the last \boxed{}
     answer               "7"              (sum of the terms) mod 10, as a digit string
 
-A solution has k - 1 step lines ``s + t = (s + t) mod 10``, where s starts as the first term taken and t runs
+A solution has k - 1 step lines ``s+t=(s + t) mod 10`` (no spaces: 6 tokens a line with the toy tokenizer), where s starts as the first term taken and t runs
 through the remaining terms, then ``\boxed{answer}``. Terms are taken left to right (``order="ltr"``) or
 right to left (``order="rtl"``): both reach the same answer, but their step lines differ unless the term tuple
 is a palindrome, so a correct student can disagree step by step with the reference. The reference order is
@@ -109,7 +109,7 @@ def answer_of(terms: tuple[int, ...] | list[int]) -> str:
 
 
 def solution(terms: tuple[int, ...] | list[int], order: str = "ltr") -> str:
-    r"""Solution text: k - 1 lines ``s + t = (s + t) mod 10`` in ``order``, then ``\boxed{answer}``.
+    r"""Solution text: k - 1 lines ``s+t=(s + t) mod 10`` in ``order``, then ``\boxed{answer}``.
 
     ``order="ltr"`` takes terms left to right, ``"rtl"`` right to left. No trailing newline.
     """
@@ -120,7 +120,7 @@ def solution(terms: tuple[int, ...] | list[int], order: str = "ltr") -> str:
     lines, total = [], seq[0]
     for term in seq[1:]:
         new = (total + term) % MODULUS
-        lines.append(f"{total} + {term} = {new}")
+        lines.append(f"{total}+{term}={new}")
         total = new
     lines.append(f"\\boxed{{{total}}}")
     return "\n".join(lines)
