@@ -85,6 +85,7 @@ demo: toy
 	VERL_FILE_LOGGER_PATH=$(CURDIR)/$(DEMO_DIR)/metrics.jsonl \
 		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) 2>&1 | tee -a $(DEMO_DIR)/train.log
 	$(PY) -m recipe.atesd.tools.summarize $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints
+	$(PY) -m recipe.atesd.report $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints --out $(DEMO_DIR)/report
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

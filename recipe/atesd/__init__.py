@@ -2,9 +2,9 @@
 
 Layers, top to bottom (an import only ever points down; tests/test_layers.py checks it):
 
-- entry points ``main_atesd``, ``main_grpo`` (hydra, ``config/``);
+- entry points ``main_atesd``, ``main_grpo`` (hydra, ``config/``), ``report`` (the run report);
 - ``glue/``   verl and Ray: trainer, worker + teacher, controller actor, platform switch, config checks;
-- ``eval/``   Average@k evaluation; ``tools/`` tiny-model builder, metrics history, run summary;
+- ``eval/``   Average@k evaluation; ``tools/`` tiny-model builder, metrics history, run summary and report;
   ``toy/`` the toy world (generated task, tokenizer, pretraining);
 - ``method/`` the method core, pure torch/python (docs/method.md); ``data/`` and ``rewards/``.
 """

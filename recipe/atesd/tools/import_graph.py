@@ -21,7 +21,7 @@ from recipe.atesd import REPO_ROOT
 
 PKG = "recipe.atesd"
 FRAMEWORKS = ("verl", "ray", "vllm", "hydra", "verl_patches")
-ENTRY = (f"{PKG}.main_atesd", f"{PKG}.main_grpo")
+ENTRY = (f"{PKG}.main_atesd", f"{PKG}.main_grpo", f"{PKG}.report")
 GLUE, EVAL, TOOLS, METHOD = f"{PKG}.glue", f"{PKG}.eval", f"{PKG}.tools", f"{PKG}.method"
 DATA, REWARDS, TOY = f"{PKG}.data", f"{PKG}.rewards", f"{PKG}.toy"
 
@@ -37,8 +37,7 @@ FORBIDDEN = {
     "verl_patches": (PKG, "launch"),
 }
 LAYERS = {  # module prefix -> layer name, most specific first
-    ENTRY[0]: "entry",
-    ENTRY[1]: "entry",
+    **dict.fromkeys(ENTRY, "entry"),
     GLUE: "glue",
     EVAL: "eval",
     TOOLS: "tools",

@@ -100,10 +100,14 @@ def summary(
     if nll:
         lines.append(f"probe/nll: first {nll[0]:.4g} → last {nll[-1]:.4g}")
     if ckpt_dir:
-        latest = Path(ckpt_dir) / "latest_checkpointed_iteration.txt"
-        where = f"{ckpt_dir}/global_step_{latest.read_text().strip()}" if latest.exists() else "none written"
-        lines.append(f"latest checkpoint: {where}")
+        lines.append(f"latest checkpoint: {latest_checkpoint(ckpt_dir)}")
     return "\n".join(lines)
+
+
+def latest_checkpoint(ckpt_dir: str | Path) -> str:
+    """``<ckpt_dir>/global_step_<n>`` named by verl's ``latest_checkpointed_iteration.txt``, else "none written"."""
+    latest = Path(ckpt_dir) / "latest_checkpointed_iteration.txt"
+    return f"{ckpt_dir}/global_step_{latest.read_text().strip()}" if latest.exists() else "none written"
 
 
 def main() -> None:
