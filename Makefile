@@ -51,6 +51,7 @@ $(GPU_STAMP): requirements-gpu.txt Makefile
 # prints the first run's summary; the metrics history and train.log are appended to, never truncated.
 DEMO_DIR ?= outputs/demo
 DEMO_STEPS ?= 40
+DEMO_EXTRA ?=
 DEMO_OVERRIDES ?= +world=toy controller.exposure_mode=adaptive controller.hold_window=2 controller.lookahead=3 \
 	controller.batch_decisions=2 trainer.total_training_steps=$(DEMO_STEPS) trainer.save_freq=$(DEMO_STEPS) \
 	trainer.test_freq=$(DEMO_STEPS) trainer.experiment_name=demo trainer.default_local_dir=$(CURDIR)/$(DEMO_DIR)/checkpoints
@@ -83,7 +84,7 @@ toy: setup
 demo: toy
 	mkdir -p $(DEMO_DIR)
 	VERL_FILE_LOGGER_PATH=$(CURDIR)/$(DEMO_DIR)/metrics.jsonl \
-		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) 2>&1 | tee -a $(DEMO_DIR)/train.log
+		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) $(DEMO_EXTRA) 2>&1 | tee -a $(DEMO_DIR)/train.log
 	$(PY) -m recipe.atesd.tools.summarize $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints
 	$(PY) -m recipe.atesd.report $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints --out $(DEMO_DIR)/report
 

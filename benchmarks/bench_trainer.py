@@ -11,7 +11,10 @@
    (``teacher.build_teacher_batch`` + ``teacher_response_logits``) on the tiny model, for the longest
    references of the bundled training data, same responses, median of repeats.
 
-    .venv/bin/python benchmarks/bench_trainer.py [--steps 11] [--hold-window 5] [--skip-stacks]
+    .venv/bin/python benchmarks/bench_trainer.py [--steps 11] [--hold-window 5] [--skip-stacks] [--world toy]
+
+``--world toy`` runs the three stacks on the toy world (``+world=toy``, docs/toy.md: batch 16, 64 response
+tokens, 111-token vocabulary; ``make toy`` first) instead of the tiny random model.
 """
 
 from __future__ import annotations
@@ -33,10 +36,19 @@ sys.path.insert(0, str(REPO / "tests"))
 # The embedded default ATESD setup (batch 4, 64 response tokens, n=1, probe of 8 references), stated
 # explicitly so verl's GRPO (whose tiny config differs) runs the same batch; validation and checkpoints
 # are off so the steps time the algorithm.
-SHARED = [
+TINY = [
     "data.train_batch_size=4",
     "data.max_prompt_length=256",
     "data.max_response_length=64",
+]
+TINY_GRPO = [
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+    "reward.custom_reward_function.path=" + str(REPO / "recipe/atesd/rewards/math_grader.py"),
+]
+# The toy world's config group sets the same keys for both entry points.
+WORLDS = {"tiny": (TINY, TINY_GRPO), "toy": (["+world=toy"], [])}
+SHARED = [
     "actor_rollout_ref.rollout.n=1",
     "trainer.val_before_train=false",
     "trainer.test_freq=-1",
@@ -44,13 +56,16 @@ SHARED = [
 ]
 
 
-def run(module: str, overrides: list[str], steps: int, workdir: Path, name: str) -> list[dict]:
+def run(
+    module: str, overrides: list[str], steps: int, workdir: Path, name: str, world: str = "tiny"
+) -> list[dict]:
     from integration_utils import python_module, ray_temp_overrides, run_stack
 
     metrics = workdir / f"{name}.jsonl"
     result = run_stack(
         python_module(
             module,
+            *WORLDS[world][0],
             *SHARED,
             *overrides,
             f"trainer.total_training_steps={steps}",
@@ -72,7 +87,9 @@ def steady(rows: list[dict], key: str) -> float:
     return statistics.mean(r.get(key, 0.0) for r in rows[1:])
 
 
-def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Path | None) -> None:
+def stacks(
+    steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Path | None, world: str
+) -> None:
     if (steps - 1) % hold:
         print(f"warning: steps 2..{steps} are not a whole number of H={hold} windows: the mean is biased")
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,6 +106,7 @@ def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Pa
             steps,
             work,
             "atesd",
+            world,
         )
         opsd = run(
             "recipe.atesd.main_atesd",
@@ -96,17 +114,15 @@ def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Pa
             steps,
             work,
             "opsd",
+            world,
         )
         grpo = run(
             "recipe.atesd.main_grpo",
-            [
-                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-                "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
-                "reward.custom_reward_function.path=" + str(REPO / "recipe/atesd/rewards/math_grader.py"),
-            ],
+            WORLDS[world][1],
             steps,
             work,
             "grpo",
+            world,
         )
     t_atesd, t_opsd, t_grpo = (steady(r, "timing_s/step") for r in (atesd, opsd, grpo))
     ctrl = steady(atesd, "timing_s/controller_decide") + steady(atesd, "timing_s/controller_observe")
@@ -124,10 +140,13 @@ def stacks(steps: int, hold: int, lookahead: int, batch_decisions: int, keep: Pa
     )
     print(f"controller share of the ATESD step: {ctrl:.4f}s / {t_atesd:.2f}s = {100 * ctrl / t_atesd:.3f}%")
     keys = ("gen", "update_actor", "teacher", "distill_loss", "probe", "probe_nll", "probe_ground")
-    for key in (*keys, "update_weights"):
-        print(
-            f"  timing_s/{key}: ATESD {steady(atesd, 'timing_s/' + key):.2f}  OPSD {steady(opsd, 'timing_s/' + key):.2f}"
-        )
+    print("stage (steady mean s, share of the step): ATESD | OPSD | GRPO(n=1)")
+    for key in (*keys, "update_weights", "old_log_prob", "adv"):
+        cells = []
+        for rows, total in ((atesd, t_atesd), (opsd, t_opsd), (grpo, t_grpo)):
+            value = steady(rows, "timing_s/" + key)
+            cells.append(f"{value:.2f}s {100 * value / total:5.1f}%")
+        print(f"  timing_s/{key}: " + " | ".join(cells))
 
 
 def teacher_scoring(repeats: int) -> None:
@@ -201,11 +220,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--keep", type=Path, help="keep each stack's metrics JSONL and logs in this folder")
     parser.add_argument("--skip-stacks", action="store_true", help="only the teacher-scoring comparison")
+    parser.add_argument("--world", choices=sorted(WORLDS), default="tiny", help="model + data of the stacks")
+    parser.add_argument("--skip-scoring", action="store_true", help="only the stacks")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    teacher_scoring(args.repeats)
+    if not args.skip_scoring:
+        teacher_scoring(args.repeats)
     if not args.skip_stacks:
-        stacks(args.steps, args.hold_window, args.lookahead, args.batch_decisions, args.keep)
+        stacks(args.steps, args.hold_window, args.lookahead, args.batch_decisions, args.keep, args.world)
 
 
 if __name__ == "__main__":
