@@ -256,13 +256,16 @@ def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
     # One history for both attempts: every training step exactly once, the resume boundary recorded.
     history = read_history(history_path)
     steps = [r["step"] for r in history.records if "exposure/alpha" in r["data"]]
-    assert steps == list(range(1, STEPS + 1)), steps
+    # verl's fit() saves the step's checkpoint before it logs the step's metrics (trainer_base.py: save, then
+    # logger.log), so a kill in between loses step KILL_AT's metrics for good: the resumed run starts after it.
+    logged = [s for s in range(1, STEPS + 1) if s != KILL_AT or KILL_AT in first]
+    assert steps == logged, steps
     assert [(a.number, a.resumed_from_step) for a in history.attempts] == [(1, 0), (2, KILL_AT)]
     assert set(history.attempts[1].dropped_steps) == set(first) - set(range(1, KILL_AT + 1))
     merged = metrics_rows(history_path)
     # exact by construction: the held α of window 2 crosses the resume point (restored, not redrawn)
     assert_windows(merged)
-    for step in range(1, STEPS + 1):
+    for step in logged:
         got = merged[step]
         for key in ("exposure/window", "exposure/window_start"):
             assert got[key] == rows[step][key], f"step {step}: {key} {got[key]} != {rows[step][key]}"
