@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 # Integration tests start Ray + vLLM stacks; never run two at once on a 2-core machine.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit lint demo model data data-paper bench toy
+.PHONY: setup test test-unit lint demo model data data-paper bench toy reproduce-toy reproduce-toy-report
 
 setup: $(STAMP)
 
@@ -87,6 +87,29 @@ demo: toy
 		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) $(DEMO_EXTRA) 2>&1 | tee -a $(DEMO_DIR)/train.log
 	$(PY) -m recipe.atesd.tools.summarize $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints
 	$(PY) -m recipe.atesd.report $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints --out $(DEMO_DIR)/report
+
+# The toy-world reproduction of the paper's claims (issue 13; docs/toy.md "Reproduction"): fixed alpha in
+# {0, .25, .5, .75, 1}, random, adaptive (the demo's H=2 L=3 B=2) and verl GRPO, REPRO_STEPS steps each, one
+# stack at a time, into $(REPRO_DIR)/<method>/seed<s>/; finished runs are skipped, an incomplete one is moved
+# aside and restarted. Run it in parts with REPRO_METHODS (names or groups: all, fixed, fixed-0.5, random,
+# adaptive, grpo) and REPRO_SEEDS. Then (also when a run failed) the report: docs/toy-reproduction.md,
+# docs/toy-reproduction/{results.json,*.png}; `make reproduce-toy-report` regenerates only the report.
+REPRO_DIR ?= runs/toy-repro
+REPRO_STEPS ?= 40
+REPRO_SEEDS ?= 0 1 2
+REPRO_METHODS ?= all
+REPRO_TEST_FREQ ?= 10
+REPRO_EXTRA ?=
+REPRO_REPORT ?= docs/toy-reproduction.md
+
+reproduce-toy: toy
+	rc=0; $(PY) -m recipe.atesd.tools.repro_sweep --root $(REPRO_DIR) --steps $(REPRO_STEPS) \
+		--seeds $(REPRO_SEEDS) --methods $(REPRO_METHODS) --test-freq $(REPRO_TEST_FREQ) \
+		$(if $(strip $(REPRO_EXTRA)),--extra $(REPRO_EXTRA)) || rc=$$?; \
+	$(PY) -m recipe.atesd.tools.repro_report $(REPRO_DIR) --out $(REPRO_REPORT); exit $$rc
+
+reproduce-toy-report: setup
+	$(PY) -m recipe.atesd.tools.repro_report $(REPRO_DIR) --out $(REPRO_REPORT)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,272 @@
+"""The toy-world reproduction sweep (issue 13): ``python -m recipe.atesd.tools.repro_sweep [options]``.
+
+Runs the real recipe, one stack at a time, for every (method, seed) asked:
+
+- ``fixed-0`` … ``fixed-1``: ``recipe.atesd.main_atesd controller.exposure_mode=fixed controller.alpha=α``
+  (α ∈ {0, 0.25, 0.5, 0.75, 1}; α = 1 is OPSD), ``random`` (α ~ U[α_min, α_max] per hold window) and
+  ``adaptive`` (ATESD), all with the demo's controller settings (:data:`CONTROLLER`, the ``make demo``
+  overrides of the Makefile: H = 2, L = 3, B = 2, so a 40-step run makes 20 decisions);
+- ``grpo``: verl's GRPO, ``recipe.atesd.main_grpo`` (recipe/atesd/config/grpo_trainer.yaml), the RL baseline.
+
+Every run gets the world (``+world=toy``, recipe/atesd/config/world/toy.yaml), the same step budget, and
+for seed s ``data.seed=s actor_rollout_ref.rollout.seed=s`` (+ ``controller_seed=s`` for ATESD), as
+benchmarks/demo_spread.py does: for one seed every method sees the same data order. Held-out accuracy is
+validated before training, every ``--test-freq`` steps and at the last step (greedy, mean@1 on
+data/toy/val.parquet), and verl dumps each validation's generations (``trainer.validation_data_dir``) so the
+report can split accuracy by difficulty. A checkpoint is saved at the last step only.
+
+Run directory ``<root>/<method>/seed<s>/``: ``run.json`` (written first: method, seed, the command),
+``metrics.jsonl`` (verl's file logger via ``VERL_FILE_LOGGER_PATH``, as ``make demo``), ``train.log``,
+``checkpoints/``, ``val_generations/<step>.jsonl`` and ``done.json`` (written last, atomically: wall time,
+start/end times). Resumability (:func:`run_state`):
+
+- ``done.json`` present → the run is finished and skipped, provided ``run.json`` names the same command
+  (same overrides, so the same budget); a different command is an error naming the run, never a silent reuse;
+- a directory without ``done.json`` (killed, crashed, or failed) is **restarted from scratch**: it is moved
+  aside to ``<root>/<method>/seed<s>.incomplete-<UTC time>/`` (kept, listed by the report, never read as a
+  result) and the run starts fresh. Checkpoints are written at the last step only, so there is nothing to
+  resume from; a toy run is ~3 minutes.
+
+A failed run (non-zero exit, or no checkpoint / validation at the last step) does not stop the sweep; the
+failures are listed at the end and the exit status is 1.
+
+One Ray cluster for the whole sweep is **not** offered: the CPU patches reach Ray's workers only through the
+environment of the process that starts the raylet (recipe/atesd/glue/platform.py), and platform/cpu.yaml
+passes ``ray_init.num_cpus``, which ``ray.init`` refuses when connecting to an existing cluster. The report
+states the measured split of wall time (start-up and shutdown vs steps) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from recipe.atesd import REPO_ROOT
+from recipe.atesd.tools.summarize import validations
+
+RUN, DONE, METRICS, LOG = "run.json", "done.json", "metrics.jsonl", "train.log"
+CHECKPOINTS, GENERATIONS = "checkpoints", "val_generations"
+# the demo's controller overrides (Makefile DEMO_OVERRIDES): several decisions and updates in 40 steps
+CONTROLLER = ("controller.hold_window=2", "controller.lookahead=3", "controller.batch_decisions=2")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One arm of the sweep: its exposure mode (``grpo`` for verl's GRPO) and α (``fixed`` only)."""
+
+    mode: str
+    alpha: float | None = None
+
+    @property
+    def entry(self) -> str:
+        return "recipe.atesd.main_grpo" if self.mode == "grpo" else "recipe.atesd.main_atesd"
+
+    def overrides(self) -> list[str]:
+        if self.mode == "grpo":
+            return []
+        alpha = [f"controller.alpha={self.alpha}"] if self.mode == "fixed" else []
+        return [f"controller.exposure_mode={self.mode}", *alpha, *CONTROLLER]
+
+
+FIXED_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+METHODS = {
+    **{f"fixed-{a:g}": Method("fixed", a) for a in FIXED_ALPHAS},
+    "random": Method("random"),
+    "adaptive": Method("adaptive"),
+    "grpo": Method("grpo"),
+}
+GROUPS = {"all": list(METHODS), "fixed": [m for m in METHODS if m.startswith("fixed-")]}
+
+
+def select_methods(names: list[str]) -> list[str]:
+    """Method names from names and groups (``all``, ``fixed``), in :data:`METHODS` order, each once."""
+    chosen = set()
+    for name in names:
+        if name in GROUPS:
+            chosen.update(GROUPS[name])
+        elif name in METHODS:
+            chosen.add(name)
+        else:
+            raise ValueError(f"unknown method {name!r}: one of {', '.join([*GROUPS, *METHODS])}")
+    return [m for m in METHODS if m in chosen]
+
+
+def run_dir(root: str | Path, method: str, seed: int) -> Path:
+    return Path(root) / method / f"seed{seed}"
+
+
+def overrides(
+    method: str, seed: int, steps: int, test_freq: int, directory: Path, world: str, extra: list[str]
+) -> list[str]:
+    """The hydra overrides of one run (``directory`` absolute: the entry points run from the repository root)."""
+    m = METHODS[method]
+    seeds = [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}"]
+    if m.mode != "grpo":
+        seeds.append(f"controller_seed={seed}")
+    return [
+        f"+world={world}",
+        *m.overrides(),
+        *seeds,
+        f"trainer.total_training_steps={steps}",
+        "trainer.total_epochs=100",  # GRPO's config says 1 (125 steps of the toy world); ATESD's says 100
+        f"trainer.save_freq={steps}",
+        f"trainer.test_freq={test_freq}",
+        "trainer.val_before_train=true",
+        "trainer.resume_mode=disable",
+        f"trainer.experiment_name=repro-{method}-seed{seed}",
+        f"trainer.default_local_dir={directory / CHECKPOINTS}",
+        f"trainer.validation_data_dir={directory / GENERATIONS}",
+        *extra,
+    ]
+
+
+def command(method: str, run_overrides: list[str], python: str = sys.executable) -> list[str]:
+    return [python, "-m", METHODS[method].entry, *run_overrides]
+
+
+def run_state(directory: Path, cmd: list[str]) -> str:
+    """``"absent"``, ``"done"`` (``done.json`` written and ``run.json`` names ``cmd`` past the interpreter) or
+    ``"incomplete"``; a finished run made with another command is a ValueError naming both."""
+    if not directory.exists():
+        return "absent"
+    if not (directory / DONE).exists():
+        return "incomplete"
+    recorded = json.loads((directory / RUN).read_text(encoding="utf-8"))["command"]
+    if recorded[1:] != cmd[1:]:
+        raise ValueError(
+            f"{directory} was finished with another command:\n  {' '.join(recorded[1:])}\nnot\n  "
+            f"{' '.join(cmd[1:])}\n(another step budget or overrides): use another --root, or move it away"
+        )
+    return "done"
+
+
+def move_aside(directory: Path, now: datetime | None = None) -> Path:
+    """Rename an incomplete run directory to ``<name>.incomplete-<UTC time>`` next to it; return the new path."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    aside = directory.with_name(f"{directory.name}.incomplete-{stamp}")
+    os.replace(directory, aside)
+    return aside
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def finished(directory: Path, steps: int) -> str | None:
+    """None when the run reached ``steps``: verl's checkpoint tracker names it and the metrics history holds
+    a validation at that step; else the reason it did not."""
+    tracker = directory / CHECKPOINTS / "latest_checkpointed_iteration.txt"
+    if not tracker.exists() or tracker.read_text().strip() != str(steps):
+        return f"no checkpoint at step {steps} ({tracker})"
+    metrics = directory / METRICS
+    if not metrics.exists():
+        return f"no metrics history ({metrics})"
+    if steps not in [step for step, _ in validations(metrics)]:
+        return f"no validation logged at step {steps} in {metrics}"
+    return None
+
+
+def execute(cmd: list[str], directory: Path, log: Path) -> int:
+    """Run ``cmd`` from the repository root with the file logger writing ``directory/metrics.jsonl``; its
+    output goes to ``log`` (appended) and to stdout. Returns the exit status."""
+    env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(directory / METRICS)}
+    with log.open("a", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for line in proc.stdout:
+            out.write(line)
+            sys.stdout.write(line)
+        return proc.wait()
+
+
+def run_one(
+    method: str, seed: int, cmd: list[str], directory: Path, steps: int, runner=execute
+) -> tuple[str, str]:
+    """Skip a finished run, restart an incomplete one, else run it; (outcome, detail) with outcome one of
+    ``skipped``, ``done``, ``failed``. ``runner(cmd, directory, log) -> exit status`` runs the stack."""
+    state = run_state(directory, cmd)
+    if state == "done":
+        return "skipped", f"{directory}: finished earlier"
+    detail = ""
+    if state == "incomplete":
+        detail = f"incomplete earlier attempt moved to {move_aside(directory)}; "
+    directory.mkdir(parents=True)
+    started = datetime.now(UTC)
+    _write_json(directory / RUN, {"method": method, "seed": seed, "steps": steps, "command": cmd})
+    t0 = time.monotonic()
+    rc = runner(cmd, directory, directory / LOG)
+    wall = time.monotonic() - t0
+    why = f"exit status {rc}" if rc != 0 else finished(directory, steps)
+    if why:
+        return "failed", f"{detail}{directory}: {why} (log: {directory / LOG})"
+    done = {"wall_s": wall, "started": started.isoformat(), "finished": datetime.now(UTC).isoformat()}
+    _write_json(directory / DONE, done)
+    return "done", f"{detail}{directory}: {wall:.0f} s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default="runs/toy-repro", help="runs go to <root>/<method>/seed<s>/")
+    parser.add_argument(
+        "--steps", type=int, default=40, help="training steps per run (the same for every run)"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--methods", nargs="+", default=["all"], help=f"names or groups: {', '.join([*GROUPS, *METHODS])}"
+    )
+    parser.add_argument(
+        "--test-freq", type=int, default=10, help="validate every N steps (and at 0 and the end)"
+    )
+    parser.add_argument("--world", default="toy", help="the +world=<name> config group")
+    parser.add_argument("--extra", nargs="*", default=[], help="hydra overrides appended to every run")
+    parser.add_argument("--dry-run", action="store_true", help="print each run's state and command only")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.test_freq < 1:
+        parser.error("--steps and --test-freq must be >= 1")
+    try:
+        methods = select_methods(args.methods)
+    except ValueError as err:
+        parser.error(str(err))
+    root = (REPO_ROOT / args.root).resolve()
+    plan = []
+    for seed in args.seeds:  # seed-major: a partial sweep still covers every method for the first seeds
+        for method in methods:
+            directory = run_dir(root, method, seed)
+            run_overrides = overrides(
+                method, seed, args.steps, args.test_freq, directory, args.world, args.extra
+            )
+            plan.append((method, seed, command(method, run_overrides), directory))
+    print(f"[repro] {len(plan)} runs ({len(methods)} methods × seeds {args.seeds}), {args.steps} steps each")
+    if args.dry_run:
+        for method, seed, cmd, directory in plan:
+            print(f"{method} seed {seed}: {run_state(directory, cmd)}\n  {' '.join(cmd[1:])}")
+        return
+    outcomes = []
+    for n, (method, seed, cmd, directory) in enumerate(plan, 1):
+        print(f"[repro] run {n}/{len(plan)}: {method} seed {seed}", flush=True)
+        outcome, detail = run_one(method, seed, cmd, directory, args.steps)
+        print(f"[repro] {outcome}: {detail}", flush=True)
+        outcomes.append((outcome, detail))
+    failed = [d for o, d in outcomes if o == "failed"]
+    counts = {o: sum(1 for x, _ in outcomes if x == o) for o in ("done", "skipped", "failed")}
+    print(
+        f"[repro] {counts['done']} ran, {counts['skipped']} skipped (finished earlier), {counts['failed']} failed"
+    )
+    for d in failed:
+        print(f"[repro] FAILED {d}")
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,508 @@
+"""The toy reproduction sweep's driver and report (recipe/atesd/tools/repro_sweep.py, repro_report.py), on
+synthetic run directories: metrics histories in the trainer's format (a boundary record, the step-0
+validation record, training records with ``exposure/*``, ``distill/*``, ``timing_s/*``, the last one carrying
+the final validation, as outputs of ``make demo`` look), verl's validation dumps and the sweep's own
+run.json / done.json. No stack is started. Expected numbers are computed here from the inputs written.
+"""
+
+import json
+import math
+import os
+import statistics
+import sys
+
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from recipe.atesd.tools import repro_report as rr
+from recipe.atesd.tools import repro_sweep as rs
+
+KEY = "val-core/toy_sum/acc/mean@1"
+PROBLEMS = {f"add {' '.join(['1'] * k)} mod 10": k for k in (2, 3)}  # two problems of each difficulty below
+PROBLEMS.update({f"add {' '.join(['2'] * k)} mod 10": k for k in (2, 3)})
+
+
+def val_file(tmp_path):
+    path = tmp_path / "val.parquet"
+    rows = [{"problem": p, "difficulty": k, "answer": "0"} for p, k in PROBLEMS.items()]
+    pd.DataFrame({"data_source": ["toy_sum"] * len(rows), "extra_info": rows}).to_parquet(path)
+    return path
+
+
+def dump(path, scores):
+    """verl's validation dump: one entry per held-out problem (input = the decoded chat prompt)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps(
+            {
+                "input": f"user\n{p}\nassistant\n<think>\n\n</think>\n\n",
+                "output": "x",
+                "gts": "0",
+                "score": s,
+                "step": 0,
+            }
+        )
+        for p, s in zip(PROBLEMS, scores, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_run(
+    root,
+    method,
+    seed,
+    steps=4,
+    kl=None,
+    acc=(0.5, 0.75),
+    done=True,
+    wall=100.0,
+    scores=((1, 0, 1, 0), (1, 1, 1, 0)),
+    hold=2,
+    test_freq=None,
+):
+    """A run directory as the sweep leaves it; returns its path."""
+    d = rs.run_dir(root, method, seed)
+    d.mkdir(parents=True)
+    m = rs.METHODS[method]
+    kl = kl or tuple(0.5 - 0.001 * s for s in range(steps))
+    cmd = rs.command(method, rs.overrides(method, seed, steps, test_freq or steps, d, "toy", []), python="py")
+    (d / rs.RUN).write_text(json.dumps({"method": method, "seed": seed, "steps": steps, "command": cmd}))
+    records = [
+        {
+            "step": 0,
+            "data": {},
+            "attempt": {"number": 1, "resumed_from_step": 0, "dropped_steps": [], "started": ""},
+        },
+        {"step": 0, "data": {KEY: acc[0], "val-aux/toy_sum/reward/mean@1": acc[0]}},
+    ]
+    for s in range(1, steps + 1):
+        data = {"training/global_step": s, "timing_s/step": 10.0 if s == 1 else 1.0, "critic/score/mean": 0.5}
+        if m.mode != "grpo":
+            window = (s - 1) // hold
+            data |= {
+                "exposure/alpha": m.alpha if m.mode == "fixed" else 0.1 * (window + 1),
+                "exposure/window": float(window),
+                "exposure/beta_a": 1.0 + window if m.mode == "adaptive" else float("nan"),
+                "exposure/beta_b": 2.0 if m.mode == "adaptive" else float("nan"),
+                "distill/kl_mean": kl[s - 1],
+                "distill/top1_disagreement": kl[s - 1] / 10,
+                "probe/nll": 1.0 / s,
+            }
+            if m.mode == "adaptive" and s % 2 == 1 and s > 1:
+                data["controller/reward"] = 0.01 * s
+        if s == steps:
+            data |= {KEY: acc[1], "timing_s/testing": 3.0}
+        records.append({"step": s, "data": data})
+    # verl writes NaN as a bare token; json.dumps does the same, and read_history parses it back
+    (d / rs.METRICS).write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    dump(d / rs.GENERATIONS / "0.jsonl", scores[0])
+    dump(d / rs.GENERATIONS / f"{steps}.jsonl", scores[1])
+    if done:
+        (d / rs.CHECKPOINTS).mkdir()
+        (d / rs.CHECKPOINTS / "latest_checkpointed_iteration.txt").write_text(str(steps))
+        (d / rs.DONE).write_text(json.dumps({"wall_s": wall, "started": "", "finished": ""}))
+    return d
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
+def test_methods_and_groups():
+    assert rs.select_methods(["all"]) == list(rs.METHODS)
+    assert rs.select_methods(["grpo", "fixed", "fixed-1"]) == [*rs.GROUPS["fixed"], "grpo"]
+    assert [rs.METHODS[m].alpha for m in rs.GROUPS["fixed"]] == list(rs.FIXED_ALPHAS)
+    with pytest.raises(ValueError, match="unknown method 'fixed-0.3'"):
+        rs.select_methods(["fixed-0.3"])
+
+
+def test_overrides_same_data_order_and_budget_per_seed(tmp_path):
+    """For one seed every method gets the same data/rollout seed and step budget; the mode keys differ."""
+    runs = {m: rs.overrides(m, 7, 40, 10, tmp_path / m, "toy", ["x=1"]) for m in rs.METHODS}
+    for m, o in runs.items():
+        assert {
+            "+world=toy",
+            "data.seed=7",
+            "actor_rollout_ref.rollout.seed=7",
+            "trainer.total_training_steps=40",
+            "trainer.save_freq=40",
+            "trainer.test_freq=10",
+            "trainer.resume_mode=disable",
+        } <= set(o)
+        assert o[-1] == "x=1"
+        assert f"trainer.validation_data_dir={tmp_path / m / rs.GENERATIONS}" in o
+        assert ("controller_seed=7" in o) == (m != "grpo")
+    assert (
+        "controller.exposure_mode=fixed" in runs["fixed-0.25"]
+        and "controller.alpha=0.25" in runs["fixed-0.25"]
+    )
+    assert set(rs.CONTROLLER) <= set(runs["adaptive"]) and set(rs.CONTROLLER) <= set(runs["random"])
+    assert not any(o.startswith("controller.") for o in runs["grpo"])
+    assert rs.command("grpo", [], "py")[:3] == ["py", "-m", "recipe.atesd.main_grpo"]
+    assert rs.command("adaptive", [], "py")[2] == "recipe.atesd.main_atesd"
+
+
+def fake_runner(steps, rc=0, write=True):
+    calls = []
+
+    def run(cmd, directory, log):
+        calls.append(cmd)
+        log.write_text("ran\n")
+        if write:
+            (directory / rs.CHECKPOINTS).mkdir()
+            (directory / rs.CHECKPOINTS / "latest_checkpointed_iteration.txt").write_text(str(steps))
+            (directory / rs.METRICS).write_text(
+                json.dumps({"step": 0, "data": {KEY: 0.5}})
+                + "\n"
+                + json.dumps({"step": steps, "data": {KEY: 0.6}})
+            )
+        return rc
+
+    return run, calls
+
+
+def test_run_one_skips_finished_restarts_incomplete(tmp_path):
+    d = rs.run_dir(tmp_path, "adaptive", 0)
+    cmd = rs.command("adaptive", rs.overrides("adaptive", 0, 3, 3, d, "toy", []), "py")
+    run, calls = fake_runner(3)
+    assert rs.run_state(d, cmd) == "absent"
+    assert rs.run_one("adaptive", 0, cmd, d, 3, runner=run)[0] == "done"
+    done = json.loads((d / rs.DONE).read_text())
+    assert done["wall_s"] >= 0 and json.loads((d / rs.RUN).read_text())["command"] == cmd
+    assert rs.run_state(d, cmd) == "done"
+    # rerun: skipped, the runner is not called again
+    assert rs.run_one("adaptive", 0, cmd, d, 3, runner=run)[0] == "skipped" and len(calls) == 1
+    # a finished run made with another budget is an error, not a reuse
+    other = rs.command("adaptive", rs.overrides("adaptive", 0, 5, 5, d, "toy", []), "py")
+    with pytest.raises(ValueError, match="finished with another command"):
+        rs.run_state(d, other)
+    # the interpreter may differ between machines: not part of the comparison
+    assert rs.run_state(d, ["other-python", *cmd[1:]]) == "done"
+    # an incomplete directory (no done.json) is moved aside and the run restarts from scratch
+    (d / rs.DONE).unlink()
+    assert rs.run_state(d, cmd) == "incomplete"
+    outcome, detail = rs.run_one("adaptive", 0, cmd, d, 3, runner=run)
+    assert outcome == "done" and "moved to" in detail and len(calls) == 2
+    aside = [p.name for p in d.parent.iterdir() if p.name.startswith("seed0.incomplete-")]
+    assert len(aside) == 1 and not (d.parent / aside[0] / rs.DONE).exists()
+
+
+def test_run_one_failures_write_no_done_marker(tmp_path):
+    d = rs.run_dir(tmp_path, "grpo", 1)
+    cmd = rs.command("grpo", [], "py")
+    run, _ = fake_runner(3, rc=2)
+    outcome, detail = rs.run_one("grpo", 1, cmd, d, 3, runner=run)
+    assert outcome == "failed" and "exit status 2" in detail and not (d / rs.DONE).exists()
+    # exit 0 but the checkpoint is not at the budget's last step: failed too
+    d2 = rs.run_dir(tmp_path, "grpo", 2)
+    outcome, detail = rs.run_one("grpo", 2, cmd, d2, 4, runner=fake_runner(3)[0])
+    assert outcome == "failed" and "no checkpoint at step 4" in detail and not (d2 / rs.DONE).exists()
+    # checkpoint but no validation at the last step (a kill between verl's save and its log)
+    d3 = rs.run_dir(tmp_path, "grpo", 3)
+    run3, _ = fake_runner(3)
+
+    def no_val(cmd, directory, log):
+        run3(cmd, directory, log)
+        (directory / rs.METRICS).write_text(json.dumps({"step": 0, "data": {KEY: 0.5}}) + "\n")
+        return 0
+
+    outcome, detail = rs.run_one("grpo", 3, cmd, d3, 3, runner=no_val)
+    assert outcome == "failed" and "no validation logged at step 3" in detail
+
+
+def test_dry_run_lists_every_run(tmp_path, capsys):
+    root = tmp_path.resolve()
+    make_run(root, "fixed-0.5", 0, steps=40, test_freq=10)  # finished with the command the CLI builds
+    rs.main(["--root", str(root), "--methods", "fixed-0.5", "grpo", "--seeds", "0", "1", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "4 runs" in out and out.count("+world=toy") == 4
+    assert (
+        "fixed-0.5 seed 0: done" in out and "fixed-0.5 seed 1: absent" in out and "grpo seed 0: absent" in out
+    )
+    # the same sweep asked with another step budget: an error naming the run, not a silent reuse
+    with pytest.raises(ValueError, match="another command"):
+        rs.main(["--root", str(root), "--methods", "fixed-0.5", "--seeds", "0", "--steps", "80", "--dry-run"])
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+def test_run_row_adaptive(tmp_path):
+    kl = (0.5, 0.4, 0.3, 0.2)
+    d = make_run(tmp_path, "adaptive", 1, kl=kl, wall=100.0)
+    row = rr.run_row("adaptive", 1, d, rr.load_difficulties(val_file(tmp_path)))
+    assert (
+        row["status"] == "done" and row["steps"] == 4 and row["mode"] == "adaptive" and row["alpha"] is None
+    )
+    assert (row["acc_before"], row["acc_after"]) == (0.5, 0.75)
+    assert row["acc_curve"] == [[0, 0.5], [4, 0.75]]
+    assert row["mismatch_step0"] == kl[0] and row["mismatch_mean"] == pytest.approx(statistics.fmean(kl))
+    assert row["top1_disagreement_step0"] == kl[0] / 10
+    assert row["probe_nll_final"] == 1 / 4
+    assert row["alpha_per_window"] == pytest.approx([0.1, 0.2])
+    assert row["beta_mean_per_decision"] == pytest.approx(
+        [1 / 3, 2 / 4]
+    )  # a/(a+b) with a = 1 + window, b = 2
+    assert row["controller_reward"] == [[3, 0.03]]
+    # scores (1,0,1,0) then (1,1,1,0) over problems of difficulty 2, 3, 2, 3
+    assert row["acc_by_difficulty_before"] == {"2": 1.0, "3": 0.0}
+    assert row["acc_by_difficulty_after"] == {"2": 1.0, "3": 0.5}
+    # wall = outside + Σ timing_s/step + Σ timing_s/testing
+    assert row["steps_s"] == 13.0 and row["first_step_s"] == 10.0 and row["testing_s"] == 3.0
+    assert row["outside_steps_s"] == 100.0 - 13.0 - 3.0
+
+
+def test_run_row_fixed_grpo_and_incomplete(tmp_path):
+    fixed = rr.run_row("fixed-0.75", 0, make_run(tmp_path, "fixed-0.75", 0), None)
+    assert (
+        fixed["alpha"] == 0.75
+        and fixed["beta_mean_per_decision"] == []
+        and fixed["alpha_per_window"] == [0.75] * 2
+    )
+    assert fixed["acc_by_difficulty_after"] is None  # no held-out file given
+    grpo = rr.run_row("grpo", 0, make_run(tmp_path, "grpo", 0), None)
+    assert grpo["mismatch_step0"] is None and grpo["alpha_per_window"] == [] and grpo["steps"] == 4
+    assert grpo["acc_after"] == 0.75
+    part = rr.run_row("random", 0, make_run(tmp_path, "random", 0, done=False), None)
+    assert part["status"] == "incomplete" and part["acc_after"] is None and part["wall_s"] is None
+    assert part["acc_before"] == 0.5  # what it logged is kept
+
+
+def test_difficulty_needs_exactly_one_problem(tmp_path):
+    path = tmp_path / "0.jsonl"
+    path.write_text(json.dumps({"input": "user\nadd 9 mod 10\n", "score": 1.0}) + "\n")
+    with pytest.raises(ValueError, match=r"0.jsonl:1: the input names 0 held-out problems"):
+        rr.accuracy_by_difficulty(path, rr.load_difficulties(val_file(tmp_path)))
+
+
+def test_discover_names_foreign_directories(tmp_path):
+    make_run(tmp_path, "grpo", 0)
+    (tmp_path / "grpo" / "seed0.incomplete-20260101T000000Z").mkdir()
+    found = rr.discover(tmp_path)
+    assert [(m, s) for m, s, _ in found.runs] == [("grpo", 0)] and len(found.aside) == 1
+    (tmp_path / "grpo" / "notes").mkdir()
+    with pytest.raises(ValueError, match="notes: neither a run"):
+        rr.discover(tmp_path)
+    (tmp_path / "grpo" / "notes").rmdir()
+    (tmp_path / "ppo").mkdir()
+    with pytest.raises(ValueError, match="ppo: not a method of the sweep"):
+        rr.discover(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- claims
+
+
+def row(method, seed, **kw):
+    m = rs.METHODS[method]
+    base = {
+        "method": method,
+        "mode": m.mode,
+        "alpha": m.alpha,
+        "seed": seed,
+        "status": "done",
+        "acc_after": None,
+        "acc_before": 0.5,
+        "mismatch_step0": None,
+        "mismatch_mean": None,
+    }
+    return base | kw
+
+
+def fixed_rows(acc_by_alpha, mismatch=lambda a, s: a + 0.01 * s):
+    return [
+        row(
+            f"fixed-{a:g}",
+            s,
+            acc_after=acc_by_alpha[a][s],
+            mismatch_step0=mismatch(a, s),
+            mismatch_mean=mismatch(a, s),
+        )
+        for a in rs.FIXED_ALPHAS
+        for s in range(len(acc_by_alpha[a]))
+    ]
+
+
+def test_compare_is_welch():
+    c = rr.compare([1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
+    se = math.sqrt(1.0 / 3 + (1 / 3) / 3)
+    assert c["delta"] == pytest.approx(2 - 1 / 3) and c["se"] == pytest.approx(se)
+    assert c["beyond"] is True  # Δ = 1.67 > 2·SE = 1.33
+    assert rr.compare([1.0], [0.0, 1.0])["beyond"] is None
+
+
+def test_claim_a_monotone_and_violations():
+    rows = fixed_rows({a: [0.5, 0.5, 0.5] for a in rs.FIXED_ALPHAS})
+    a = rr.claim_a(rows, "mismatch_step0")
+    assert a["holds"] is True and a["seeds"] == [0, 1, 2] and a["violations"] == []
+    # seed 1 is flat between 0.5 and 0.75: named with its values
+    rows = fixed_rows(
+        {a: [0.5, 0.5] for a in rs.FIXED_ALPHAS}, lambda a, s: 0.5 if (s == 1 and a == 0.75) else a
+    )
+    a = rr.claim_a(rows, "mismatch_step0")
+    assert a["holds"] is False and a["violations"] == [[1, 0.5, 0.75, 0.5, 0.5]]
+    # an incomplete α set: that seed is not evaluated; none complete → not evaluable
+    partial = [r for r in rows if not (r["seed"] == 1 and r["alpha"] == 1.0)]
+    assert rr.claim_a(partial, "mismatch_step0")["incomplete_seeds"] == [1]
+    assert rr.claim_a([r for r in rows if r["alpha"] != 1.0], "mismatch_step0")["holds"] is None
+    # an unfinished run does not count
+    assert rr.claim_a([r | {"status": "incomplete"} for r in rows], "mismatch_step0")["holds"] is None
+
+
+def test_claim_b_full_exposure_best_or_not():
+    clear = {a: [0.5 + 0.01 * s for s in range(3)] for a in rs.FIXED_ALPHAS} | {1.0: [0.8, 0.81, 0.82]}
+    b = rr.claim_b(fixed_rows(clear))
+    assert b["reliably_best"] is True and b["holds"] is False
+    assert b["winners_per_seed"] == {0: [1.0], 1: [1.0], 2: [1.0]}
+    close = clear | {0.5: [0.8, 0.79, 0.83]}  # α = 0.5 within noise of α = 1
+    b = rr.claim_b(fixed_rows(close))
+    assert b["comparisons"][0.5]["beyond"] is False and b["holds"] is True
+    assert b["winners_per_seed"][2] == [0.5]
+    one_seed = {a: v[:1] for a, v in clear.items()}
+    assert rr.claim_b(fixed_rows(one_seed))["holds"] is None
+
+
+def test_claim_c_adaptive_vs_best_fixed():
+    fixed = fixed_rows({a: [0.5, 0.52, 0.54] for a in rs.FIXED_ALPHAS} | {0.5: [0.6, 0.61, 0.62]})
+    beats = (
+        fixed
+        + [row("adaptive", s, acc_after=0.8 + 0.01 * s) for s in range(3)]
+        + [row("grpo", s, acc_after=0.55) for s in range(3)]
+    )
+    c = rr.claim_c(beats)
+    assert c["best_fixed"] == "fixed-0.5" and c["holds"] is True
+    assert set(c["comparisons"]) == {*rs.GROUPS["fixed"], "grpo"}
+    level = fixed + [row("adaptive", s, acc_after=v) for s, v in enumerate([0.6, 0.63, 0.6])]
+    assert rr.claim_c(level)["holds"] is False
+    assert rr.claim_c(fixed)["holds"] is None
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def sweep(root):
+    """All methods × 2 seeds; mismatch at step 1 grows with α; seed 1 of random left incomplete."""
+    for seed in (0, 1):
+        for method, m in rs.METHODS.items():
+            a = m.alpha if m.alpha is not None else 0.5
+            kl = tuple(0.1 + a + 0.01 * seed + 0.001 * s for s in range(4))
+            make_run(
+                root,
+                method,
+                seed,
+                kl=kl,
+                acc=(0.5, 0.5 + 0.1 * a + 0.01 * seed),
+                done=not (method == "random" and seed == 1),
+            )
+
+
+def test_report_lists_every_run_and_draws(tmp_path):
+    root, out = tmp_path / "runs", tmp_path / "docs" / "toy-reproduction.md"
+    sweep(root)
+    (out.parent / "toy-reproduction").mkdir(parents=True)
+    (out.parent / "toy-reproduction" / "reading.md").write_text("The lead's reading.\n")
+    rows = rr.write(root, out, val_file(tmp_path))
+    results = json.loads((out.parent / "toy-reproduction" / "results.json").read_text())
+    assert results == json.loads(json.dumps(rows)) and len(results) == 2 * len(rs.METHODS)
+    assert [(r["method"], r["seed"]) for r in results] == [(m, s) for m in rs.METHODS for s in (0, 1)]
+    md = out.read_text()
+    every = md.split("## Every run\n")[1].split("\n## ")[0]
+    assert len([line for line in every.splitlines() if line.startswith("| ")]) == 1 + 2 * len(rs.METHODS)
+    assert "| random | 1 | incomplete | 4/4 |" in every
+    assert (
+        "(a) mismatch grows monotonically" in md and md.count("**reproduces**") >= 2
+    )  # claim (a), both keys
+    assert "The lead's reading." in md
+    for name in rr.PLOTS:
+        png = out.parent / "toy-reproduction" / name
+        assert f"toy-reproduction/{name}" in md, name
+        assert imread(png).shape[2] in (3, 4), name
+    # every finished run has wall 100 s, steps 10 + 3·1 s, one validation of 3 s: the split is stated
+    n = 2 * len(rs.METHODS) - 1
+    assert f"{n} finished runs, {n * 100 / 60:.1f} min in all" in md
+    assert (
+        f"outside the steps (start-up of Ray, vLLM and the model, step-0 validation, shutdown) {n * 84 / 60:.1f} min"
+        in md
+    )
+
+
+def test_report_without_adaptive_runs_removes_stale_plots(tmp_path):
+    root, out = tmp_path / "runs", tmp_path / "r.md"
+    make_run(root, "adaptive", 0)
+    rr.write(root, out, None)
+    assert (tmp_path / "r" / "adaptive_alpha.png").exists()
+    for d in (root / "adaptive",):
+        for f in sorted(d.rglob("*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+        d.rmdir()
+    make_run(root, "grpo", 0)
+    rr.write(root, out, None)
+    assert not (tmp_path / "r" / "adaptive_alpha.png").exists()
+    md = out.read_text()
+    assert (
+        "*Not drawn: adaptive_alpha.png" in md and "**not evaluable yet**" in md and "*Not written yet*" in md
+    )
+
+
+def test_cli_error_names_the_problem(tmp_path):
+    with pytest.raises(SystemExit, match="no such sweep directory"):
+        rr.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.md"), "--val-file", ""])
+
+
+# ---------------------------------------------------------------------------------------------- real configs
+
+
+@pytest.mark.parametrize("method", list(rs.METHODS))
+def test_every_run_composes_and_passes_the_entry_points_checks(tmp_path, method):
+    """Each run's overrides compose against its entry point's config (hydra in-process, as launch/presets.py
+    does: a misspelled key fails here) with the toy world and pass the checks the entry point makes before
+    Ray starts (check_atesd_config for ATESD, verl's validate_config for both); the resolved values are the
+    asked ones. The toy data/model paths need not exist for this."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from launch.presets import CONFIG_DIR
+    from recipe.atesd import REPO_ROOT
+    from recipe.atesd.glue.platform import configure_process_env, with_platform_override
+
+    configure_process_env()
+    os.environ.setdefault("ATESD_REPO", str(REPO_ROOT))
+    d = rs.run_dir(tmp_path, method, 2)
+    args = with_platform_override(rs.overrides(method, 2, 40, 10, d, "toy", []), "cpu")
+    config = "grpo_trainer" if method == "grpo" else "atesd_trainer"
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name=config, overrides=args)
+    OmegaConf.resolve(cfg)
+    if method != "grpo":
+        from recipe.atesd.glue.config_check import check_atesd_config
+
+        check_atesd_config(cfg)
+        m = rs.METHODS[method]
+        assert cfg.controller.exposure_mode == m.mode and cfg.controller_seed == 2
+        assert (cfg.controller.hold_window, cfg.controller.lookahead, cfg.controller.batch_decisions) == (
+            2,
+            3,
+            2,
+        )
+        if m.mode == "fixed":
+            assert cfg.controller.alpha == m.alpha
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    assert cfg.data.seed == 2 and cfg.actor_rollout_ref.rollout.seed == 2 and cfg.data.train_batch_size == 16
+    assert (
+        cfg.trainer.total_training_steps == 40 and cfg.trainer.save_freq == 40 and cfg.trainer.test_freq == 10
+    )
+    assert cfg.trainer.validation_data_dir == str(d / rs.GENERATIONS)
+    assert cfg.trainer.default_local_dir == str(d / rs.CHECKPOINTS)
+    assert cfg.actor_rollout_ref.model.path.endswith("artifacts/toy-qwen3")
+
+
+def test_execute_logs_output_and_points_the_file_logger(tmp_path):
+    """The real runner (a stand-in command instead of an entry point): output appended to train.log, the
+    metrics history path exported; no checkpoint → the run is failed and not marked done."""
+    d = rs.run_dir(tmp_path, "grpo", 0)
+    cmd = [sys.executable, "-c", "import os; print('logger at', os.environ['VERL_FILE_LOGGER_PATH'])"]
+    outcome, detail = rs.run_one("grpo", 0, cmd, d, 3)
+    assert outcome == "failed" and "no checkpoint at step 3" in detail
+    assert (d / rs.LOG).read_text() == f"logger at {d / rs.METRICS}\n"
+    assert not (d / rs.DONE).exists()
