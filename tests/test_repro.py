@@ -244,6 +244,7 @@ def test_run_row_adaptive(tmp_path):
         [1 / 3, 2 / 4]
     )  # a/(a+b) with a = 1 + window, b = 2
     assert row["controller_reward"] == [[3, 0.03]]
+    assert row["rollout_step1"] == [None, 0.5]  # no response_length/mean logged, critic/score/mean 0.5
     # scores (1,0,1,0) then (1,1,1,0) over problems of difficulty 2, 3, 2, 3
     assert row["acc_by_difficulty_before"] == {"2": 1.0, "3": 0.0}
     assert row["acc_by_difficulty_after"] == {"2": 1.0, "3": 0.5}
@@ -346,6 +347,16 @@ def test_claim_a_monotone_and_violations():
     assert rr.claim_a([r for r in rows if r["alpha"] != 1.0], "mismatch_step0")["holds"] is None
     # an unfinished run does not count
     assert rr.claim_a([r | {"status": "incomplete"} for r in rows], "mismatch_step0")["holds"] is None
+
+
+def test_same_rollouts_per_seed():
+    rows = [
+        row(f"fixed-{a:g}", s, rollout_step1=[20.0, 0.5 if (s, a) != (1, 1.0) else 0.4])
+        for a in (0.0, 1.0)
+        for s in (0, 1)
+    ]
+    assert rr.same_rollouts(rows) == {0: True, 1: False}
+    assert rr.same_rollouts(rows[:1]) == {}  # one run: nothing to compare
 
 
 def test_claim_b_full_exposure_best_or_not():
@@ -488,7 +499,9 @@ def test_every_run_composes_and_passes_the_entry_points_checks(tmp_path, method)
         if m.mode == "fixed":
             assert cfg.controller.alpha == m.alpha
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
-    assert cfg.data.seed == 2 and cfg.actor_rollout_ref.rollout.seed == 2 and cfg.data.train_batch_size == 16
+    # verl's sampler shuffles with a generator seeded by data.seed (verl/trainer/ppo/utils.py create_rl_sampler)
+    assert cfg.data.shuffle is True and cfg.data.seed == 2 and cfg.data.train_batch_size == 16
+    assert cfg.actor_rollout_ref.rollout.seed == 2
     assert (
         cfg.trainer.total_training_steps == 40 and cfg.trainer.save_freq == 40 and cfg.trainer.test_freq == 10
     )

@@ -50,6 +50,8 @@ from recipe.atesd.tools.summarize import read_metrics, validations
 MISMATCH, TOP1 = "distill/kl_mean", "distill/top1_disagreement"
 PROBE_NLL, REWARD, SCORE = "probe/nll", "controller/reward", "critic/score/mean"
 STEP_TIME, TEST_TIME = "timing_s/step", "timing_s/testing"
+# step 1's rollouts, compared across the fixed-α runs of a seed: same values = (very likely) the same samples
+ROLLOUT = ("response_length/mean", "critic/score/mean")
 NOISE = 2.0  # "beyond noise": a difference of means above NOISE standard errors (Welch, seed stds)
 PLOTS = {
     "accuracy_vs_alpha.png": "held-out accuracy after training vs fixed α (claim b), other methods as lines",
@@ -164,6 +166,7 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         "beta_ab_per_decision": [],
         "controller_reward": [],
         "train_score": [],
+        "rollout_step1": None,
         "wall_s": done["wall_s"] if done else None,
         "steps_s": None,
         "first_step_s": None,
@@ -211,6 +214,8 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
             row["beta_ab_per_decision"] = [[w.a, w.b] for w in wins if w.mean is not None]
         row["controller_reward"] = [[s, v] for s, v in series(rows, REWARD, metrics)]
         row["train_score"] = [[s, v] for s, v in series(rows, SCORE, metrics)]
+        first = rows[0]
+        row["rollout_step1"] = [first.get(k) for k in ROLLOUT] if first["step"] == 1 else None
         steps_t = series(rows, STEP_TIME, metrics)
         row["steps_s"] = sum(v for _, v in steps_t)
         row["first_step_s"] = steps_t[0][1] if steps_t else None
@@ -274,6 +279,15 @@ def claim_a(rows: list[dict], key: str) -> dict:
         "violations": violations,
         "holds": (not violations) if complete else None,
     }
+
+
+def same_rollouts(rows: list[dict]) -> dict[int, bool]:
+    """Per seed with ≥ 2 finished fixed-α runs: whether their step-1 ``ROLLOUT`` values are all equal."""
+    by_seed: dict[int, list] = {}
+    for r in _done(rows):
+        if r["mode"] == "fixed" and r["rollout_step1"] is not None:
+            by_seed.setdefault(r["seed"], []).append(tuple(r["rollout_step1"]))
+    return {s: len(set(v)) == 1 for s, v in sorted(by_seed.items()) if len(v) > 1}
 
 
 def claim_b(rows: list[dict]) -> dict:
@@ -576,7 +590,7 @@ def render(
         f"k = 1, on the held-out split ({n_val or 'data/toy/val.parquet'} problems, docs/toy.md); before = "
         "step 0, after = the last step.",
         "- Mismatch: `distill/kl_mean`, the token mean of the forward KL(p_T ‖ p_S) on the student's rollouts; "
-        "step 1 = rollouts of the initial weights (for one seed the same batch for every α), and its mean "
+        "step 1 = rollouts of the initial weights on the same prompts for every α of a seed, and its mean "
         "over the training steps.",
     ]
     if aside:
@@ -705,6 +719,12 @@ def render(
         )
         for seed, a0, a1, v0, v1 in a["violations"]:
             md.append(f"  - fails in seed {seed}: α {a0:g} → {a1:g}: {v0:.4f} → {v1:.4f}")
+    paired = same_rollouts(rows)
+    md.append(
+        f"- Step-1 rollouts ({', '.join(f'`{k}`' for k in ROLLOUT)} at step 1) equal across the fixed α of "
+        f"seeds {[s for s, same in paired.items() if same]} (the step-1 comparison is paired there: the same "
+        f"samples scored by each α's teacher); they differ in seeds {[s for s, same in paired.items() if not same]}."
+    )
     md += [
         "",
         f"![{PLOTS['mismatch_vs_alpha.png']}]({rel}/mismatch_vs_alpha.png)"
