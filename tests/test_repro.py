@@ -248,6 +248,11 @@ def test_run_row_adaptive(tmp_path):
     # scores (1,0,1,0) then (1,1,1,0) over problems of difficulty 2, 3, 2, 3
     assert row["acc_by_difficulty_before"] == {"2": 1.0, "3": 0.0}
     assert row["acc_by_difficulty_after"] == {"2": 1.0, "3": 0.5}
+    assert row["dump_mismatch"] == []  # dumped means 0.5 and 0.75 = the logged accuracies
+    bad = make_run(tmp_path, "adaptive", 2, acc=(0.5, 0.8))  # logged 0.8, dumped 0.75
+    assert rr.run_row("adaptive", 2, bad, rr.load_difficulties(val_file(tmp_path)))["dump_mismatch"] == [
+        [4, 0.75, 0.8]
+    ]
     # wall = outside + Σ timing_s/step + Σ timing_s/testing
     assert row["steps_s"] == 13.0 and row["first_step_s"] == 10.0 and row["testing_s"] == 3.0
     assert row["outside_steps_s"] == 100.0 - 13.0 - 3.0
@@ -423,6 +428,8 @@ def test_report_lists_every_run_and_draws(tmp_path):
         "(a) mismatch grows monotonically" in md and md.count("**reproduces**") >= 2
     )  # claim (a), both keys
     assert "The lead's reading." in md
+    # the synthetic dumps (means 0.5, 0.75) disagree with most logged accuracies here: said, not hidden
+    assert "**The dumped generations do not match the logged accuracy**" in md
     for name in rr.PLOTS:
         png = out.parent / "toy-reproduction" / name
         assert f"toy-reproduction/{name}" in md, name

@@ -114,8 +114,9 @@ def load_difficulties(val_file: str | Path) -> dict[str, int]:
     return out
 
 
-def accuracy_by_difficulty(path: Path, difficulties: dict[str, int]) -> dict[str, float]:
-    """Mean ``score`` per difficulty of one dumped validation (``<step>.jsonl``: verl's ``input``, ``score``)."""
+def accuracy_by_difficulty(path: Path, difficulties: dict[str, int]) -> tuple[dict[str, float], float]:
+    """Mean ``score`` per difficulty of one dumped validation (``<step>.jsonl``: verl's ``input``, ``score``),
+    and the mean over every dumped row (to check against the logged accuracy)."""
     hits: dict[int, list[float]] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         entry = json.loads(line)
@@ -123,7 +124,8 @@ def accuracy_by_difficulty(path: Path, difficulties: dict[str, int]) -> dict[str
         if len(found) != 1:
             raise ValueError(f"{path}:{n}: the input names {len(found)} held-out problems (need exactly one)")
         hits.setdefault(found[0], []).append(float(entry["score"]))
-    return {str(k): sum(v) / len(v) for k, v in sorted(hits.items())}
+    scores = [x for v in hits.values() for x in v]
+    return {str(k): sum(v) / len(v) for k, v in sorted(hits.items())}, sum(scores) / len(scores)
 
 
 def _json(path: Path) -> dict:
@@ -167,6 +169,7 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         "controller_reward": [],
         "train_score": [],
         "rollout_step1": None,
+        "dump_mismatch": [],
         "wall_s": done["wall_s"] if done else None,
         "steps_s": None,
         "first_step_s": None,
@@ -226,7 +229,10 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         for when, step in (("before", 0), ("after", row["steps"] if row["acc_after"] is not None else None)):
             dump = directory / GENERATIONS / f"{step}.jsonl"
             if step is not None and dump.exists():
-                row[f"acc_by_difficulty_{when}"] = accuracy_by_difficulty(dump, difficulties)
+                row[f"acc_by_difficulty_{when}"], overall = accuracy_by_difficulty(dump, difficulties)
+                logged = dict(map(tuple, row["acc_curve"])).get(step)
+                if logged is None or abs(overall - logged) > 1e-9:  # the same scores, summed in another order
+                    row["dump_mismatch"].append([step, overall, logged])
     return row
 
 
@@ -803,6 +809,14 @@ def render(
             [[m, *(_f(v.get(k), 3) for k in ks)] for m, v in table.items()],
         )
         md += [f"![{PLOTS['accuracy_by_difficulty.png']}]({rel}/accuracy_by_difficulty.png)", ""]
+        bad = [(r["method"], r["seed"], *m) for r in rows for m in r["dump_mismatch"]]
+        md += [
+            "The dumped generations' mean score equals the logged accuracy at every step read."
+            if not bad
+            else "**The dumped generations do not match the logged accuracy** (method, seed, step, dumped, "
+            f"logged): {bad}",
+            "",
+        ]
     else:
         md += ["No validation generations dumped by a finished run.", ""]
 
