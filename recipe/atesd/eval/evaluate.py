@@ -13,7 +13,8 @@ of the data-parallel layout and of a resume.
 
 Data parallel: one engine process per group of ``tensor_parallel_size`` visible GPUs (CPU: one),
 work items dealt round-robin. Each engine queues all its requests and streams finished ones back in
-groups of ``engine.batch_size``; the main process grades them (math_grader), appends the rows and
+groups of ``engine.batch_size``; the main process grades them (``grader_kind``: math_grader, or the toy
+grader for ``--config-name evaluate_toy``), appends the rows and
 fsyncs; a rerun skips finished rows. Then ``summary.json`` / ``summary.md``.
 """
 
@@ -32,7 +33,8 @@ import hydra
 from recipe.atesd.eval.report import render_markdown, summarize
 from recipe.atesd.eval.store import GenerationStore, check_run_config
 from recipe.atesd.method.prompts import TeacherPromptConfig, build_student_messages, chat_ids
-from recipe.atesd.rewards.math_grader import GraderConfig, grade, grader_stats, shutdown_workers
+from recipe.atesd.rewards.math_grader import GraderConfig, GradeResult, grade, grader_stats, shutdown_workers
+from recipe.atesd.rewards.toy_grader import last_boxed
 
 LOG_PREFIX = "[evaluate]"
 ENGINE_POLL_S = 2.0
@@ -47,6 +49,17 @@ class WorkItem:
     prompt_ids: tuple[int, ...]
 
 
+def toy_grade(text: str, ground_truth: str, cfg: GraderConfig | None = None) -> GradeResult:
+    r"""The toy world's reward (``recipe/atesd/rewards/toy_grader.py``): exact match of the last ``\boxed{}``."""
+    answer = last_boxed(text)
+    correct = answer is not None and answer == ground_truth.strip()
+    return GradeResult(correct=correct, answer=answer, status="ok" if answer is not None else "no_answer")
+
+
+# ``grader_kind``: how a response is graded (math-verify for the benchmarks, exact match for the toy world).
+GRADERS = {"math": grade, "toy": toy_grade}
+
+
 def sample_seed(base_seed: int, benchmark: str, problem_id: str, sample_index: int) -> int:
     """``crc32("benchmark/id") * 2**16 + base_seed + sample_index``: stable across runs and machines."""
     if not 0 <= base_seed + sample_index < 2**16:
@@ -54,16 +67,29 @@ def sample_seed(base_seed: int, benchmark: str, problem_id: str, sample_index: i
     return zlib.crc32(f"{benchmark}/{problem_id}".encode()) * 2**16 + base_seed + sample_index
 
 
+def _benchmark_rows(path: Path) -> list[tuple[str, dict]]:
+    """(position, row) of a ``.jsonl`` (one object per line) or of a verl-row ``.parquet`` (its ``extra_info``
+    holds ``id``, ``problem``, ``answer``: recipe/atesd/data/schema.py)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        infos = pq.read_table(path, columns=["extra_info"]).column("extra_info").to_pylist()
+        return [(f"row {i}", info or {}) for i, info in enumerate(infos)]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [(str(n), json.loads(line)) for n, line in enumerate(lines, start=1) if line.strip()]
+
+
 def load_benchmark(data_dir: Path, name: str, limit: int | None) -> list[dict]:
-    """Rows ``{"id", "problem", "answer"}`` of ``data_dir/<name>.jsonl`` (first ``limit`` if set)."""
-    path = Path(data_dir) / f"{name}.jsonl"
-    if not path.is_file():
-        raise ValueError(f"benchmarks: no file {path} for benchmark '{name}'")
+    """Rows ``{"id", "problem", "answer"}`` of ``data_dir/<name>.jsonl``, else of ``data_dir/<name>.parquet``
+    (verl rows, e.g. the toy world's ``data/toy/val.parquet``); first ``limit`` if set."""
+    candidates = [Path(data_dir) / f"{name}{suffix}" for suffix in (".jsonl", ".parquet")]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise ValueError(
+            f"benchmarks: no file {candidates[0]} or {candidates[1].name} for benchmark '{name}'"
+        )
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for number, row in _benchmark_rows(path):
         for field in ("id", "problem", "answer"):
             if not isinstance(row.get(field), str) or not row[field].strip():
                 raise ValueError(f"{path}:{number}: field '{field}' must be a non-empty string")
@@ -92,6 +118,7 @@ def validate(cfg) -> None:
         or cfg.engine.data_parallel_size >= 1,
         "engine.batch_size": cfg.engine.batch_size >= 1,
         "grader_workers": cfg.grader_workers >= 1,
+        "grader_kind": cfg.grader_kind in GRADERS,
     }
     for key, ok in checks.items():
         if not ok:
@@ -161,10 +188,12 @@ def _engine_main(rank: int, devices: list[str], engine: dict, env: dict, samplin
         raise
 
 
-def _grade_rows(results, answers: dict, grader_cfg: GraderConfig, pool: ThreadPoolExecutor) -> list[dict]:
+def _grade_rows(
+    results, answers: dict, grader, grader_cfg: GraderConfig, pool: ThreadPoolExecutor
+) -> list[dict]:
     def one(result):
         item, text, n_tokens, finish = result
-        graded = grade(text, answers[(item.benchmark, item.problem_id)], grader_cfg)
+        graded = grader(text, answers[(item.benchmark, item.problem_id)], grader_cfg)
         return {
             "benchmark": item.benchmark,
             "id": item.problem_id,
@@ -231,7 +260,7 @@ def generate(cfg, todo: list[WorkItem], answers: dict, store: GenerationStore, m
                 if kind == "done":
                     done.add(rank)
                     continue
-                rows = _grade_rows(payload, answers, grader_cfg, pool)
+                rows = _grade_rows(payload, answers, GRADERS[cfg.grader_kind], grader_cfg, pool)
                 store.append(rows)
                 written += len(rows)
                 bar.update(len(rows))
@@ -282,6 +311,7 @@ def run(cfg) -> dict | None:
         "sampling": OmegaConf.to_container(cfg.sampling),
         "enable_thinking": cfg.enable_thinking,
         "student_template": template,
+        "grader_kind": cfg.grader_kind,
     }
     check_run_config(out_dir / "run_config.json", recorded)
     answers = {(b, r["id"]): r["answer"] for b, rows in problems.items() for r in rows}
