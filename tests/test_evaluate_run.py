@@ -153,3 +153,12 @@ def test_evaluate_toy_config_dry_run(tmp_path, capsys):
     cfg.grader_kind = "nope"
     with pytest.raises(ValueError, match="grader_kind: invalid value"):
         evaluate.run(cfg)
+
+
+def test_dry_run_exports_and_writes_nothing(run_dir, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(evaluate, "run", lambda cfg: seen.append(cfg.model_path))
+    out = tmp_path / "eval"
+    er.main([str(run_dir), "--config", "evaluate_toy", "--out", str(out), "--", "dry_run=true"])
+    assert seen == [str(out / "toy-atesd-s3" / "models" / f"step_{s}") for s in (2, 4)]
+    assert not out.exists()

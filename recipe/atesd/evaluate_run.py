@@ -21,6 +21,7 @@ error naming the flags; ``run.json`` is written once and a rerun with another me
 Resumable across steps: a step whose ``summary.json`` covers the requested ``n_samples`` and benchmarks is
 skipped without exporting; any other step is exported (idempotent) and evaluated (``evaluate`` resumes its
 own ``generations.jsonl``), so a killed job rerun with the same command loses at most the rows in flight.
+``-- dry_run=true`` prints each step's resolved evaluation plan and exports, evaluates and writes nothing.
 """
 
 from __future__ import annotations
@@ -136,13 +137,18 @@ def evaluate_run(
         "config": config,
         "overrides": overrides,
     }
-    write_run_json(run_out / "run.json", record)
     chosen = steps or saved_steps(root)
+    if not compose(config, ["model_path=-", "output_dir=-", *overrides]).dry_run:
+        write_run_json(run_out / "run.json", record)
     summaries = {}
     for step in chosen:
         step_dir = run_out / f"step_{step}"
         model_dir = run_out / "models" / f"step_{step}"
         cfg = compose(config, [f"model_path={model_dir}", f"output_dir={step_dir}", *overrides])
+        if cfg.dry_run:  # evaluate prints the plan; nothing is exported or written
+            print(f"{LOG_PREFIX} {name} step {step}: dry run, model would be {model_dir}", flush=True)
+            evaluate(cfg)
+            continue
         if step_done(step_dir, cfg):
             print(
                 f"{LOG_PREFIX} {name} step {step}: already evaluated ({step_dir / 'summary.json'})",
