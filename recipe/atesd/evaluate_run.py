@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -41,8 +42,9 @@ LOG_PREFIX = "[evaluate_run]"
 
 
 def run_name(run_dir: Path) -> str:
-    """The run's name: its folder, or the folder above when that one is ``checkpoints``."""
-    run_dir = Path(run_dir).resolve()
+    """The run's name: its folder, or the folder above when that one is ``checkpoints`` (symlinks not followed:
+    a link named after the experiment keeps that name)."""
+    run_dir = Path(os.path.abspath(run_dir))
     return run_dir.parent.name if run_dir.name == "checkpoints" else run_dir.name
 
 
