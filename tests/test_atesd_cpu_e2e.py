@@ -7,7 +7,11 @@ Ray session and /dev/shm clean-up; see tests/integration_utils.py):
   checkpoints at steps 5 and 8, loss-parity capture of the first update (tests/atesd_capture.py);
 - ``killed`` + ``resumed``: the same run killed right after its step-5 checkpoint (mid window 2),
   then resumed from it, both attempts logging to one metrics history;
-- ``lora``: random exposure with the LoRA teacher (actor with adapters disabled), 4 updates.
+- ``lora``: random exposure with the LoRA teacher (actor with adapters disabled), 4 updates, checkpoint at 4.
+
+The evaluation chain (docs/evaluation.md, "From a run to the table") reuses the ``full`` and ``lora``
+checkpoints: export (recipe/atesd/export.py) → the exported model is the trained actor → ``evaluate_run`` on 2
+problems per step (one vLLM engine per step: 3 engine starts, no training stack) → ``table``.
 """
 
 import json
@@ -19,8 +23,11 @@ import pandas as pd
 import pytest
 import torch
 from conftest import REPO_ROOT
+from export_check import actor_from_checkpoint, fixed_tokens, token_log_probs
 from integration_utils import python_module, ray_temp_overrides, run_stack
 
+from recipe.atesd.export import export_run
+from recipe.atesd.table import build_table
 from recipe.atesd.tools.run_history import read_history
 from recipe.atesd.tools.summarize import read_metrics
 
@@ -155,16 +162,16 @@ def lora_run(tiny_model, tmp_path_factory):
         *COMMON,
         "controller.exposure_mode=random",
         "trainer.total_training_steps=4",
-        "trainer.save_freq=-1",
+        "trainer.save_freq=4",  # one checkpoint, for the evaluation chain below
         "trainer.test_freq=-1",
         "actor_rollout_ref.model.lora_rank=8",
         "actor_rollout_ref.model.lora_alpha=16",
         "actor_rollout_ref.model.target_modules=all-linear",
         "actor_rollout_ref.actor.optim.lr=1e-3",
     ]
-    result, _ = launch(workdir, "lora", overrides)
+    result, ckpt = launch(workdir, "lora", overrides)
     assert result.returncode == 0 and not result.timed_out, result.describe()
-    return metrics_rows(workdir / "lora.jsonl")
+    return metrics_rows(workdir / "lora.jsonl"), ckpt
 
 
 def assert_windows(rows: dict[int, dict]) -> dict[int, float]:
@@ -299,7 +306,7 @@ def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
 
 
 def test_lora_teacher_random_exposure(lora_run):
-    rows = lora_run
+    rows, _ = lora_run
     assert sorted(rows) == [1, 2, 3, 4]
     alphas = assert_windows(rows)
     assert len(alphas) == 2 and alphas[0] != alphas[1], f"random draws should differ by window: {alphas}"
@@ -307,3 +314,111 @@ def test_lora_teacher_random_exposure(lora_run):
     for step, m in rows.items():
         assert math.isfinite(m["distill/loss"]) and m["distill/loss"] > 0, (step, m["distill/loss"])
         assert 0 < m["actor/grad_norm"] < float("inf")
+
+
+# --- the evaluation chain on the runs' checkpoints (docs/evaluation.md, "From a run to the table") ---
+
+EVAL_TIMEOUT_S = 600  # one evaluate_run call: export + one vLLM engine per step on 2 problems x 2 samples
+EVAL = [
+    "benchmarks=[aime24]",
+    "limit_problems=2",
+    "n_samples=2",
+    "sampling.max_new_tokens=16",
+    "engine.enforce_eager=true",
+    "engine.cpu_kvcache_space_gb=1",
+]
+FIXED_TEXT = "Problem: what is 2 + 3?\nAnswer: 2 + 3 = 5, so the answer is \\boxed{5}."
+# Merged LoRA weights W + (alpha/r) B A vs the actor's adapters on the side (fp32 both): the same maths in
+# another rounding order, ~u * sqrt(k) relative per product (u = 6e-8, k <= 128 here) through 2 layers; seen
+# 7.9e-8 on the unit test's model (tests/test_export.py). 1e-5 keeps >100x headroom; a wrong alpha/r or a
+# missing module changes the log-probs by the adapters' whole effect (>= 1e-3 after 4 updates at lr 1e-3).
+LORA_MERGE_FP32_TOL = 1e-5
+
+
+@pytest.mark.parametrize("which", ["full", "lora"])
+def test_exported_model_is_the_trained_actor(full_run, lora_run, which, tmp_path):
+    """fp32 export: log-probs on fixed tokens equal the actor's (bitwise for full fine-tuning: same tensors, same
+    kernels; LoRA within LORA_MERGE_FP32_TOL). bf16 export (the default, what evaluate serves): its weights are
+    the actor's fp32 weights cast to bf16 bit for bit — what FSDP2's bf16 mixed precision computes with."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ckpt, step = (full_run[1], STEPS) if which == "full" else (lora_run[1], 4)
+    actor_dir = ckpt / f"global_step_{step}" / "actor"
+    actor = actor_from_checkpoint(actor_dir)
+    tokens = fixed_tokens(AutoTokenizer.from_pretrained(actor_dir / "huggingface"), FIXED_TEXT)
+    reference = token_log_probs(actor, tokens)
+    (fp32,) = export_run(ckpt, tmp_path / "fp32", steps=[step], dtype="float32")
+    exported = AutoModelForCausalLM.from_pretrained(fp32.out_dir, dtype=torch.float32).eval()
+    got = token_log_probs(exported, tokens)
+    if which == "full":
+        assert torch.equal(got, reference)
+    else:
+        torch.testing.assert_close(got, reference, atol=LORA_MERGE_FP32_TOL, rtol=0)
+        merged = actor.merge_and_unload()  # PEFT's own merge: the same weights (fp32 rounding of B @ A aside)
+        for key, value in merged.state_dict().items():
+            torch.testing.assert_close(exported.state_dict()[key], value, atol=1e-6, rtol=1e-6, msg=key)
+    (bf16,) = export_run(ckpt, tmp_path / "bf16", steps=[step])
+    weights = AutoModelForCausalLM.from_pretrained(bf16.out_dir).state_dict()
+    for key, value in exported.state_dict().items():
+        assert torch.equal(weights[key], value.to(torch.bfloat16)), key
+
+
+@pytest.mark.timeout(2 * EVAL_TIMEOUT_S + 300)
+def test_evaluate_every_step_then_tabulate(full_run, lora_run, tmp_path_factory):
+    """evaluate_run on both runs (full: steps 5 and 8, LoRA: step 4), a rerun that does nothing, then the table."""
+    workdir = tmp_path_factory.mktemp("eval_chain")
+    out = workdir / "eval"
+
+    def evaluate_run(name, ckpt, steps, log):
+        args = [
+            str(ckpt),
+            "--config",
+            "evaluate",
+            "--out",
+            str(out),
+            "--name",
+            name,
+            "--steps",
+            steps,
+            "--",
+            *EVAL,
+        ]
+        result = run_stack(
+            python_module("recipe.atesd.evaluate_run", *args),
+            workdir=workdir,
+            timeout_s=EVAL_TIMEOUT_S,
+            name=log,
+        )
+        assert result.returncode == 0 and not result.timed_out, result.describe()
+        return result
+
+    timings = {}
+    for name, ckpt, steps in (("full-s0", full_run[1], f"{KILL_AT},{STEPS}"), ("lora-s0", lora_run[1], "4")):
+        timings[name] = evaluate_run(name, ckpt, steps, f"eval-{name}").wall_s
+        for step in map(int, steps.split(",")):
+            summary = json.loads((out / name / f"step_{step}" / "summary.json").read_text())
+            bench = summary["benchmarks"]["aime24"]
+            assert (summary["n_samples"], bench["n_problems"]) == (2, 2)
+            rows = (out / name / f"step_{step}" / "generations.jsonl").read_text().splitlines()
+            assert len(rows) == 4
+            assert not (
+                out / name / "models" / f"step_{step}"
+            ).exists()  # the export is removed once evaluated
+    again = evaluate_run("full-s0", full_run[1], f"{KILL_AT},{STEPS}", "eval-again")
+    log = again.log_path.read_text()
+    assert log.count("already evaluated") == 2 and "[evaluate]" not in log
+    print(f"evaluate_run wall time: {timings} s; rerun of finished steps {again.wall_s:.0f} s")
+
+    text = build_table([out / "full-s0"], out=workdir / "table")
+    summaries = {
+        s: json.loads((out / "full-s0" / f"step_{s}" / "summary.json").read_text()) for s in (KILL_AT, STEPS)
+    }
+    score = {s: summaries[s]["benchmarks"]["aime24"]["mean@2"] for s in summaries}
+    assert f"## Fixed step {STEPS} (the honest number)" in text
+    assert f"| full | 1 | {100 * score[STEPS]:.1f} ± –" in text
+    best = max(summaries, key=lambda s: (score[s], -s))
+    assert f"{100 * score[best]:.1f} ± – (step {best})" in text
+    assert f"- full: +{100 * (score[best] - score[STEPS]):.1f}" in text
+    assert (workdir / "table" / "table.csv").is_file() and (workdir / "table" / "curves.png").is_file()
+    lora_table = build_table([out / "lora-s0"], out=workdir / "table-lora")
+    assert "## Fixed step 4 (the honest number)" in lora_table

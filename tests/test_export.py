@@ -290,3 +290,22 @@ def test_shards_of_another_architecture_are_refused(tmp_path, mesh, tokenizer):
     write_checkpoint(tmp_path / "ckpt", 1, state, model.config, tokenizer, mesh)
     with pytest.raises(CheckpointError, match=r"missing \['model.layers.1.mlp.up_proj.weight'\]"):
         export_run(tmp_path / "ckpt", tmp_path / "out")
+
+
+def test_the_e2e_helper_rebuilds_the_actor_from_a_checkpoint(tmp_path, mesh, tokenizer):
+    """tests/export_check.py (the e2e tests' reference actor) on checkpoints built here: it gives back the
+    module that was saved, full fine-tuning and LoRA, bit for bit."""
+    from export_check import actor_from_checkpoint, token_log_probs
+
+    model = fp32_model()
+    write_checkpoint(tmp_path / "full", 1, dict(model.state_dict()), model.config, tokenizer, mesh, world=1)
+    actor = actor_from_checkpoint(tmp_path / "full" / "global_step_1" / "actor")
+    assert torch.equal(token_log_probs(actor, TOKENS), log_probs(model))
+    trained = lora_model()
+    meta = {"r": 4, "lora_alpha": 8, "task_type": "CAUSAL_LM"}
+    config = trained.base_model.model.config
+    write_checkpoint(
+        tmp_path / "lora", 1, dict(trained.state_dict()), config, tokenizer, mesh, world=1, lora=meta
+    )
+    actor = actor_from_checkpoint(tmp_path / "lora" / "global_step_1" / "actor")
+    assert torch.equal(token_log_probs(actor, TOKENS), log_probs(trained))
