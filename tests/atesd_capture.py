@@ -3,10 +3,11 @@
 Loaded into every process of a test stack the way ``verl_patches`` are: the test sets
 ``VERL_USE_EXTERNAL_MODULES=atesd_capture`` (``verl/__init__.py`` imports it) and puts ``tests/`` on
 ``PYTHONPATH``. When ``recipe.atesd.glue.worker`` is imported, the worker's ``_token_losses`` and the
-module's ``distill_token_losses`` are wrapped; every micro-batch of the first update (the first
-``UpdateReport`` this process sees) is written to ``$ATESD_CAPTURE_DIR/rank<r>_mb<i>.pt``: both sides'
-response-row logits, the unmasked per-token loss, the response mask, the reduction constants and the
-(α, window) the worker used. The production worker carries no hook.
+module's ``distill_token_losses`` / ``fused_distill_loss`` are wrapped; every micro-batch of the first
+update (the first ``UpdateReport`` this process sees) is written to ``$ATESD_CAPTURE_DIR/rank<r>_mb<i>.pt``:
+both sides' response-row logits (with ``distill.fused``: h Wᵀ, formed by the hook only), the per-token
+loss, the response mask, the reduction constants and the (α, window) the worker used. The production
+worker carries no hook.
 """
 
 import functools
@@ -23,11 +24,22 @@ def _patch(module) -> None:
     calls: dict = {}
     state = {"report": None, "count": 0}
     distill_token_losses = module.distill_token_losses
+    fused_distill_loss = module.fused_distill_loss
     token_losses = module.ATESDWorker._token_losses
 
     @functools.wraps(distill_token_losses)
     def recorded(student, teacher, cfg, target_ids=None):
         loss, diag = distill_token_losses(student, teacher, cfg, target_ids=target_ids)
+        calls.update(student=student, teacher=teacher, cfg=cfg, loss=loss)
+        return loss, diag
+
+    @functools.wraps(fused_distill_loss)
+    def recorded_fused(h_s, w_s, h_t, w_t, cfg, weights=None, target_ids=None):
+        """distill.fused: the logits the fused path scores, h Wᵀ (h already divided by τ), formed here only."""
+        loss, diag = fused_distill_loss(h_s, w_s, h_t, w_t, cfg, weights=weights, target_ids=target_ids)
+        with torch.no_grad():
+            student = h_s.detach().float() @ w_s.detach().float().t()
+            teacher = h_t.detach().float() @ w_t.detach().float().t()
         calls.update(student=student, teacher=teacher, cfg=cfg, loss=loss)
         return loss, diag
 
@@ -58,6 +70,7 @@ def _patch(module) -> None:
         return out
 
     module.distill_token_losses = recorded
+    module.fused_distill_loss = recorded_fused
     module.ATESDWorker._token_losses = capturing
 
 

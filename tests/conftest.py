@@ -9,8 +9,9 @@ if str(REPO_ROOT) not in sys.path:
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def tiny_qwen(vocab: int, seed: int):
-    """A random fp64 Qwen3 (hidden 32, 2 layers) for exact in-process checks; same seed → same weights."""
+def tiny_qwen(vocab: int, seed: int, tied: bool = False):
+    """A random fp64 Qwen3 (hidden 32, 2 layers) for exact in-process checks; same seed → same weights.
+    ``tied``: the LM head is the input embedding (Qwen3 ≤ 4B)."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -25,5 +26,6 @@ def tiny_qwen(vocab: int, seed: int):
         head_dim=8,
         max_position_embeddings=4096,
         attn_implementation="sdpa",
+        tie_word_embeddings=tied,
     )
     return Qwen3ForCausalLM(cfg).to(torch.float64).eval()

@@ -36,8 +36,13 @@ def rows():
     return [dict(info) for info in frame["extra_info"]]
 
 
-def make_worker(tokenizer, teacher, exposure: TeacherPromptConfig, alpha: float, mode="forward_kl"):
-    """An ATESDWorker with just the state ``_loss_fn`` reads (what ``init_teacher`` + ``set_exposure`` set)."""
+def make_worker(
+    tokenizer, teacher, exposure: TeacherPromptConfig, alpha: float, mode="forward_kl", fused=False
+):
+    """An ATESDWorker with just the state ``_loss_fn`` reads (what ``init_teacher`` + ``set_exposure`` set).
+
+    ``fused=False`` (these tests feed ``_loss_fn`` logits): the reference path; tests/test_worker_fused.py
+    runs the fused one through verl's ``forward_step`` under ``ATESDWorker.student_head``."""
     from recipe.atesd.glue.worker import ATESDWorker, UpdateReport  # imports verl: only when the test runs
 
     w = ATESDWorker.__new__(ATESDWorker)
@@ -45,7 +50,8 @@ def make_worker(tokenizer, teacher, exposure: TeacherPromptConfig, alpha: float,
     w._prompt_cfg = exposure
     w._teacher_cfg = TeacherConfig()
     w._weights = "reference"
-    w._distill_cfg = DistillLossConfig(mode=mode, temperature=TEMPERATURE)
+    w._distill_cfg = DistillLossConfig(mode=mode, temperature=TEMPERATURE, fused=fused)
+    w._head_capture = None
     w._loss_cfg = replace(w._distill_cfg, temperature=1.0)
     w._tokenizer = tokenizer
     w._exposure = None if alpha is None else (alpha, 0)

@@ -16,6 +16,14 @@ micro-batch; we run the teacher on ``c_T(α) ⊕ ŷ`` for the same micro-batch u
 compute the chunked per-token loss (``recipe/atesd/method/losses.py``). Full-vocabulary teacher logits
 never leave the process.
 
+``distill.fused`` (default): during ``update_actor`` the student's LM head returns its input, so what
+verl hands the logits processor are the final hidden states h/τ ``[nnz, H]`` (τ commutes with the head),
+plus a copy of the head weight W taken inside the head's forward, where FSDP has gathered it — once
+per micro-batch (``scoring.hidden_states_as_logits``); the teacher returns hidden states on response
+rows only (``scoring.teacher_response_hidden``: its head weight is the student's when the head module
+is shared — LoRA adapters off, live actor — else one more copy). ``method/fused_loss.py`` projects
+and scores chunk by chunk: neither model's [T, V] logits exist.
+
 Teacher weights (``teacher.kind``, placed by ``recipe/atesd/method/teacher.py::teacher_weights``):
 ``reference`` — verl's fused reference model in this worker (``frozen`` full fine-tuning; ``ema`` moves
 it toward the actor after each update); ``adapters_off`` — the actor with LoRA adapters disabled
@@ -25,7 +33,7 @@ it toward the actor after each update); ``adapters_off`` — the actor with LoRA
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -34,13 +42,16 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
 from recipe.atesd.glue.config_check import uses_lora
+from recipe.atesd.method.fused_loss import fused_distill_loss
 from recipe.atesd.method.losses import DistillLossConfig, distill_token_losses
 from recipe.atesd.method.probe import ProbeSet
 from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
 from recipe.atesd.method.scoring import (
     build_teacher_batch,
+    hidden_states_as_logits,
     packed_response_rows,
     sequence_token_logprobs,
+    teacher_response_hidden,
     teacher_response_logits,
 )
 from recipe.atesd.method.teacher import TeacherConfig, ema_update_, teacher_weights
@@ -97,6 +108,7 @@ class ATESDWorker(ActorRolloutRefWorker):
         self._prompt_cache: dict[str, tuple[list[int], int]] = {}  # row id → teacher prompt, this window
         self._ground_cache: dict[float, float] = {}  # α → g, only while the teacher's weights never change
         self._report = UpdateReport()
+        self._head_capture = None  # set by student_head() while update_actor runs with distill.fused
         if self._weights == "reference" and self.ref is None:
             raise ValueError(f"teacher.kind={self._teacher_cfg.kind} needs the fused reference model")
         self._probe = (
@@ -125,7 +137,8 @@ class ATESDWorker(ActorRolloutRefWorker):
             data, distillation_use_topk=True, distillation_only=True, calculate_entropy=False
         )
         self._report = UpdateReport(exposure=self._exposure)
-        output = super().update_actor(data)
+        with self.student_head():
+            output = super().update_actor(data)
         if self._teacher_cfg.kind == "ema":
             ema_update_(
                 self.ref.engine.module.parameters(),
@@ -205,35 +218,69 @@ class ATESDWorker(ActorRolloutRefWorker):
             )
         return loss, {}
 
+    @contextmanager
+    def student_head(self):
+        """With ``distill.fused``: the actor's LM head hands verl hidden states (module docstring)."""
+        if not self._distill_cfg.fused:
+            yield
+            return
+        with hidden_states_as_logits(self.actor.engine.module) as capture:
+            self._head_capture = capture
+            try:
+                yield
+            finally:
+                self._head_capture = None
+
     def _require_exposure(self) -> tuple[float, int]:
         if self._exposure is None:
             raise RuntimeError("ATESD worker has no exposure: the trainer must call set_exposure first")
         return self._exposure
 
     def _token_losses(self, logits: torch.Tensor, data) -> torch.Tensor:
-        """Per-row loss for the packed micro-batch: non-zero only on response rows."""
+        """Per-row loss for the packed micro-batch: non-zero only on response rows.
+
+        ``logits``: verl's temperature-scaled student logits ``[nnz, V]``, or with ``distill.fused`` the
+        student's final hidden states h/τ ``[nnz, H]`` (``student_head``)."""
         alpha = self._require_exposure()[0]
         t0 = time.perf_counter()
+        dev = logits.device
         responses = [r.tolist() for r in data["responses"].unbind()]
-        response_mask = data["response_mask"].values().to(logits.device).bool()
-        rows = packed_response_rows(data["input_ids"].offsets(), data["responses"].offsets().diff()).to(
-            logits.device
-        )
+        response_mask = data["response_mask"].values().to(dev).bool()
+        rows = packed_response_rows(data["input_ids"].offsets(), data["responses"].offsets().diff()).to(dev)
+        target_ids = data["responses"].values().to(dev)
         teacher_prompts = [self._teacher_prompt(info, alpha) for info in tu.get(data, "extra_info")]
         batch = build_teacher_batch(teacher_prompts, responses, self._tokenizer.pad_token_id)
-        with self._teacher_module() as teacher:
-            teacher_logits = teacher_response_logits(teacher, batch, logits.device)
-        teacher_logits = teacher_logits / _token_temperatures(data, logits.device)[:, None].to(
-            teacher_logits.dtype
-        )
-        t1 = time.perf_counter()
-        token_loss, diag = distill_token_losses(
-            logits[rows],
-            teacher_logits,
-            self._loss_cfg,
-            target_ids=data["responses"].values().to(logits.device),
-        )
-        token_loss = token_loss * response_mask
+        temperatures = _token_temperatures(data, dev)[:, None]
+        if self._distill_cfg.fused:
+            if self._head_capture is None:
+                raise RuntimeError(
+                    "distill.fused: the loss ran outside ATESDWorker.student_head() (update_actor)"
+                )
+            head = self._head_capture.pop()  # this micro-batch's W, differentiable back to the head
+            with self._teacher_module() as teacher:
+                t_hidden, t_head = teacher_response_hidden(teacher, batch, dev, self._head_capture, head)
+            t_hidden = t_hidden.to(t_head.dtype) / temperatures.to(t_head.dtype)
+            t1 = time.perf_counter()
+            # the head's dtype, as autocast / the head's own matmul would use (h is bf16 under FSDP's bf16)
+            token_loss, diag = fused_distill_loss(
+                logits[rows].to(head.dtype),
+                head,
+                t_hidden,
+                t_head,
+                self._loss_cfg,
+                weights=response_mask,
+                target_ids=target_ids,
+            )
+            del head, t_head
+        else:
+            with self._teacher_module() as teacher:
+                teacher_logits = teacher_response_logits(teacher, batch, dev)
+            teacher_logits = teacher_logits / temperatures.to(teacher_logits.dtype)
+            t1 = time.perf_counter()
+            token_loss, diag = distill_token_losses(
+                logits[rows], teacher_logits, self._loss_cfg, target_ids=target_ids
+            )
+            token_loss = token_loss * response_mask
         out = torch.zeros(logits.shape[0], dtype=token_loss.dtype, device=logits.device)
         out = out.index_put((rows,), token_loss)
         self._accumulate(token_loss, diag, response_mask, t1 - t0, time.perf_counter() - t1)

@@ -41,6 +41,9 @@ class DistillLossConfig:
     chunk_size: tokens per chunk; peak extra memory ≈ 4 × chunk_size × V × 4 bytes (fp32 buffers).
     use_torch_compile: on CUDA, fuse each chunk's element-wise work with torch.compile (CPU: eager).
       Fused kernels keep the loss exactly 0 for identical inputs; the gradient then is ≤ ~1e-7, not 0.
+    fused: the worker scores from final hidden states and LM head weights (``fused_loss.py``): no
+      [T, V] logits of either model; false = this file's path from verl's [T, V] student logits
+      (the reference). Both give the same loss (``recipe/atesd/glue/worker.py``).
     """
 
     mode: str = "forward_kl"
@@ -50,6 +53,7 @@ class DistillLossConfig:
     temperature: float = 1.0
     chunk_size: int = 256
     use_torch_compile: bool = True
+    fused: bool = True
 
     def validate(self) -> DistillLossConfig:
         """Raise ValueError naming the offending key; return self."""

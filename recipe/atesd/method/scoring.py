@@ -80,6 +80,28 @@ def build_teacher_batch(
     return TeacherBatch(input_ids, attention_mask, position_ids, keep, torch.cat(rows))
 
 
+def _output_head(model: torch.nn.Module) -> torch.nn.Module:
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head) to score with")
+    return head
+
+
+@contextmanager
+def _head_forward(head: torch.nn.Module, make_forward):
+    """``head.forward`` = ``make_forward(original_forward)`` for the duration (nests: restores what was there)."""
+    had_own = "forward" in head.__dict__
+    original = head.forward
+    head.forward = make_forward(original)
+    try:
+        yield
+    finally:
+        if had_own:
+            head.forward = original
+        else:
+            del head.forward
+
+
 @contextmanager
 def _head_on_response_rows(model: torch.nn.Module, rows: torch.Tensor, head_fn):
     """Inside the next ``model(...)`` call, the LM head runs ``head_fn(hidden_rows, head)`` instead.
@@ -89,23 +111,93 @@ def _head_on_response_rows(model: torch.nn.Module, rows: torch.Tensor, head_fn):
     the left-padding of shorter responses. The swap happens *inside* the model's own forward, where
     FSDP has gathered the head's weight (the same seam verl's fused-kernel forward uses).
     """
-    head = model.get_output_embeddings()
-    if head is None:
-        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head) to score with")
-    had_own = "forward" in head.__dict__
-    original = head.forward
 
-    def forward(hidden: torch.Tensor) -> torch.Tensor:
-        return head_fn(hidden.reshape(-1, hidden.shape[-1])[rows.to(hidden.device)], original)
+    def make_forward(original):
+        def forward(hidden: torch.Tensor) -> torch.Tensor:
+            return head_fn(hidden.reshape(-1, hidden.shape[-1])[rows.to(hidden.device)], original)
 
-    head.forward = forward
-    try:
+        return forward
+
+    with _head_forward(_output_head(model), make_forward):
         yield
-    finally:
-        if had_own:
-            head.forward = original
-        else:
-            del head.forward
+
+
+def plain_linear_head(model: torch.nn.Module) -> torch.nn.Linear:
+    """The model's LM head, which the fused loss (``fused_loss.py``) replaces by ``h Wᵀ``: it must be a
+    bias-free ``nn.Linear`` (FSDP's wrapped subclass included). A LoRA-wrapped or biased head raises."""
+    head = _output_head(model)
+    if not isinstance(head, torch.nn.Linear) or head.bias is not None:
+        raise ValueError(
+            f"distill.fused needs a bias-free nn.Linear LM head; {type(model).__name__} has "
+            f"{type(head).__name__}{'' if getattr(head, 'bias', None) is None else ' with a bias'} "
+            "(set distill.fused=false)"
+        )
+    if getattr(model.config, "final_logit_softcapping", None):
+        raise ValueError("distill.fused applies the LM head directly: final_logit_softcapping unsupported")
+    return head
+
+
+class _HeadCapture(torch.autograd.Function):
+    """(h, W) → (h, a copy of W), inside the head's forward; the gradient of both returns through this node.
+
+    The copy outlives the head's forward (FSDP frees a gathered W right after it: FSDP2 reshards a
+    separately wrapped head, ``verl/utils/fsdp_utils.py::apply_fsdp2``). Both gradients leave through
+    one node, as from ``F.linear``: the hook FSDP registers on the head's output (re-gather W for the
+    backward) runs before this node, so W's gradient lands in the re-gathered W and is reduce-scattered
+    with the rest of the unit. A frozen head (LoRA) gives a copy that needs no gradient. h is returned
+    as a copy, not a view: FSDP2 warns that an in-place op on a view output would drop that hook.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight):
+        copy = weight.detach().clone()
+        if not ctx.needs_input_grad[1]:
+            ctx.mark_non_differentiable(copy)
+        return hidden.clone(), copy
+
+    @staticmethod
+    def backward(ctx, grad_hidden, grad_weight):
+        return grad_hidden, grad_weight
+
+
+class HeadCapture:
+    """While active (:func:`hidden_states_as_logits`): each ``model(...)`` call's "logits" are its final
+    hidden states, and :meth:`pop` returns the head weight of that call (a copy, differentiable to W)."""
+
+    def __init__(self, head: torch.nn.Module):
+        self.head = head
+        self._weights: list[torch.Tensor] = []
+
+    def pop(self) -> torch.Tensor:
+        """W of the latest forward (verl runs one per micro-batch); earlier copies are dropped."""
+        if not self._weights:
+            raise RuntimeError("hidden_states_as_logits: no forward of the model since the last pop")
+        weight = self._weights[-1]
+        self._weights.clear()
+        return weight
+
+
+@contextmanager
+def hidden_states_as_logits(model: torch.nn.Module):
+    """The student's side of the fused loss: inside, the LM head of ``model`` returns its input h
+    (``[..., H]`` where logits ``[..., V]`` were) and records W (:class:`HeadCapture`, :class:`_HeadCapture`).
+
+    Whatever verl does to the logits it does to h: dividing by the sampling temperature τ commutes
+    with the head, (h/τ) Wᵀ = (h Wᵀ)/τ, so the caller projects the rows it needs chunk by chunk.
+    """
+    head = plain_linear_head(model)
+    capture = HeadCapture(head)
+
+    def make_forward(_original):
+        def forward(hidden: torch.Tensor) -> torch.Tensor:
+            out, weight = _HeadCapture.apply(hidden, head.weight)
+            capture._weights.append(weight)
+            return out
+
+        return forward
+
+    with _head_forward(head, make_forward):
+        yield capture
 
 
 def _forward_window(model: torch.nn.Module, batch: TeacherBatch, device):
@@ -127,6 +219,35 @@ def teacher_response_logits(model: torch.nn.Module, batch: TeacherBatch, device)
     """
     with _head_on_response_rows(model, batch.rows, lambda hidden, head: head(hidden)):
         return _forward_window(model, batch, device).logits
+
+
+@torch.no_grad()
+def teacher_response_hidden(
+    model: torch.nn.Module, batch: TeacherBatch, device, shared: HeadCapture | None = None, weight=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's side of the fused loss: final hidden states at the response rows ``[ΣL_i, H]`` and
+    its LM head weight ``[V, H]`` (rows as :func:`teacher_response_logits`; no logits at all).
+
+    When ``model``'s head is ``shared.head`` (the student's module: LoRA teacher with adapters off, or
+    the live actor) the weight is ``weight`` (the student's, detached): no copy. Otherwise the
+    teacher's W is copied inside its forward, where FSDP has gathered it: one ``[V, H]`` tensor.
+    """
+    head = plain_linear_head(model)
+    if shared is not None and head is shared.head:
+        if weight is None:
+            raise ValueError("teacher_response_hidden: the head is shared but no weight was given")
+        out = {"weight": weight.detach()}
+    else:
+        out = {}
+
+    def keep(hidden: torch.Tensor, _head) -> torch.Tensor:
+        if "weight" not in out:
+            out["weight"] = head.weight.detach().clone()
+        return hidden
+
+    with _head_on_response_rows(model, batch.rows, keep):
+        hidden = _forward_window(model, batch, device).logits
+    return hidden, out["weight"]
 
 
 @torch.no_grad()

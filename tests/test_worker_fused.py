@@ -1,0 +1,272 @@
+"""``distill.fused`` through the worker: the same loss and gradient as the logit path (the reference).
+
+One micro-batch runs through verl's ``FSDPEngineWithLMHead.forward_step`` (as in tests/test_packed_student.py)
+into ``ATESDWorker._loss_fn``, then backward, once with ``distill.fused`` (the student's head hands verl
+hidden states, ``ATESDWorker.student_head``; the teacher returns hidden states, ``scoring.
+teacher_response_hidden``; ``method/fused_loss.py`` projects chunk by chunk) and once without (verl's
+[nnz, V] logits, ``losses.distill_token_losses``). Covered: packed and padded layouts, a separate teacher
+(frozen full-FT reference: its head weight is copied) and a teacher that is the student's module (LoRA
+adapters off / live: the head weight is shared), untied and tied embeddings, and the same under FSDP2
+(``verl.utils.fsdp_utils.apply_fsdp2``, gloo, world size 1), where the separately wrapped LM head is
+resharded after its forward — a control shows that its gathered weight really is freed there.
+"""
+
+import os
+import socket
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO_ROOT, tiny_qwen
+from test_packed_student import engine_for
+from test_worker_loss import FP64_ZERO, make_worker, micro_batch
+from transformers import AutoTokenizer
+
+from recipe.atesd.method.prompts import TeacherPromptConfig
+from recipe.atesd.tools.tiny_model import tokenizer_dir
+
+ALPHA = 0.5
+RESPONSE_LENGTHS = (5, 1, 11, 3)
+EXPOSURE = TeacherPromptConfig(segmenter="sentences")
+
+# Fused vs logit path, fp64: both evaluate the same formula; the only difference is the order of the
+# vocabulary projection's operations, (h/τ) Wᵀ chunk by chunk against (h Wᵀ)/τ in one product (and ∂W
+# summed chunk by chunk against one product). Each logit then differs by a few ulp of |z| (≤ ~10 here:
+# ~1e-15), which moves log p by the same and the per-token sum Σ_v p_T(log p_T − log p_S) by at most a
+# few · ln V · u ≈ 1e-14, the gradient likewise: FP64_ZERO (1e-12, tests/test_worker_loss.py) leaves ~100×.
+# Measured (this file, every case): per-token loss ≤ 3.2e-15, loss ≤ 1.6e-16, gradient ≤ 5.2e-18 (LoRA:
+# bit-identical) — 300× under the bound. A real defect moves them by far more: the teacher projected
+# with the student's head (the control below), a row off by one (tests/test_packed_student.py).
+FUSED_VS_LOGITS = FP64_ZERO
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(tokenizer_dir())
+
+
+@pytest.fixture(scope="module")
+def rows():
+    frame = pd.read_parquet(REPO_ROOT / "data/tiny/train.parquet").head(len(RESPONSE_LENGTHS))
+    return [dict(info) for info in frame["extra_info"]]
+
+
+@pytest.fixture(scope="module")
+def responses(tokenizer):
+    gen = torch.Generator().manual_seed(17)
+    return [torch.randint(0, len(tokenizer), (n,), generator=gen).tolist() for n in RESPONSE_LENGTHS]
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def run(
+    tokenizer,
+    rows,
+    responses,
+    monkeypatch,
+    *,
+    fused,
+    packed=True,
+    shared=False,
+    tied=False,
+    lora=False,
+    wrap=None,
+):
+    """One micro-batch: forward_step + backward under ``student_head()``; per-token losses, loss, gradient."""
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import response_from_nested
+
+    from recipe.atesd.glue.worker import TOKEN_LOSS_KEY
+
+    vocab = len(tokenizer)
+    student = tiny_qwen(vocab, 1, tied=tied)
+    if lora:  # the papers' setting: LoRA on the layers' projections (random B: adapters change the model)
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(3)
+        config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        student = get_peft_model(student, config).to(torch.float64)
+    if wrap is not None:
+        wrap(student)
+    teacher = student if shared else tiny_qwen(vocab, 2, tied=tied)
+    worker = make_worker(tokenizer, teacher, EXPOSURE, alpha=ALPHA, fused=fused)
+    worker.actor = SimpleNamespace(engine=SimpleNamespace(module=student))
+    if lora:  # frozen LoRA teacher: the actor with its adapters disabled, the head shared
+        worker._weights = "adapters_off"
+        worker.actor.engine.disable_adapter = student.disable_adapter
+    elif shared:
+        worker._weights = "actor"  # the live teacher: the student's own module
+    td, _ = micro_batch(tokenizer, EXPOSURE, rows, responses, sum(map(len, responses)))
+    td["position_ids"] = torch.nested.as_nested_tensor(
+        [torch.arange(n) for n in td["input_ids"].offsets().diff().tolist()], layout=torch.jagged
+    )
+    tu.assign_non_tensor(  # what ATESDWorker.update_actor sets
+        td,
+        use_remove_padding=packed,
+        pad_token_id=tokenizer.pad_token_id,
+        distillation_use_topk=True,
+        distillation_only=True,
+        calculate_entropy=False,
+    )
+    from recipe.atesd.glue import worker as worker_module
+
+    calls = []
+    for name in ("fused_distill_loss", "distill_token_losses"):
+        real = getattr(worker_module, name)
+        monkeypatch.setattr(
+            worker_module, name, lambda *a, _n=name, _f=real, **k: calls.append(_n) or _f(*a, **k)
+        )
+    with worker.student_head():
+        loss, output = engine_for(student, monkeypatch).forward_step(td, worker._loss_fn, forward_only=False)
+        loss.backward()
+    assert calls == ["fused_distill_loss" if fused else "distill_token_losses"]
+    token_loss = response_from_nested(output["model_output"][TOKEN_LOSS_KEY], td["response_mask"])
+    return {
+        "token_loss": torch.cat(list(token_loss.unbind())),
+        "loss": loss.item(),
+        "grad": torch.cat([full(p.grad).flatten() for p in student.parameters() if p.requires_grad]),
+        "report": worker._report,
+    }
+
+
+def gaps(fused, logits) -> dict:
+    return {
+        "token_loss": float((fused["token_loss"] - logits["token_loss"]).abs().max()),
+        "loss": abs(fused["loss"] - logits["loss"]),
+        "grad": float((fused["grad"] - logits["grad"]).abs().max()),
+    }
+
+
+def assert_same(fused, logits):
+    assert fused["token_loss"].abs().max() > 1e3 * FUSED_VS_LOGITS  # losses to compare
+    assert float((fused["token_loss"] - logits["token_loss"]).abs().max()) <= FUSED_VS_LOGITS
+    assert fused["loss"] == pytest.approx(logits["loss"], abs=FUSED_VS_LOGITS)
+    assert logits["grad"].abs().max() > 1e3 * FUSED_VS_LOGITS
+    assert float((fused["grad"] - logits["grad"]).abs().max()) <= FUSED_VS_LOGITS
+    for key in ("loss_sum", "n_tokens", "agree_sum", "entropy_sum"):
+        assert getattr(fused["report"], key) == pytest.approx(getattr(logits["report"], key), abs=1e-9), key
+
+
+CASES = {
+    "packed": {},
+    "padded": {"packed": False},
+    "shared-head teacher": {"shared": True},
+    "tied": {"tied": True},
+    "tied, shared-head teacher": {"tied": True, "shared": True},
+    "LoRA student, adapters-off teacher": {"lora": True, "shared": True},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_fused_worker_path_matches_logit_path(tokenizer, rows, responses, monkeypatch, case):
+    fused, logits = (
+        run(tokenizer, rows, responses, monkeypatch, fused=f, **CASES[case]) for f in (True, False)
+    )
+    print(case, gaps(fused, logits))
+    assert_same(fused, logits)
+
+
+def test_bound_sees_the_teacher_scored_with_the_students_head(tokenizer, rows, responses, monkeypatch):
+    """Control: a separate teacher whose hidden states are projected with the *student's* head (the
+    defect a wrong shared-head decision would make) misses the logit path by far more than the bound."""
+    from recipe.atesd.glue import worker as worker_module
+
+    real = worker_module.teacher_response_hidden
+
+    def students_head(model, batch, device, shared=None, weight=None):
+        return real(model, batch, device)[0], weight.detach()
+
+    logits = run(tokenizer, rows, responses, monkeypatch, fused=False)
+    monkeypatch.setattr(worker_module, "teacher_response_hidden", students_head)
+    wrong = run(tokenizer, rows, responses, monkeypatch, fused=True)
+    assert gaps(wrong, logits)["token_loss"] > 1e3 * FUSED_VS_LOGITS
+    assert gaps(wrong, logits)["grad"] > 1e3 * FUSED_VS_LOGITS
+
+
+def test_head_is_restored_after_the_update(tokenizer, monkeypatch, rows, responses):
+    """``student_head`` swaps the head only for the update: afterwards the model gives logits again."""
+    student = tiny_qwen(len(tokenizer), 1)
+    worker = make_worker(tokenizer, student, EXPOSURE, alpha=ALPHA, fused=True)
+    worker.actor = SimpleNamespace(engine=SimpleNamespace(module=student))
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad(), worker.student_head():
+        assert student(input_ids=ids).logits.shape[-1] == student.config.hidden_size
+    with torch.no_grad():
+        assert student(input_ids=ids).logits.shape[-1] == len(tokenizer)
+
+
+# ----------------------------------------------------------------- FSDP2 (gloo, one process)
+
+
+@pytest.fixture(scope="module")
+def gloo():
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if dist.is_initialized():
+        pytest.fail("a process group is already initialised in this pytest process")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        yield init_device_mesh("cpu", (1,))
+    finally:
+        dist.destroy_process_group()
+
+
+def fsdp2(mesh):
+    from verl.utils.fsdp_utils import apply_fsdp2
+
+    return lambda model: apply_fsdp2(model, {"mesh": mesh, "reshard_after_forward": True}, {})
+
+
+def test_fsdp2_frees_the_gathered_head_weight_after_forward(gloo):
+    """Control: with untied embeddings verl wraps lm_head as its own FSDP2 unit, and the weight the
+    head's forward sees is freed right after it — using it later (instead of the copy) would read
+    freed storage. The copy taken inside the forward keeps its values."""
+    from recipe.atesd.method.scoring import hidden_states_as_logits
+
+    model = tiny_qwen(300, 1)
+    fsdp2(gloo)(model)
+    seen = []
+    original = type(model.lm_head).forward
+
+    def spy(self, hidden):
+        seen.append(self.weight)
+        return original(self, hidden)
+
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(model.lm_head), "forward", spy)
+        model(input_ids=ids)
+    assert seen and not isinstance(seen[0], type(model.lm_head.weight))  # the gathered, plain tensor
+    assert seen[0].untyped_storage().size() == 0  # freed after the forward
+    with hidden_states_as_logits(model) as capture:
+        model(input_ids=ids)
+        copy = capture.pop()
+    assert copy.untyped_storage().size() > 0
+    torch.testing.assert_close(copy, model.lm_head.weight.full_tensor(), atol=0, rtol=0)
+
+
+FSDP2_CASES = {
+    "untied (lm_head its own unit)": {},
+    "tied (head in the root unit)": {"tied": True},
+    "shared-head teacher": {"shared": True},
+}
+
+
+@pytest.mark.parametrize("case", list(FSDP2_CASES), ids=list(FSDP2_CASES))
+def test_fsdp2_fused_worker_path_matches_logit_path(tokenizer, rows, responses, monkeypatch, gloo, case):
+    fused, logits = (
+        run(tokenizer, rows, responses, monkeypatch, fused=f, wrap=fsdp2(gloo), **FSDP2_CASES[case])
+        for f in (True, False)
+    )
+    print(case, gaps(fused, logits))
+    assert_same(fused, logits)
+    plain = run(tokenizer, rows, responses, monkeypatch, fused=False, **FSDP2_CASES[case])
+    assert float((logits["grad"] - plain["grad"]).abs().max()) <= FUSED_VS_LOGITS  # FSDP2 changes nothing
