@@ -330,8 +330,9 @@ EVAL = [
 FIXED_TEXT = "Problem: what is 2 + 3?\nAnswer: 2 + 3 = 5, so the answer is \\boxed{5}."
 # Merged LoRA weights W + (alpha/r) B A vs the actor's adapters on the side (fp32 both): the same maths in
 # another rounding order, ~u * sqrt(k) relative per product (u = 6e-8, k <= 128 here) through 2 layers; seen
-# 7.9e-8 on the unit test's model (tests/test_export.py). 1e-5 keeps >100x headroom; a wrong alpha/r or a
-# missing module changes the log-probs by the adapters' whole effect (>= 1e-3 after 4 updates at lr 1e-3).
+# 7.9e-8 on the unit test's model (tests/test_export.py). 1e-5 keeps >100x headroom. A wrong alpha/r or a
+# missing module is off by the adapters' own effect on the log-probs; the test asserts that effect exceeds the
+# bound (else it could not tell a merged model from the base one) and prints it.
 LORA_MERGE_FP32_TOL = 1e-5
 
 
@@ -354,6 +355,12 @@ def test_exported_model_is_the_trained_actor(full_run, lora_run, which, tmp_path
         assert torch.equal(got, reference)
     else:
         torch.testing.assert_close(got, reference, atol=LORA_MERGE_FP32_TOL, rtol=0)
+        with actor.disable_adapter():
+            effect = (token_log_probs(actor, tokens) - reference).abs().max().item()
+        print(
+            f"LoRA: merged vs adapters {(got - reference).abs().max().item():.2e}, adapters' effect {effect:.2e}"
+        )
+        assert effect > LORA_MERGE_FP32_TOL
         merged = actor.merge_and_unload()  # PEFT's own merge: the same weights (fp32 rounding of B @ A aside)
         for key, value in merged.state_dict().items():
             torch.testing.assert_close(exported.state_dict()[key], value, atol=1e-6, rtol=1e-6, msg=key)
