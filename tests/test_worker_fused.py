@@ -74,6 +74,8 @@ def run(
     tied=False,
     lora=False,
     wrap=None,
+    part=None,
+    dp_size=1,
 ):
     """One micro-batch: forward_step + backward under ``student_head()``; per-token losses, loss, gradient."""
     from verl.utils import tensordict_utils as tu
@@ -99,7 +101,10 @@ def run(
         worker.actor.engine.disable_adapter = student.disable_adapter
     elif shared:
         worker._weights = "actor"  # the live teacher: the student's own module
-    td, _ = micro_batch(tokenizer, EXPOSURE, rows, responses, sum(map(len, responses)))
+    batch_tokens = sum(map(len, responses))  # the whole batch's, also when this rank scores a part
+    if part is not None:
+        rows, responses = [rows[i] for i in part], [responses[i] for i in part]
+    td, _ = micro_batch(tokenizer, EXPOSURE, rows, responses, batch_tokens)
     td["position_ids"] = torch.nested.as_nested_tensor(
         [torch.arange(n) for n in td["input_ids"].offsets().diff().tolist()], layout=torch.jagged
     )
@@ -110,6 +115,7 @@ def run(
         distillation_use_topk=True,
         distillation_only=True,
         calculate_entropy=False,
+        dp_size=dp_size,  # the loss is Σ / batch tokens × dp_size: FSDP averages over ranks
     )
     from recipe.atesd.glue import worker as worker_module
 
@@ -270,3 +276,53 @@ def test_fsdp2_fused_worker_path_matches_logit_path(tokenizer, rows, responses, 
     assert_same(fused, logits)
     plain = run(tokenizer, rows, responses, monkeypatch, fused=False, **FSDP2_CASES[case])
     assert float((logits["grad"] - plain["grad"]).abs().max()) <= FUSED_VS_LOGITS  # FSDP2 changes nothing
+
+
+def _two_rank_main(rank: int, port: int, out_dir: str) -> None:
+    """One of two gloo ranks: each scores half of the batch (dp_size 2), fused and logit paths."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        mesh = init_device_mesh("cpu", (2,))
+        tok = AutoTokenizer.from_pretrained(tokenizer_dir())
+        infos = [
+            dict(i) for i in pd.read_parquet(REPO_ROOT / "data/tiny/train.parquet").head(4)["extra_info"]
+        ]
+        gen = torch.Generator().manual_seed(17)
+        resp = [torch.randint(0, len(tok), (n,), generator=gen).tolist() for n in RESPONSE_LENGTHS]
+        part = [0, 1] if rank == 0 else [2, 3]
+        got = {}
+        for tied in (False, True):
+            for fused in (True, False):
+                with pytest.MonkeyPatch.context() as mp:
+                    r = run(
+                        tok, infos, resp, mp, fused=fused, tied=tied, wrap=fsdp2(mesh), part=part, dp_size=2
+                    )
+                got[(tied, fused)] = r["grad"]
+        if rank == 0:
+            torch.save(got, os.path.join(out_dir, "grads.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp2_two_ranks_fused_matches_single_process(tokenizer, rows, responses, monkeypatch, tmp_path):
+    """FSDP2 with W really sharded (gloo, 2 ranks, each half of the batch, dp_size 2): the fused path's
+    gradient — ∂W reduce-scattered across ranks — equals the one-process logit path on the whole batch,
+    untied (lm_head its own unit) and tied."""
+    import torch.multiprocessing as tmp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tmp.spawn(_two_rank_main, args=(port, str(tmp_path)), nprocs=2, join=True)
+    got = torch.load(tmp_path / "grads.pt")
+    for tied in (False, True):
+        whole = run(tokenizer, rows, responses, monkeypatch, fused=False, tied=tied)["grad"]
+        for fused in (True, False):
+            gap = float((got[(tied, fused)] - whole).abs().max())
+            print(f"tied={tied} fused={fused}: two ranks vs one process {gap:.2e}")
+            assert gap <= FUSED_VS_LOGITS, (tied, fused, gap)
