@@ -125,6 +125,10 @@ def test_float32_export_is_the_checkpoint_exactly(full_ckpt, tmp_path):
 
 def test_bfloat16_export_equals_verls_merger(one_rank_ckpt, tmp_path):
     from safetensors.torch import load_file
+
+    from recipe.atesd.glue.platform import configure_process_env
+
+    configure_process_env()  # before verl's first import in this process, as the entry points do
     from verl.model_merger.base_model_merger import ModelMergerConfig
     from verl.model_merger.fsdp_model_merger import FSDPModelMerger
 

@@ -43,6 +43,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from recipe.atesd.glue.platform import configure_process_env
+
 STEP_DIR = re.compile(r"^global_step_(\d+)$")
 TRACKER = "latest_checkpointed_iteration.txt"
 MARKER = "export.json"
@@ -282,6 +284,9 @@ def export_step(
     """Export ``root/global_step_<step>`` to ``out/step_<step>`` (module docstring)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    # as the entry points do before verl is first imported: on CPU, verl then loads verl_patches (a process
+    # that imported verl without them cannot start verl's vLLM rollout later, e.g. a test session)
+    configure_process_env()
     target = Path(out) / f"step_{step}"
     if (target / MARKER).is_file():
         return ExportResult(step, target, skipped=True)
