@@ -13,13 +13,16 @@ memory after the inputs exist − the bytes of the gradients every implementatio
 - CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (allocator bytes).
 - CPU: the process's resident-set high-water mark (VmHWM in /proc/self/status, reset through
   /proc/self/clear_refs before the timed runs), i.e. what the OS really had to provide.
-Time = the fastest of ``--repeats`` runs after one warm-up. A point whose estimated need exceeds
-``--mem-cap-gib`` prints "skipped (cap)" instead of running: before an implementation's first point the
-estimate is analytic (``PER_TOKEN_VOCAB_BUFFERS`` fp32 [T, V] buffers), afterwards it is extrapolated
-linearly from that implementation's measured peak extra per token (an over-estimate for the fused path,
-whose extra is constant in T).
+Time = the fastest of ``--repeats`` runs after one warm-up. A point whose estimated need exceeds the
+cap — ``--mem-cap-gib`` if given, else 85 % of the memory free *at that point* (re-read before each
+point: the machine may be shared) — prints "skipped (cap)" with both figures instead of running out
+of memory: before an implementation's first point the
+estimate is analytic (``PER_TOKEN_VOCAB_BUFFERS`` fp32 [T, V] buffers), afterwards the larger of that
+and a linear extrapolation of the implementation's measured peak extra per token at its largest
+measured T (an over-estimate for the fused path, whose extra is constant in T).
 
     python benchmarks/bench_losses.py                          # CPU, fp32, T = 2048 8192 16384 (tens of GiB)
+    python benchmarks/bench_losses.py --threads 1 --tokens 512 2048 --mem-cap-gib 7   # shared 24 GiB box
     python benchmarks/bench_losses.py --tokens 512 1024        # a quick check of the script (minutes)
     python benchmarks/bench_losses.py --device cuda --dtype bf16 --hidden 4096 --tokens 8192 32768
 """
@@ -146,20 +149,28 @@ def estimated_need(args, impl, tokens, measured: dict) -> int:
     """Bytes a point needs: inputs + gradients + the estimated peak extra (module docstring)."""
     elt = DTYPES[args.dtype].itemsize
     inputs = (3 * tokens * args.hidden + 3 * args.vocab * args.hidden) * elt  # h_S, h_T, ∂h_S, W_S, W_T, ∂W_S
-    done = sorted(t for (name, t), r in measured.items() if name == impl and "extra" in r)
-    if done:
-        per_token = max(measured[(impl, done[0])]["extra"], 0) / done[0]
-        return inputs + int(per_token * tokens)
     chunk_buffers = 8 * args.chunk_size * args.vocab * 4
-    return inputs + PER_TOKEN_VOCAB_BUFFERS[impl] * tokens * args.vocab * 4 + chunk_buffers
+    analytic = PER_TOKEN_VOCAB_BUFFERS[impl] * tokens * args.vocab * 4 + chunk_buffers
+    done = sorted(t for (name, t), r in measured.items() if name == impl and "extra" in r)
+    if not done:
+        return inputs + analytic
+    # the larger of the two: naive's extra grows faster than linearly from a small T (seen: 1.44 GiB at
+    # T=512, 7.51 GiB at T=2048, 1.3x the extrapolation), and the analytic count is an upper bound
+    per_token = max(measured[(impl, done[-1])]["extra"], 0) / done[-1]
+    return inputs + max(analytic, int(per_token * tokens))
+
+
+def memory_cap(args) -> int:
+    """``--mem-cap-gib``, else 85 % of what is free now."""
+    return int(args.mem_cap_gib * GIB) if args.mem_cap_gib else int(0.85 * available_bytes(args.device))
 
 
 def main(args) -> None:
-    cap = args.mem_cap_gib * GIB if args.mem_cap_gib else int(0.85 * available_bytes(args.device))
+    cap_text = f"{args.mem_cap_gib:.1f} GiB" if args.mem_cap_gib else "85% of free memory, per point"
     print(
         f"clipped forward KL (tau={args.tau}) from hidden states, H={args.hidden}, V={args.vocab}, "
         f"chunk={args.chunk_size}, device={args.device}, dtype={args.dtype}, threads={args.threads}, "
-        f"forward+backward, best of {args.repeats} after 1 warm-up, memory cap {cap / GIB:.1f} GiB"
+        f"forward+backward, best of {args.repeats} after 1 warm-up, memory cap {cap_text}"
     )
     print(
         "peak extra = peak memory - (inputs after creation) - (gradient bytes of h_S and W_S); "
@@ -172,8 +183,12 @@ def main(args) -> None:
     results: dict[tuple[str, int], dict] = {}
     for tokens in sorted(args.tokens):
         for impl in IMPLS:
-            need = estimated_need(args, impl, tokens, results)
-            results[(impl, tokens)] = {"skip": need} if need > cap else run_one(args, impl, tokens)
+            need, cap = estimated_need(args, impl, tokens, results), memory_cap(args)
+            if need > cap:
+                results[(impl, tokens)] = {"skip": need, "cap": cap}
+            else:
+                results[(impl, tokens)] = run_one(args, impl, tokens)
+            print(f"  {impl} T={tokens}: {results[(impl, tokens)]}", file=sys.stderr, flush=True)
 
     print(f"\n{'impl':<9}{'T':>7}{'peak extra GiB':>16}{'time s':>9}{'mem/chunked':>13}{'time/chunked':>14}")
     for tokens in sorted(args.tokens):
@@ -181,7 +196,10 @@ def main(args) -> None:
         for impl in IMPLS:
             r = results[(impl, tokens)]
             if "skip" in r:
-                print(f"{impl:<9}{tokens:>7}   skipped (cap): would need ~{r['skip'] / GIB:.1f} GiB")
+                print(
+                    f"{impl:<9}{tokens:>7}   skipped (cap): would need ~{r['skip'] / GIB:.1f} GiB, "
+                    f"cap {r['cap'] / GIB:.1f} GiB"
+                )
             elif "error" in r:
                 print(f"{impl:<9}{tokens:>7}   failed: {r['error']}")
             else:
