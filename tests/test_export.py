@@ -313,3 +313,18 @@ def test_the_e2e_helper_rebuilds_the_actor_from_a_checkpoint(tmp_path, mesh, tok
     )
     actor = actor_from_checkpoint(tmp_path / "lora" / "global_step_1" / "actor")
     assert torch.equal(token_log_probs(actor, TOKENS), log_probs(trained))
+
+
+def test_all_leaves_out_a_step_after_the_tracker(full_ckpt, tmp_path, mesh, tokenizer):
+    """verl writes the tracker once a checkpoint is complete: a later global_step_N is still being written."""
+    root, model = full_ckpt
+    (root / "global_step_6" / "actor").mkdir(parents=True)  # a save in progress: no shards yet
+    results = export_run(root, tmp_path / "out", all_steps=True)
+    assert [r.step for r in results] == [3]
+    (
+        root / "latest_checkpointed_iteration.txt"
+    ).unlink()  # no tracker: every saved step, and this one is refused
+    with pytest.raises(
+        CheckpointError, match=r"global_step_6/actor/huggingface: missing \(checkpoint not finished\?\)"
+    ):
+        export_run(root, tmp_path / "out", all_steps=True)

@@ -4,7 +4,8 @@
 [--name NAME] [--method METHOD] [--seed SEED] [--keep-exports] [-- key=value ...]``
 
 ``RUN_DIR`` is what ``recipe.atesd.export`` takes (a ``trainer.default_local_dir`` or a folder with
-``checkpoints/``). For each step (default: every saved ``global_step_N``): export it
+``checkpoints/``). For each step (default: every saved ``global_step_N`` up to verl's tracker
+``latest_checkpointed_iteration.txt``; a later one is still being written): export it
 (``recipe/atesd/export.py``), run ``recipe.atesd.eval.evaluate`` with the named config (default
 ``evaluate_paper``; ``evaluate_toy`` for the toy world) and the trailing ``key=value`` overrides, then delete
 the export unless ``--keep-exports``. Layout, one folder per run (``NAME``, default: the run's name)::
@@ -34,7 +35,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from recipe.atesd.export import checkpoint_root, export_step, saved_steps
+from recipe.atesd.export import checkpoint_root, export_step, finished_steps
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 RUN_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)$")
@@ -139,7 +140,7 @@ def evaluate_run(
         "config": config,
         "overrides": overrides,
     }
-    chosen = steps or saved_steps(root)
+    chosen = steps or finished_steps(root)
     if not compose(config, ["model_path=-", "output_dir=-", *overrides]).dry_run:
         write_run_json(run_out / "run.json", record)
     summaries = {}
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict]:
         prog="python -m recipe.atesd.evaluate_run", description=__doc__.split("\n")[0]
     )
     parser.add_argument("run_dir")
-    parser.add_argument("--steps", help="comma-separated steps (default: every saved step)")
+    parser.add_argument("--steps", help="comma-separated steps (default: every finished step)")
     parser.add_argument(
         "--config", default="evaluate_paper", help="evaluate config name (recipe/atesd/config/)"
     )

@@ -7,7 +7,8 @@
 ``latest_checkpointed_iteration.txt``. Each step becomes ``DIR/step_N/``: ``model.safetensors`` +
 ``config.json``, the tokenizer files and ``generation_config.json`` of the checkpoint's ``actor/huggingface/``,
 and ``export.json`` (source, dtype, LoRA merge), written last; with ``--adapter`` a LoRA run also gets
-``DIR/step_N/lora_adapter/`` (PEFT ``adapter_config.json`` + ``adapter_model.safetensors``).
+``DIR/step_N/lora_adapter/`` (PEFT ``adapter_config.json`` + ``adapter_model.safetensors``). ``--all``: every
+saved step up to the tracker's (a later ``global_step_N`` is still being written).
 
 What verl 0.9.1 writes (``verl/utils/checkpoint/fsdp_checkpoint_manager.py::save_checkpoint``), per step, in
 ``global_step_N/actor/``: ``model_world_size_W_rank_r.pt`` for r < W (the rank's FSDP sharded state dict:
@@ -79,6 +80,21 @@ def checkpoint_root(run_dir: str | Path) -> Path:
 def saved_steps(root: Path) -> list[int]:
     """Steps of the ``global_step_N/`` folders under ``root``, ascending."""
     return sorted(int(m.group(1)) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir())
+
+
+def finished_steps(root: Path) -> list[int]:
+    """Saved steps up to the tracker's (verl updates ``latest_checkpointed_iteration.txt`` after a checkpoint is
+    complete, so a later ``global_step_N`` is still being written); every saved step when there is no tracker."""
+    steps = saved_steps(root)
+    if not (root / TRACKER).is_file():
+        return steps
+    latest = latest_step(root)
+    later = [s for s in steps if s > latest]
+    if later:
+        print(
+            f"[export] {root}: steps {later} are after the tracker's {latest} (still being written?): left out"
+        )
+    return [s for s in steps if s <= latest]
 
 
 def latest_step(root: Path) -> int:
@@ -364,7 +380,7 @@ def export_run(
     """Export the chosen steps of a run (default: the tracker's latest); prints one line per step."""
     root = checkpoint_root(run_dir)
     if all_steps:
-        chosen = saved_steps(root)
+        chosen = finished_steps(root)
     elif steps:
         chosen = steps
     else:
