@@ -21,7 +21,7 @@ from recipe.atesd import REPO_ROOT
 
 PKG = "recipe.atesd"
 FRAMEWORKS = ("verl", "ray", "vllm", "hydra", "verl_patches")
-ENTRY = (f"{PKG}.main_atesd", f"{PKG}.main_grpo", f"{PKG}.report")
+ENTRY = tuple(f"{PKG}.{m}" for m in ("main_atesd", "main_grpo", "report", "export", "evaluate_run", "table"))
 GLUE, EVAL, TOOLS, METHOD = f"{PKG}.glue", f"{PKG}.eval", f"{PKG}.tools", f"{PKG}.method"
 DATA, REWARDS, TOY = f"{PKG}.data", f"{PKG}.rewards", f"{PKG}.toy"
 
