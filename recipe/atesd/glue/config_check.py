@@ -46,7 +46,8 @@ def check_atesd_config(cfg: DictConfig) -> None:
         raise ValueError("trainer.use_v1 must be true and trainer.v1.trainer_mode must be 'atesd'")
     if cfg.actor_rollout_ref.model.get("use_fused_kernels", False):
         raise ValueError(
-            "actor_rollout_ref.model.use_fused_kernels must be false: the loss needs student logits"
+            "actor_rollout_ref.model.use_fused_kernels must be false: verl's fused kernels never call the "
+            "distillation loss (ATESD's own hidden-state path is distill.fused)"
         )
     if cfg.actor_rollout_ref.actor.get("ulysses_sequence_parallel_size", 1) != 1:
         raise ValueError("actor_rollout_ref.actor.ulysses_sequence_parallel_size must be 1 for ATESD")
