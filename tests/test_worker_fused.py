@@ -76,6 +76,7 @@ def run(
     wrap=None,
     part=None,
     dp_size=1,
+    dtype=torch.float64,
 ):
     """One micro-batch: forward_step + backward under ``student_head()``; per-token losses, loss, gradient."""
     from verl.utils import tensordict_utils as tu
@@ -84,16 +85,16 @@ def run(
     from recipe.atesd.glue.worker import TOKEN_LOSS_KEY
 
     vocab = len(tokenizer)
-    student = tiny_qwen(vocab, 1, tied=tied)
+    student = tiny_qwen(vocab, 1, tied=tied).to(dtype)
     if lora:  # the papers' setting: LoRA on the layers' projections (random B: adapters change the model)
         from peft import LoraConfig, get_peft_model
 
         torch.manual_seed(3)
         config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-        student = get_peft_model(student, config).to(torch.float64)
+        student = get_peft_model(student, config).to(dtype)
     if wrap is not None:
         wrap(student)
-    teacher = student if shared else tiny_qwen(vocab, 2, tied=tied)
+    teacher = student if shared else tiny_qwen(vocab, 2, tied=tied).to(dtype)
     worker = make_worker(tokenizer, teacher, EXPOSURE, alpha=ALPHA, fused=fused)
     worker.actor = SimpleNamespace(engine=SimpleNamespace(module=student))
     if lora:  # frozen LoRA teacher: the actor with its adapters disabled, the head shared
@@ -173,6 +174,26 @@ def test_fused_worker_path_matches_logit_path(tokenizer, rows, responses, monkey
     )
     print(case, gaps(fused, logits))
     assert_same(fused, logits)
+
+
+# bf16 (the GPU presets' dtype; here on CPU, autocast off, model and head in bf16): both paths round the
+# logits to bf16 (u = 2^-8 ≈ 3.9e-3 relative), the logit path as hWᵀ then /τ, the fused one as (h/τ)Wᵀ,
+# so a logit moves by up to ~u·|z| ≈ 4e-3 for |z| ~ 1 and a token's Σ_v p_T(log p_T − log p_S) by at
+# most about that: BF16_TOKEN = 1e-3 (measured 2.1e-5; the per-token loss here is ~1e-2). The parameter
+# gradients run through the bf16 backward of the whole model: measured max gap 2.4 % of max |grad|,
+# bound 10 % — a dropped or doubled head gradient or a wrong scale moves them by ~100 %.
+BF16_TOKEN, BF16_GRAD_SHARE = 1e-3, 0.1
+
+
+def test_bf16_fused_worker_path_matches_logit_path(tokenizer, rows, responses, monkeypatch):
+    fused, logits = (
+        run(tokenizer, rows, responses, monkeypatch, fused=f, dtype=torch.bfloat16) for f in (True, False)
+    )
+    assert fused["grad"].dtype == torch.bfloat16
+    assert float((fused["token_loss"] - logits["token_loss"]).abs().max()) <= BF16_TOKEN
+    scale = float(logits["grad"].float().abs().max())
+    assert scale > 0
+    assert float((fused["grad"].float() - logits["grad"].float()).abs().max()) <= BF16_GRAD_SHARE * scale
 
 
 def test_bound_sees_the_teacher_scored_with_the_students_head(tokenizer, rows, responses, monkeypatch):
