@@ -5,7 +5,7 @@ Loaded into every process of a test stack the way ``verl_patches`` are: the test
 ``PYTHONPATH``. When ``recipe.atesd.glue.worker`` is imported, the worker's ``_token_losses`` and the
 module's ``distill_token_losses`` / ``fused_distill_loss`` are wrapped; every micro-batch of the first
 update (the first ``UpdateReport`` this process sees) is written to ``$ATESD_CAPTURE_DIR/rank<r>_mb<i>.pt``:
-both sides' response-row logits (with ``distill.fused``: h Wᵀ, formed by the hook only), the per-token
+both sides' response-row logits (with ``distill.fused``: each chunk's, as the kernel got them), the per-token
 loss, the response mask, the reduction constants and the (α, window) the worker used. The production
 worker carries no hook.
 """
@@ -35,11 +35,32 @@ def _patch(module) -> None:
 
     @functools.wraps(fused_distill_loss)
     def recorded_fused(h_s, w_s, h_t, w_t, cfg, weights=None, target_ids=None):
-        """distill.fused: the logits the fused path scores, h Wᵀ (h already divided by τ), formed here only."""
-        loss, diag = fused_distill_loss(h_s, w_s, h_t, w_t, cfg, weights=weights, target_ids=target_ids)
-        with torch.no_grad():
-            student = h_s.detach().float() @ w_s.detach().float().t()
-            teacher = h_t.detach().float() @ w_t.detach().float().t()
+        """distill.fused: the [C, V] logits of every chunk exactly as the kernel got them (in the model's
+        dtype, e.g. bf16 products), placed at their rows; rows never projected (weight 0) stay 0."""
+        from recipe.atesd.method import fused_loss
+
+        chunks, real_for = [], fused_loss.chunk_forward_for
+
+        def recording_for(c, device):
+            forward = real_for(c, device)
+
+            def chunk(student, teacher, *rest):
+                chunks.append((student.detach().float(), teacher.detach().float()))
+                return forward(student, teacher, *rest)
+
+            return chunk
+
+        fused_loss.chunk_forward_for = recording_for
+        try:
+            loss, diag = fused_distill_loss(h_s, w_s, h_t, w_t, cfg, weights=weights, target_ids=target_ids)
+        finally:
+            fused_loss.chunk_forward_for = real_for
+        n, vocab = h_s.shape[0], w_s.shape[0]
+        rows = torch.arange(n) if weights is None else torch.nonzero(weights.reshape(-1).cpu()).squeeze(1)
+        student, teacher = torch.zeros(n, vocab), torch.zeros(n, vocab)
+        if chunks:
+            student[rows] = torch.cat([s for s, _ in chunks]).cpu()
+            teacher[rows] = torch.cat([t for _, t in chunks]).cpu()
         calls.update(student=student, teacher=teacher, cfg=cfg, loss=loss)
         return loss, diag
 

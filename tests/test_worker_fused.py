@@ -349,3 +349,30 @@ def test_fsdp2_two_ranks_fused_matches_single_process(tokenizer, rows, responses
             gap = float((got[(tied, fused)] - whole).abs().max())
             print(f"tied={tied} fused={fused}: two ranks vs one process {gap:.2e}")
             assert gap <= FUSED_VS_LOGITS, (tied, fused, gap)
+
+
+def test_capture_hook_records_what_the_fused_kernel_scored(
+    tokenizer, rows, responses, monkeypatch, gloo, tmp_path
+):
+    """tests/atesd_capture.py (the CPU stack's loss-parity hook) on the fused path, bf16 as in the stack
+    (FSDP2's default bf16 params): the loss recomputed densely in fp64 from the recorded chunk logits
+    equals the kernel's per-token loss within the e2e's TOKEN_LOSS_FP32_TOL (5e-5, fp32 buffers;
+    measured 1.9e-6), and its batch reduction equals the micro-batch loss."""
+    import atesd_capture
+
+    from recipe.atesd.glue import worker as worker_module
+
+    for name in ("distill_token_losses", "fused_distill_loss"):  # restored at teardown
+        monkeypatch.setattr(worker_module, name, getattr(worker_module, name))
+    monkeypatch.setattr(worker_module.ATESDWorker, "_token_losses", worker_module.ATESDWorker._token_losses)
+    monkeypatch.setenv(atesd_capture.CAPTURE_DIR_VAR, str(tmp_path))
+    atesd_capture._patch(worker_module)
+    got = run(tokenizer, rows, responses, monkeypatch, fused=True, dtype=torch.bfloat16)
+    (path,) = tmp_path.glob("rank0_mb*.pt")
+    c = torch.load(path, weights_only=False)
+    log_s = torch.log_softmax(c["student_logits"].double(), -1)
+    log_t = torch.log_softmax(c["teacher_logits"].double(), -1)
+    mask = c["response_mask"].double()
+    dense = torch.clamp(log_t.exp() * (log_t - log_s), max=c["distill"].clip_tau).sum(-1) * mask
+    assert float((dense - c["token_loss"].double() * mask).abs().max()) <= 5e-5
+    assert dense.sum().item() / c["batch_num_tokens"] == pytest.approx(got["loss"], abs=1e-5)
