@@ -243,3 +243,35 @@ def test_no_allocation_scales_with_tokens_times_vocab(mode):
 
     assert _large_allocations(fused, full // 4) == []
     assert len(_large_allocations(dense, full // 4)) > 3  # the probe does see full-size intermediates
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_runs_under_bf16_autocast_as_verl_calls_it(dtype):
+    """verl's FSDP engine calls the loss inside ``torch.autocast(bf16)`` (transformer_impl.py forward_step), where
+    matmuls and bmm return bf16: the fused path must give what the logit path gives under the same autocast (the
+    first stack run failed here: an index_put of a bf16 diagnostic into the fp32 output). Same bound as above
+    (both paths round the same bf16 logits; 2^-5 of max |value|)."""
+    h_s, w_s, h_t, w_t, tgt, weights = _inputs(n_tok=24, hidden=16, vocab=300, dtype=dtype)
+    weights = weights.float()
+    for mode in MODES:
+        cfg = DistillLossConfig(mode=mode, topk=8, chunk_size=5, temperature=1.1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            s, w = h_s.clone().requires_grad_(True), w_s.clone().requires_grad_(True)
+            loss, diag = fused_distill_loss(s, w, h_t, w_t, cfg, weights=weights, target_ids=tgt)
+            r_s, r_w = h_s.clone().requires_grad_(True), w_s.clone().requires_grad_(True)
+            ref_loss, ref_diag = distill_token_losses(r_s @ r_w.t(), h_t @ w_t.t(), cfg, target_ids=tgt)
+            ref_loss = ref_loss * weights
+        (loss.sum() * 0.2).backward()
+        (ref_loss.sum() * 0.2).backward()
+        kept = weights > 0
+        for name, got, want in (
+            ("loss", loss, ref_loss),
+            ("token_kl", diag["token_kl"][kept], ref_diag["token_kl"][kept]),
+            ("student_entropy", diag["student_entropy"][kept], ref_diag["student_entropy"][kept]),
+            ("grad_h", s.grad, r_s.grad),
+            ("grad_w", w.grad, r_w.grad),
+        ):
+            want = want.detach().float()
+            bound = 2**-5 * want.abs().max().item()
+            torch.testing.assert_close(got.float(), want, atol=bound, rtol=0, msg=f"{mode}: {name}")
+        assert s.grad.dtype == dtype and w.grad.dtype == dtype

@@ -70,11 +70,13 @@ class _FusedDistill(torch.autograd.Function):
                 hs @ w_s.t(), h_t.index_select(0, idx) @ w_t.t(), tgt, cfg, want_h or want_w, dtype
             )
             w = w_rows[lo : lo + cfg.chunk_size]
-            loss[idx], token_kl[idx], agree[idx], entropy[idx] = c_loss * w, c_kl, c_agree.to(dtype), c_ent
+            # .to(dtype): under verl's bf16 autocast (FSDP engine forward_step) bmm/matmul results are bf16
+            loss[idx], token_kl[idx] = (c_loss * w).to(dtype), c_kl.to(dtype)
+            agree[idx], entropy[idx] = c_agree.to(dtype), c_ent.to(dtype)
             if g is not None:
                 g = g.mul_(w.unsqueeze(-1)).to(w_s.dtype)
                 if want_h:
-                    grad_h[idx] = g @ w_s
+                    grad_h[idx] = (g @ w_s).to(grad_h.dtype)
                 if want_w:
                     _accumulate_head_grad(grad_w, g, hs)
             del g, hs
