@@ -92,9 +92,11 @@ def run(
         torch.manual_seed(3)
         config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
         student = get_peft_model(student, config).to(dtype)
-    if wrap is not None:
-        wrap(student)
     teacher = student if shared else tiny_qwen(vocab, 2, tied=tied).to(dtype)
+    if wrap is not None:  # the separate teacher too: verl's fused reference is an FSDP2 module as well
+        wrap(student)
+        if not shared:
+            wrap(teacher)
     worker = make_worker(tokenizer, teacher, EXPOSURE, alpha=ALPHA, fused=fused)
     worker.actor = SimpleNamespace(engine=SimpleNamespace(module=student))
     if lora:  # frozen LoRA teacher: the actor with its adapters disabled, the head shared
