@@ -378,3 +378,13 @@ def test_capture_hook_records_what_the_fused_kernel_scored(
     dense = torch.clamp(log_t.exp() * (log_t - log_s), max=c["distill"].clip_tau).sum(-1) * mask
     assert float((dense - c["token_loss"].double() * mask).abs().max()) <= 5e-5
     assert dense.sum().item() / c["batch_num_tokens"] == pytest.approx(got["loss"], abs=1e-5)
+
+
+def test_a_head_the_fused_path_cannot_replace_is_refused(tokenizer):
+    """A biased head (or a LoRA-wrapped one, not an nn.Linear) is not h Wᵀ: refused, naming the key."""
+    from recipe.atesd.method.scoring import hidden_states_as_logits
+
+    model = tiny_qwen(len(tokenizer), 1)
+    model.lm_head = torch.nn.Linear(model.config.hidden_size, len(tokenizer), bias=True).double()
+    with pytest.raises(ValueError, match=r"distill.fused=false"), hidden_states_as_logits(model):
+        pass
