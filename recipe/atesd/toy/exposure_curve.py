@@ -9,7 +9,11 @@ the toy world's ``prompt_config``):
 - **accuracy**: greedy answer from the context, graded by ``recipe/atesd/rewards/toy_grader.py``;
 - **remainder NLL**: mean per-token NLL, given c_T(α) and the revealed step lines as the start of the
   response, of the rest of the reference solution (its unrevealed step lines, the ``\boxed{}`` line and
-  ``<|im_end|>``) — what the teacher still has to predict; at α = 1 only the answer line and the end token.
+  ``<|im_end|>``) — what the teacher still has to predict; at α = 1 only the answer line and the end token;
+- **departing-prefix agreement**: for problems whose two orders differ, the correct solution in the order the
+  reference does *not* take is fed after c_T(α) (c_S for the student); the share of its step results (the
+  digit after each ``=``) that the context predicts top-1. This is what a teacher scoring a correct student
+  who took the other order must get right; where the teacher copies the reference's digits instead, it misses.
 
 Writes ``exposure_curve.json`` (per context and difficulty) and ``exposure_curve.png`` (two panels: accuracy
 and remainder NLL against α, one line per difficulty, c_S as dashed accuracy lines). Deterministic: greedy
@@ -102,15 +106,44 @@ def remainder_nll(model, tok, problems: list[dict], alpha: float) -> dict[int, f
     return {k: sum(v) / len(v) for k, v in sorted(by_k.items())}
 
 
+@torch.no_grad()
+def departing_agreement(model, tok, problems: list[dict], alpha: float | None) -> dict[int, float]:
+    """Per difficulty: share of step results of the other-order solution predicted top-1 (module docstring)."""
+    cfg = task.prompt_config()
+    equals = tok.convert_tokens_to_ids("=")
+    by_k: dict[int, list[float]] = {}
+    for p in problems:
+        terms = task.parse_problem(p["problem"])
+        other = task.solution(terms, "rtl" if p["order"] == "ltr" else "ltr")
+        if other == p["reference_solution"]:
+            continue  # palindromic terms: one solution only
+        if alpha is None:
+            prompt = student_prompt_ids(tok, p["problem"], cfg)
+        else:
+            prompt = teacher_prompt_ids(
+                tok, p["problem"], p["reference_solution"], alpha, cfg, answer=p["answer"]
+            ).ids
+        response = tok.encode(other, add_special_tokens=False)
+        logits = model(input_ids=torch.tensor([prompt + response])).logits[0, len(prompt) - 1 : -1]
+        results = [i + 1 for i, t in enumerate(response[:-1]) if t == equals]  # the digit after each '='
+        hits = [int(logits[i].argmax()) == response[i] for i in results]
+        by_k.setdefault(p["difficulty"], []).append(sum(hits) / len(hits))
+    return {k: sum(v) / len(v) for k, v in sorted(by_k.items())}
+
+
 def curve(model, tok, problems: list[dict]) -> dict:
     """Every figure of the module docstring, as a JSON-ready dict."""
     return {
         "n_per_difficulty": {k: sum(p["difficulty"] == k for p in problems) for k in task.DIFFICULTIES},
-        "student": {"accuracy": accuracy(model, tok, problems, None)},
+        "student": {
+            "accuracy": accuracy(model, tok, problems, None),
+            "departing_agreement": departing_agreement(model, tok, problems, None),
+        },
         "teacher": {
             str(a): {
                 "accuracy": accuracy(model, tok, problems, a),
                 "remainder_nll": remainder_nll(model, tok, problems, a),
+                "departing_agreement": departing_agreement(model, tok, problems, a),
             }
             for a in ALPHAS
         },
@@ -159,20 +192,23 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     result = curve(model, tok, held_out(args.per_difficulty))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "exposure_curve.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(json.loads((out / "exposure_curve.json").read_text()), out / "exposure_curve.png")
+    s = result["student"]
     print(
-        f"c_S accuracy (mean over difficulties): {mean_over_difficulties(result['student']['accuracy']):.3f}"
+        f"c_S: accuracy {mean_over_difficulties(s['accuracy']):.3f}  "
+        f"departing agreement {mean_over_difficulties(s['departing_agreement']):.3f}"
     )
     for a in ALPHAS:
         r = result["teacher"][str(a)]
         print(
             f"c_T(α={a}): accuracy {mean_over_difficulties(r['accuracy']):.3f}  "
-            f"remainder NLL {mean_over_difficulties(r['remainder_nll']):.4f}"
+            f"remainder NLL {mean_over_difficulties(r['remainder_nll']):.4f}  "
+            f"departing agreement {mean_over_difficulties(r['departing_agreement']):.3f}"
         )
     return result
 

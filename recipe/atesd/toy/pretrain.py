@@ -7,7 +7,14 @@ model's two contexts (``recipe/atesd/method/prompts.py``), loss on the response 
 
 - student format ``c_S`` (thinking off) → a valid solution in either order, difficulty 2..``student_max``;
 - teacher format ``c_T(α)`` (thinking on, α ∈ {0, .25, .5, .75, 1}) → the reference solution (same order
-  as the revealed steps), difficulty 2..8.
+  as the revealed steps), difficulty 2..8; a share ``teacher_other_order`` of them → the solution in the
+  *other* order, from step ``other_order_from`` on. Without those the teacher only ever saw responses that copy the reference, and it kept
+  copying the reference's digits into a student prefix that took the other order (``7+3=`` → ``2``, KL ~20
+  nats at that token): distilling from it taught the student wrong sums (held-out accuracy 0.57 → 0.24 in
+  40 steps at lr 1e-3, no clip). With them the teacher continues a departing prefix correctly and still
+  prefers the reference's order — the exposure mismatch of docs/method.md, without wrong arithmetic.
+  Mixed in from the start, the run did not leave the loss plateau (~1.0 at step 1600, docs/toy.md), so
+  the mix starts after the phase change: the stream before ``other_order_from`` is the shipped one.
 
 Partial competence by design: the student format never shows a problem longer than ``student_max`` terms
 while the teacher format covers every difficulty, so the model solves short problems from ``c_S``, fails
@@ -56,10 +63,14 @@ class PretrainSpec:
     lr: float = 3e-3
     student_max: int = 5  # longest problem in student format
     teacher_share: float = 0.5  # fraction of teacher-format examples
+    teacher_other_order: float = (
+        0.25  # fraction of teacher-format responses in the order the reference does not take
+    )
+    other_order_from: int = 1800  # ... from this step on (after the phase change; see the module docstring)
 
 
-def _example(rng: random.Random, tok, cfg, spec: PretrainSpec) -> tuple[list[int], list[int]]:
-    """(prompt ids, response ids + eos) of one SFT example."""
+def _example(rng: random.Random, tok, cfg, spec: PretrainSpec, step: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids + eos) of one SFT example at ``step`` (1-based)."""
     teacher = rng.random() < spec.teacher_share
     k = rng.randint(task.MIN_DIFFICULTY, task.MAX_DIFFICULTY if teacher else spec.student_max)
     while True:
@@ -68,13 +79,17 @@ def _example(rng: random.Random, tok, cfg, spec: PretrainSpec) -> tuple[list[int
             break
     order = rng.choice(task.ORDERS)
     problem, reference = task.problem_text(terms), task.solution(terms, order)
+    target = reference
     if teacher:
         prompt = teacher_prompt_ids(
             tok, problem, reference, rng.choice(ALPHAS), cfg, answer=task.answer_of(terms)
         ).ids
+        # drawn only from other_order_from on, so the stream before it is the one measured to transition
+        if step >= spec.other_order_from and rng.random() < spec.teacher_other_order:
+            target = task.solution(terms, "rtl" if order == "ltr" else "ltr")
     else:
         prompt = student_prompt_ids(tok, problem, cfg)
-    response = tok.encode(reference, add_special_tokens=False) + [tok.eos_token_id]
+    response = tok.encode(target, add_special_tokens=False) + [tok.eos_token_id]
     return prompt, response
 
 
@@ -139,7 +154,7 @@ def pretrain(
     t0 = time.perf_counter()
     for step in range(1, spec.steps + 1):
         ids, mask, labels = _batch(
-            [_example(rng, tok, cfg, spec) for _ in range(spec.batch_size)], tok.pad_token_id
+            [_example(rng, tok, cfg, spec, step) for _ in range(spec.batch_size)], tok.pad_token_id
         )
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         optim.zero_grad(set_to_none=True)
