@@ -93,7 +93,7 @@ def _example(rng: random.Random, tok, cfg, spec: PretrainSpec, step: int) -> tup
     return prompt, response
 
 
-def _batch(examples, pad_id: int):
+def sft_batch(examples, pad_id: int):
     """Right-padded input ids, attention mask and labels (−100 outside the responses)."""
     width = max(len(p) + len(r) for p, r in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -153,7 +153,7 @@ def pretrain(
     model.train()
     t0 = time.perf_counter()
     for step in range(1, spec.steps + 1):
-        ids, mask, labels = _batch(
+        ids, mask, labels = sft_batch(
             [_example(rng, tok, cfg, spec, step) for _ in range(spec.batch_size)], tok.pad_token_id
         )
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
