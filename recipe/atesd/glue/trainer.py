@@ -28,6 +28,7 @@ from verl.utils.debug import marked_timer
 from recipe.atesd.glue.config_check import plain, uses_lora
 from recipe.atesd.glue.controller_actor import spawn_controller
 from recipe.atesd.glue.file_logger import use_resumable_file_logger
+from recipe.atesd.glue.lora_checkpoint import check_base_model, record_base_model
 from recipe.atesd.glue.worker import ATESDWorker, TeacherSettings
 from recipe.atesd.method.controller import StepStats
 from recipe.atesd.method.teacher import teacher_weights
@@ -217,6 +218,8 @@ class ATESDTrainer(PPOTrainerSync):
             "last_finite": self._last_finite,
         }
         torch.save(state, os.path.join(folder, STATE_FILE))
+        if self._adapters_only():
+            record_base_model(folder, self.config.actor_rollout_ref.model.path)
         super()._save_checkpoint()
 
     def _load_checkpoint(self):
@@ -229,6 +232,14 @@ class ATESDTrainer(PPOTrainerSync):
                 if trainer.resume_mode == "resume_path"
                 else os.path.join(trainer.default_local_dir, f"global_step_{self.global_steps}")
             )
+            if self._adapters_only():  # the base weights came from model.path, not from the checkpoint
+                check_base_model(self._resume_folder, self.config.actor_rollout_ref.model.path)
+
+    def _adapters_only(self) -> bool:
+        """verl saves only the LoRA entries (``actor.checkpoint.save_lora_only`` on a LoRA actor):
+        recipe/atesd/glue/lora_checkpoint.py ties such a checkpoint to its base model."""
+        ref = self.config.actor_rollout_ref
+        return uses_lora(ref.model) and bool(ref.actor.checkpoint.get("save_lora_only", False))
 
     def _restore_atesd_state(self):
         path = os.path.join(self._resume_folder, STATE_FILE)
