@@ -204,6 +204,34 @@ def test_lora_export_merges_adapters(tmp_path, mesh, tokenizer):
     assert json.loads((result.out_dir / "export.json").read_text())["lora"]["r"] == 4
 
 
+def test_adapter_only_lora_export_merges_onto_the_recorded_base(tmp_path, mesh, tokenizer):
+    from recipe.atesd.glue.lora_checkpoint import base_model_digest, record_base_model
+
+    trained = lora_model()
+    state = dict(trained.state_dict())
+    meta = {"r": 4, "lora_alpha": 8, "task_type": "CAUSAL_LM"}
+    config = trained.base_model.model.config
+    write_checkpoint(tmp_path / "full", 2, state, config, tokenizer, mesh, lora=meta)
+    adapters = {k: v for k, v in state.items() if "lora_" in k}  # what verl's save_lora_only keeps
+    root = tmp_path / "adapters"
+    write_checkpoint(root, 2, adapters, config, tokenizer, mesh, lora=meta)
+    base_dir = tmp_path / "base"
+    fp32_model().save_pretrained(base_dir)  # the model.path the run started from
+    record_base_model(str(root / "global_step_2"), str(base_dir))
+    (full,) = export_run(tmp_path / "full", tmp_path / "out_full", dtype="float32")
+    (result,) = export_run(root, tmp_path / "out", dtype="float32")
+    a, b = load(full.out_dir).state_dict(), load(result.out_dir).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    fp32_model(seed=5).save_pretrained(base_dir)  # the base changed after the run saved
+    base_model_digest.cache_clear()  # a new process would read the files again
+    with pytest.raises(CheckpointError, match="not the base model"):
+        export_run(root, tmp_path / "out2")
+    (root / "global_step_2" / "base_model_digest.json").unlink()
+    with pytest.raises(CheckpointError, match="base_model_digest.json: missing"):
+        export_run(root, tmp_path / "out3")
+
+
 def test_lora_without_its_metadata_is_refused(tmp_path, mesh, tokenizer):
     trained = lora_model()
     root = tmp_path / "ckpt"

@@ -33,6 +33,10 @@ renamed into place, so a killed export leaves no ``step_N``. A half-written chec
 :class:`CheckpointError` naming the file: missing/empty/unreadable shard, missing ``fsdp_config.json`` or
 ``huggingface/`` config or tokenizer, ranks that disagree, a tokenizer larger than the model's vocabulary,
 keys that do not match the architecture, LoRA weights without ``lora_train_meta.json``.
+
+Adapter-only LoRA steps (``actor.checkpoint.save_lora_only=true``) hold no base weights: the base comes from
+the model folder named in the step's ``base_model_digest.json``, refused unless its files still have the digest
+recorded at save time (:func:`with_base_weights`).
 """
 
 from __future__ import annotations
@@ -241,6 +245,44 @@ def merge_lora(state: dict, r: int, lora_alpha: float) -> tuple[dict, dict]:
     return merged, adapter
 
 
+def with_base_weights(step_dir: Path, adapters: dict) -> dict:
+    """An adapter-only step (``checkpoint.save_lora_only=true``) plus its base weights under PEFT's names, read
+    from the model folder its ``base_model_digest.json`` records, after checking that folder's digest
+    (recipe/atesd/glue/lora_checkpoint.py): ``<module>.weight`` of an adapted module becomes
+    ``base_model.model.<module>.base_layer.weight``, every other ``<key>`` becomes ``base_model.model.<key>``;
+    floats are upcast to fp32, as verl's fp32 actor holds the base."""
+    import torch
+    from safetensors.torch import load_file
+
+    from recipe.atesd.glue.lora_checkpoint import DIGEST_FILE, check_base_model
+
+    record = step_dir / DIGEST_FILE
+    if not record.is_file():
+        raise CheckpointError(
+            f"{record}: missing; adapters only and no record of the base model to merge into"
+        )
+    model_dir = Path(json.loads(record.read_text())["model_path"])
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{record}: base model folder {model_dir} does not exist here")
+    try:
+        check_base_model(str(step_dir), str(model_dir))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    base = {}
+    for f in sorted(model_dir.iterdir()):
+        if f.suffix == ".safetensors":
+            base.update(load_file(str(f)))
+        elif f.suffix == ".bin":
+            base.update(torch.load(f, map_location="cpu", weights_only=True))
+    adapted = {m.group("module").removeprefix(PEFT_PREFIX) for k in adapters if (m := LORA_KEY.match(k))}
+    state = {}
+    for key, value in base.items():
+        module = key.removesuffix(".weight")
+        peft_key = f"{module}.base_layer.weight" if module in adapted else key
+        state[PEFT_PREFIX + peft_key] = value.float() if value.is_floating_point() else value  # fp32 actor
+    return {**state, **adapters}
+
+
 def check_tokenizer(hf_dir: Path, vocab_rows: int) -> None:
     """The tokenizer must load and fit the model's embedding rows (ids ≥ rows would index past them)."""
     from transformers import AutoTokenizer
@@ -320,9 +362,7 @@ def export_step(
     if any(LORA_KEY.match(k) for k in state):
         lora = lora_meta(actor)
         if all("lora_" in k for k in state):
-            raise CheckpointError(
-                f"{actor}: adapters only (checkpoint.save_lora_only=true); no base weights to merge into"
-            )
+            state = with_base_weights(actor.parent, state)
         state, adapter_tensors = merge_lora(state, lora["r"], lora["lora_alpha"])
     model = build_model(hf_dir, state, dtype)
     check_tokenizer(hf_dir, model.get_input_embeddings().weight.shape[0])
