@@ -5,7 +5,8 @@ The *actor* here is the module verl trains, rebuilt from the checkpoint without 
 architecture of ``actor/huggingface/config.json`` (wrapped by PEFT with the ``lora_train_meta.json`` rank and
 alpha and ``target_modules=all-linear`` for a LoRA run, as ``verl/workers/engine/fsdp/transformer_impl.py::
 _build_lora_module`` wraps it) holding the rank-0 shard's tensors (world size 1 in these tests: the local
-tensor is the whole parameter). Its fp32 forward is the actor's log-probability function at that step.
+tensor is the whole parameter; an adapters-only step gets its base weights as the exporter's
+``with_base_weights`` reads them). Its fp32 forward is the actor's log-probability function at that step.
 """
 
 import json
@@ -24,6 +25,12 @@ def actor_from_checkpoint(actor: Path):
         raise ValueError(f"{actor}: this helper reads single-rank checkpoints")
     shard = torch.load(actor / "model_world_size_1_rank_0.pt", map_location="cpu", weights_only=False)
     state = {k: (v._local_tensor if isinstance(v, DTensor) else v).float() for k, v in shard.items()}
+    if all(
+        "lora_" in k for k in state
+    ):  # adapters only (save_lora_only): the base from the recorded model.path
+        from recipe.atesd.export import with_base_weights
+
+        state = with_base_weights(actor.parent, state)
     model = AutoModelForCausalLM.from_config(
         AutoConfig.from_pretrained(actor / "huggingface"), dtype=torch.float32
     )

@@ -316,6 +316,25 @@ def test_lora_teacher_random_exposure(lora_run):
         assert 0 < m["actor/grad_norm"] < float("inf")
 
 
+def test_lora_run_saves_adapters_only(lora_run, tiny_model):
+    """actor.checkpoint.save_lora_only (atesd_trainer.yaml): the LoRA step holds the adapters, not the base, and
+    records the base model's digest (recipe/atesd/glue/lora_checkpoint.py); sizes printed."""
+    from recipe.atesd.glue.lora_checkpoint import DIGEST_FILE, base_model_digest
+
+    step = lora_run[1] / "global_step_4"
+    shard = torch.load(
+        step / "actor" / "model_world_size_1_rank_0.pt", map_location="cpu", weights_only=False
+    )
+    assert shard and all("lora_" in k for k in shard), [k for k in shard if "lora_" not in k][:3]
+    record = json.loads((step / DIGEST_FILE).read_text())
+    assert record["sha256"] == base_model_digest(record["model_path"])
+    actor_bytes = sum(f.stat().st_size for f in (step / "actor").rglob("*") if f.is_file())
+    base_bytes = sum(f.stat().st_size for f in Path(record["model_path"]).glob("*.safetensors"))
+    print(
+        f"LoRA step 4: actor/ {actor_bytes} B (model shard {len(shard)} tensors); base weights {base_bytes} B"
+    )
+
+
 # --- the evaluation chain on the runs' checkpoints (docs/evaluation.md, "From a run to the table") ---
 
 EVAL_TIMEOUT_S = 600  # one evaluate_run call: export + one vLLM engine per step on 2 problems x 2 samples
