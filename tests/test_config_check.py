@@ -49,6 +49,11 @@ def test_embedded_default_passes_and_plans_one_colocated_pool():
         ("teacher.ema_rate=2.0", "teacher.ema_rate"),
         ("distill.temperature=1.0", "distill.temperature"),
         ("probe.batch_size=0", "probe.batch_size"),
+        ("controller.granularity=per_difficulty", "controller.granularity"),  # not wired into the trainer
+        ("controller.granularity=per_bucket", "controller.granularity"),
+        ("controller.num_buckets=0", "controller.num_buckets"),
+        ("controller.difficulty_signal=nll", "controller.difficulty_signal"),
+        ("controller.bucket_edges=[2,1]", "controller.bucket_edges"),
         ("probe.path=/nonexistent/probe.parquet", "probe.path"),
     ],
 )

@@ -159,7 +159,8 @@ def test_reinforce_loss_matches_formula():
     (s0, x0, lp0, gt0), d1 = before["completed"][0], before["pending"][0]
     assert lp0 + cfg.lambda_gt * gt0 == pytest.approx(0.0, abs=1e-12)
     states = torch.tensor([s0, d1["state"]], dtype=torch.float64)
-    x = torch.tensor([x0, d1["alpha_raw"]], dtype=torch.float64)
+    (x0,), (x1,) = x0, d1["alpha_raw"]  # K = 1: one raw α per decision
+    x = torch.tensor([x0, x1], dtype=torch.float64)
     adv = torch.tensor([-0.1, 0.1], dtype=torch.float64) / (
         0.1 + cfg.adv_eps
     )  # (R − mean)/(std + ε), R = (0, 0.2)
@@ -201,7 +202,8 @@ def test_running_reward_norm_and_entropy_floor_match_formula():
     net.load_state_dict(before["policy"])
     (s0, x0, _, _), d1 = before["completed"][0], before["pending"][0]
     states = torch.tensor([s0, d1["state"]], dtype=torch.float64)
-    x = torch.tensor([x0, d1["alpha_raw"]], dtype=torch.float64)
+    (x0,), (x1,) = x0, d1["alpha_raw"]  # K = 1: one raw α per decision
+    x = torch.tensor([x0, x1], dtype=torch.float64)
     adv = torch.tensor([-0.5, 0.5], dtype=torch.float64) / (0.5 + cfg.adv_eps)
     a, b = net(states)
     entropy = beta_entropy(a, b).mean()

@@ -32,7 +32,13 @@ def plain(node) -> dict:
 def check_atesd_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first bad key of the ATESD groups or of their verl neighbours."""
     TeacherPromptConfig(**plain(cfg.teacher_prompt))
-    ControllerConfig.from_mapping(plain(cfg.controller)).validate()
+    controller = ControllerConfig.from_mapping(plain(cfg.controller)).validate()
+    if controller.granularity != "batch":
+        raise ValueError(
+            f"controller.granularity = {controller.granularity!r}: the trainer broadcasts one α per window and "
+            "does not yet build per-sample teacher prompts from a bucket → α table (issue 14; the method is in "
+            "recipe/atesd/method/controller/core.py); use 'batch'"
+        )
     distill = DistillLossConfig(**plain(cfg.distill)).validate()
     teacher = TeacherConfig(**plain(cfg.teacher)).validate()
     teacher_weights(teacher.kind, uses_lora(cfg.actor_rollout_ref.model))

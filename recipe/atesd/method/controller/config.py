@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from recipe.atesd.method.controller.state import FEATURES
+from recipe.atesd.method.difficulty import SIGNALS
 
+GRANULARITIES = ("batch", "per_difficulty")
 EXPOSURE_MODES = ("fixed", "random", "adaptive", "schedule")
 SCHEDULE_KINDS = ("linear", "cosine")
 REWARD_NORMS = ("none", "running")
@@ -45,6 +47,14 @@ class ControllerConfig:
     norm_clip: z-scored state features (and, with reward_norm running, z-scored returns) are clipped to
         [−norm_clip, norm_clip] [chosen 5.0].
     state_features: which entries of s_t are used, a subset of the registered :data:`state.FEATURES`.
+    granularity: batch (one α per window for every sample: the papers, default) | per_difficulty (one α per
+        difficulty bucket per window, docs/method.md §2.4; the batch controller is its K = 1 case).
+    num_buckets (K): difficulty buckets of ``per_difficulty`` [chosen 3]; ``batch`` is K = 1.
+    difficulty_signal: the registered signal that places a problem in a bucket
+        (``recipe/atesd/method/difficulty.py::SIGNALS``) [chosen dataset_level, §2.4].
+    difficulty_level_key: the ``extra_info`` key ``dataset_level`` reads [chosen difficulty: the toy world].
+    bucket_edges: K − 1 strictly increasing edges, bucket(d) = #{i : e_i ≤ d}; empty = the K-quantiles of the
+        signal over the training rows [chosen empty].
     """
 
     exposure_mode: str = "adaptive"
@@ -70,6 +80,16 @@ class ControllerConfig:
     adv_eps: float = 1e-8
     norm_clip: float = 5.0
     state_features: list[str] = field(default_factory=lambda: list(FEATURES))
+    granularity: str = "batch"
+    num_buckets: int = 3
+    difficulty_signal: str = "dataset_level"
+    difficulty_level_key: str = "difficulty"
+    bucket_edges: list[float] = field(default_factory=list)
+
+    @property
+    def buckets(self) -> int:
+        """K: the number of α's per window (1 under ``granularity: batch``)."""
+        return 1 if self.granularity == "batch" else self.num_buckets
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ControllerConfig:
@@ -79,8 +99,9 @@ class ControllerConfig:
         if unknown:
             raise ValueError(f"controller config: unknown key(s) {unknown}")
         kwargs = dict(values)
-        if "state_features" in kwargs:
-            kwargs["state_features"] = list(kwargs["state_features"])
+        for key in ("state_features", "bucket_edges"):
+            if key in kwargs:
+                kwargs[key] = list(kwargs[key])
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +161,47 @@ class ControllerConfig:
         unknown = [f for f in feats if f not in FEATURES]
         _check(not unknown, "controller.state_features", unknown, f"a subset of {list(FEATURES)}")
         _check(len(set(feats)) == len(feats), "controller.state_features", feats, "without duplicates")
+        grans = list(GRANULARITIES)
+        _check(
+            self.granularity in GRANULARITIES, "controller.granularity", self.granularity, f"one of {grans}"
+        )
+        _check(
+            isinstance(self.num_buckets, int)
+            and not isinstance(self.num_buckets, bool)
+            and self.num_buckets >= 1,
+            "controller.num_buckets (K)",
+            self.num_buckets,
+            "an int >= 1",
+        )
+        signals = list(SIGNALS)
+        _check(
+            self.difficulty_signal in SIGNALS,
+            "controller.difficulty_signal",
+            self.difficulty_signal,
+            f"one of {signals}",
+        )
+        _check(
+            isinstance(self.difficulty_level_key, str) and self.difficulty_level_key != "",
+            "controller.difficulty_level_key",
+            self.difficulty_level_key,
+            "a non-empty string",
+        )
+        edges = list(self.bucket_edges)
+        numbers = all(
+            isinstance(e, int | float) and not isinstance(e, bool) and math.isfinite(e) for e in edges
+        )
+        _check(
+            numbers and all(b > a for a, b in zip(edges[:-1], edges[1:], strict=True)),
+            "controller.bucket_edges",
+            edges,
+            "finite numbers, strictly increasing",
+        )
+        _check(
+            not edges or len(edges) == self.num_buckets - 1,
+            "controller.bucket_edges",
+            edges,
+            f"empty (quantiles) or controller.num_buckets - 1 = {self.num_buckets - 1} edges",
+        )
         return self
 
 

@@ -36,6 +36,14 @@ alpha_min, alpha_max). Every mode uses the same windows and computes rewards (fo
 log π is recomputed with the current φ at update time (the decisions were sampled with an older φ;
 no importance weights: on-policy-ish REINFORCE), then those B decisions are consumed.
 
+Granularity (``cfg.granularity``, docs/method.md §2.4): with K = ``cfg.buckets`` difficulty buckets a window
+holds K α's, one per bucket, drawn in bucket order: ``adaptive`` feeds the policy [s_{t0} ; o_k] with o_k the
+dummy coding of bucket k (o_0 = 0 ∈ R^{K−1}, o_k = e_{k−1}) and draws α_k ~ Beta(a_k, b_k); ``random`` draws K
+uniforms; ``fixed`` and ``schedule`` give every bucket the same α. REINFORCE uses the joint log-prob
+Σ_k log π_φ(α_raw_{j,k} | s_j, k) in place of log π_φ(α_raw_j | s_j), and H̄ is the mean over j and k. For
+K = 1 (``granularity: batch``) o_k is empty and every operation is the batch-level one above, bit for bit.
+The state's ``alpha_ema`` follows :attr:`AlphaDecision.alpha`, the mean of the K α's.
+
 All randomness (policy init, Beta / uniform draws) comes from a private ``torch.Generator`` seeded by
 ``seed``; the global RNG is never touched. ``state_dict()`` captures everything, so a restored
 controller continues bit-identically.
@@ -55,7 +63,8 @@ from recipe.atesd.method.controller.policy import DTYPE, BetaPolicy, beta_entrop
 from recipe.atesd.method.controller.reward import PendingDecision, lookahead_returns
 from recipe.atesd.method.controller.state import RunningNorm, StateFeaturiser
 
-STATE_VERSION = 3
+STATE_VERSION = 4
+"""4: per-bucket decisions (issue 14): ``alpha_raw`` of a pending/completed decision is a list of K values."""
 
 __all__ = ["AlphaDecision", "ControllerConfig", "ExposureController", "StepStats"]
 
@@ -63,13 +72,18 @@ __all__ = ["AlphaDecision", "ControllerConfig", "ExposureController", "StepStats
 @dataclass(frozen=True)
 class AlphaDecision:
     """α for one update. ``window_start`` is True on the window's first step (where it was drawn);
-    beta_a / beta_b are the policy's Beta parameters for the window (NaN outside ``adaptive``)."""
+    beta_a / beta_b are the policy's Beta parameters for the window (NaN outside ``adaptive``, and NaN when
+    K > 1: see the per-bucket ones). ``bucket_alphas``, ``bucket_beta_a``, ``bucket_beta_b``: one entry per
+    difficulty bucket k = 0 … K−1; ``alpha`` is their mean (for K = 1: the one α, the batch-level decision)."""
 
     alpha: float
     window_id: int
     window_start: bool
     beta_a: float
     beta_b: float
+    bucket_alphas: tuple[float, ...]
+    bucket_beta_a: tuple[float, ...]
+    bucket_beta_b: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -95,7 +109,10 @@ class ExposureController:
         self.total_steps = total_steps
         self._generator = torch.Generator().manual_seed(seed)
         self._policy = BetaPolicy(
-            len(self.cfg.state_features), self.cfg.hidden, self.cfg.layers, self._generator
+            len(self.cfg.state_features) + self.cfg.buckets - 1,
+            self.cfg.hidden,
+            self.cfg.layers,
+            self._generator,
         )
         self._optimizer = torch.optim.Adam(self._policy.parameters(), lr=self.cfg.lr)
         self._features = StateFeaturiser(
@@ -103,8 +120,8 @@ class ExposureController:
         )
         self._pending: list[PendingDecision] = []
         self._completed: list[
-            tuple[list[float], float, float, float]
-        ] = []  # (s, α_raw, G_lp, G_gt) to learn from
+            tuple[list[float], list[float], float, float]
+        ] = []  # (s, [α_raw per bucket], G_lp, G_gt) to learn from
         self._return_norms = {"lp": RunningNorm(), "gt": RunningNorm()}  # reward_norm = running
         self._window: AlphaDecision | None = None  # the current hold window's decision (window_start=True)
         self._decided = 0  # steps decided so far
@@ -134,22 +151,39 @@ class ExposureController:
     def _open_window(self, t0: int) -> None:
         state = self._features.features(t0)
         cfg = self.cfg
-        beta_a = beta_b = math.nan
+        k_count = cfg.buckets
+        beta_a = beta_b = [math.nan] * k_count
         if cfg.exposure_mode == "fixed":
-            alpha = alpha_raw = float(cfg.alpha)
+            alpha = alpha_raw = [float(cfg.alpha)] * k_count
         elif cfg.exposure_mode == "random":
-            u = torch.rand((), generator=self._generator, dtype=DTYPE).item()
-            alpha = alpha_raw = cfg.alpha_min + (cfg.alpha_max - cfg.alpha_min) * u
+            alpha = alpha_raw = [
+                cfg.alpha_min
+                + (cfg.alpha_max - cfg.alpha_min)
+                * torch.rand((), generator=self._generator, dtype=DTYPE).item()
+                for _ in range(k_count)
+            ]
         elif cfg.exposure_mode == "schedule":
-            alpha = alpha_raw = self._schedule(t0)
+            alpha = alpha_raw = [self._schedule(t0)] * k_count
         else:
             with torch.no_grad():
-                a, b = self._policy(torch.tensor([state], dtype=DTYPE))
-                beta_a, beta_b = a.item(), b.item()
-                alpha_raw = sample_beta(beta_a, beta_b, self._generator)
-            alpha = min(max(alpha_raw, cfg.alpha_min), cfg.alpha_max)
-        self._window = AlphaDecision(alpha, t0 // cfg.hold_window, True, beta_a, beta_b)
-        self._pending.append(PendingDecision(state, alpha_raw))
+                a, b = self._policy(torch.tensor(policy_inputs(state, k_count), dtype=DTYPE))
+                beta_a, beta_b = a.tolist(), b.tolist()
+                alpha_raw = [
+                    sample_beta(ak, bk, self._generator) for ak, bk in zip(beta_a, beta_b, strict=True)
+                ]
+            alpha = [min(max(x, cfg.alpha_min), cfg.alpha_max) for x in alpha_raw]
+        single = k_count == 1
+        self._window = AlphaDecision(
+            alpha=alpha[0] if single else sum(alpha) / k_count,
+            window_id=t0 // cfg.hold_window,
+            window_start=True,
+            beta_a=beta_a[0] if single else math.nan,
+            beta_b=beta_b[0] if single else math.nan,
+            bucket_alphas=tuple(alpha),
+            bucket_beta_a=tuple(beta_a),
+            bucket_beta_b=tuple(beta_b),
+        )
+        self._pending.append(PendingDecision(state, list(alpha_raw)))
 
     def _schedule(self, t0: int) -> float:
         """α(p) at p = min(1, t0/(T−1)): linear s + (e − s)·p; cosine e + (s − e)·(1 + cos πp)/2."""
@@ -224,11 +258,13 @@ class ExposureController:
             g_gt, clip
         )
 
-    def _reinforce(self, batch: list[tuple[list[float], float, float, float]]) -> dict[str, float]:
-        """One REINFORCE + entropy-band step on B completed decisions (module docstring, §2.2)."""
+    def _reinforce(self, batch: list[tuple[list[float], list[float], float, float]]) -> dict[str, float]:
+        """One REINFORCE + entropy-band step on B completed decisions (module docstring, §2.2, §2.4):
+        log π of decision j is Σ_k log Beta(α_raw_{j,k}; a_k(s_j), b_k(s_j))."""
         cfg = self.cfg
-        states = torch.tensor([s for s, _, _, _ in batch], dtype=DTYPE)
-        alpha_raw = torch.tensor([x for _, x, _, _ in batch], dtype=DTYPE)
+        k_count = cfg.buckets
+        states = torch.tensor([row for s, _, _, _ in batch for row in policy_inputs(s, k_count)], dtype=DTYPE)
+        alpha_raw = torch.tensor([x for _, xs, _, _ in batch for x in xs], dtype=DTYPE)
         rewards = torch.tensor([self._reward(lp, gt) for _, _, lp, gt in batch], dtype=DTYPE)
         adv = (rewards - rewards.mean()) / (rewards.std(correction=0) + cfg.adv_eps)
         a, b = self._policy(states)
@@ -237,7 +273,8 @@ class ExposureController:
             torch.clamp(entropy - cfg.entropy_target, min=0.0) ** 2
             + torch.clamp(cfg.entropy_floor - entropy, min=0.0) ** 2
         )
-        loss = -(adv * beta_log_prob(alpha_raw, a, b)).mean() + penalty
+        joint_log_prob = beta_log_prob(alpha_raw, a, b).view(len(batch), k_count).sum(dim=1)
+        loss = -(adv * joint_log_prob).mean() + penalty
         self._optimizer.zero_grad()
         loss.backward()
         self._optimizer.step()
@@ -262,7 +299,7 @@ class ExposureController:
                 "generator": self._generator.get_state(),
                 "features": self._features.state_dict(),
                 "pending": [d.to_dict() for d in self._pending],
-                "completed": [[list(s), x, lp, gt] for s, x, lp, gt in self._completed],
+                "completed": [[list(s), list(x), lp, gt] for s, x, lp, gt in self._completed],
                 "return_norms": {key: norm.state_dict() for key, norm in self._return_norms.items()},
                 "window": None if self._window is None else asdict(self._window),
                 "decided": self._decided,
@@ -277,7 +314,9 @@ class ExposureController:
         state = copy.deepcopy(state)
         if state.get("version") != STATE_VERSION:
             raise ValueError(
-                f"controller state: version = {state.get('version')!r}, expected {STATE_VERSION}"
+                f"controller state: version = {state.get('version')!r}, expected {STATE_VERSION} (version 4 stores "
+                "per-bucket decisions, issue 14; a checkpoint from an older version cannot resume this controller: "
+                "start the controller fresh or resume with the code that wrote it)"
             )
         for name, value in self.cfg.to_dict().items():
             if state["config"].get(name) != value:
@@ -293,12 +332,23 @@ class ExposureController:
         self._generator.set_state(state["generator"])
         self._features.load_state_dict(state["features"])
         self._pending = [PendingDecision(**d) for d in state["pending"]]
-        self._completed = [(list(s), x, lp, gt) for s, x, lp, gt in state["completed"]]
+        self._completed = [(list(s), list(x), lp, gt) for s, x, lp, gt in state["completed"]]
         for key, norm in self._return_norms.items():
             norm.load_state_dict(state["return_norms"][key])
-        self._window = None if state["window"] is None else AlphaDecision(**state["window"])
+        window = state["window"]
+        self._window = (
+            None
+            if window is None
+            else AlphaDecision(**{k: tuple(v) if k.startswith("bucket_") else v for k, v in window.items()})
+        )
         self._decided, self._observed = state["decided"], state["observed"]
         self._nll, self._updates = state["nll"], state["updates"]
+
+
+def policy_inputs(state: list[float], buckets: int) -> list[list[float]]:
+    """[s ; o_k] for k = 0 … K−1, o_k the dummy coding of bucket k: o_0 = 0 ∈ R^{K−1}, o_k = e_{k−1} (§2.4).
+    For K = 1 this is [s]: the batch-level policy input."""
+    return [list(state) + [1.0 if j == k - 1 else 0.0 for j in range(buckets - 1)] for k in range(buckets)]
 
 
 def _require_finite(values: dict[str, float], where: str) -> None:

@@ -41,12 +41,13 @@ class PendingDecision:
     """One decision (s, α_raw) made at a window start t0, and the signals gathered since.
 
     ``nll`` collects ℓ_{t0}, ℓ_{t0+1}, …; ``ground`` collects g_{t0+1}, …; complete once len(ground) = L.
-    ``alpha_raw`` is the unclipped Beta sample whose log-probability REINFORCE recomputes at update time
-    (in the non-adaptive modes it is the α used; they never update).
+    ``alpha_raw`` holds the unclipped Beta samples, one per difficulty bucket (one entry at
+    ``granularity: batch``), whose joint log-probability REINFORCE recomputes at update time
+    (in the non-adaptive modes they are the α's used; they never update).
     """
 
     state: list[float]
-    alpha_raw: float
+    alpha_raw: list[float]
     nll: list[float] = field(default_factory=list)
     ground: list[float] = field(default_factory=list)
 
