@@ -42,6 +42,7 @@ KEPT_FROM_CPU_CONFIG = {
         "reward.custom_reward_function.name": "the math grader",
         "trainer.v1.trainer_mode": "selects the ATESD trainer",
         "trainer.val_before_train": "a step-0 validation",
+        "actor_rollout_ref.actor.checkpoint.save_lora_only": "LoRA steps save adapters only (docs/config.md)",
     },
     "grpo_trainer.yaml": {
         "data.filter_overlong_prompts": "data hygiene, not a size",
