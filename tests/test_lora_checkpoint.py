@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import tiny_qwen
 
+from recipe.atesd.glue import lora_checkpoint
 from recipe.atesd.glue.lora_checkpoint import DIGEST_FILE, check_base_model, record_base_model
 
 VOCAB = 64
@@ -137,3 +138,24 @@ def test_resume_onto_another_base_model_is_refused(tmp_path):
     (step_dir / DIGEST_FILE).unlink()
     with pytest.raises(FileNotFoundError, match=DIGEST_FILE):
         check_base_model(str(step_dir), same)
+
+
+def test_a_hub_id_is_fingerprinted_from_its_cached_snapshot(tmp_path, monkeypatch):
+    """The presets' model.path is a Hub id (Qwen/Qwen3-8B): the digest reads the snapshot the engine cached."""
+    import huggingface_hub
+
+    snapshot = base_dir(tmp_path / "snapshot", 1)
+    calls = []
+
+    def cached(repo_id, local_files_only=False):
+        calls.append((repo_id, local_files_only))
+        if repo_id != "Org/Cached":
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+        return snapshot
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached)
+    lora_checkpoint.base_model_digest.cache_clear()
+    assert lora_checkpoint.base_model_digest("Org/Cached") == lora_checkpoint.base_model_digest(snapshot)
+    assert calls == [("Org/Cached", True)]
+    with pytest.raises(FileNotFoundError, match="model.path=Org/Missing: neither a folder nor a cached"):
+        lora_checkpoint.base_model_digest("Org/Missing")

@@ -254,20 +254,19 @@ def with_base_weights(step_dir: Path, adapters: dict) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from recipe.atesd.glue.lora_checkpoint import DIGEST_FILE, check_base_model
+    from recipe.atesd.glue.lora_checkpoint import DIGEST_FILE, check_base_model, local_model_dir
 
     record = step_dir / DIGEST_FILE
     if not record.is_file():
         raise CheckpointError(
             f"{record}: missing; adapters only and no record of the base model to merge into"
         )
-    model_dir = Path(json.loads(record.read_text())["model_path"])
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{record}: base model folder {model_dir} does not exist here")
+    model_path = json.loads(record.read_text())["model_path"]
     try:
-        check_base_model(str(step_dir), str(model_dir))
-    except ValueError as err:
-        raise CheckpointError(str(err)) from err
+        model_dir = Path(local_model_dir(model_path))
+        check_base_model(str(step_dir), model_path)
+    except (ValueError, FileNotFoundError) as err:
+        raise CheckpointError(f"{record}: {err}") from err
     base = {}
     for f in sorted(model_dir.iterdir()):
         if f.suffix == ".safetensors":

@@ -23,9 +23,26 @@ DIGEST_FILE = "base_model_digest.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
+def local_model_dir(model_path: str) -> str:
+    """``model.path`` as a local folder: itself, or for a Hub id (the presets' ``Qwen/Qwen3-8B``) the snapshot
+    the engine's ``from_pretrained`` cached (``huggingface_hub.snapshot_download(local_files_only=True)``)."""
+    if os.path.isdir(model_path):
+        return model_path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(model_path, local_files_only=True)
+    except Exception as err:  # not a folder and not in the Hub cache
+        raise FileNotFoundError(
+            f"actor_rollout_ref.model.path={model_path}: neither a folder nor a cached Hub model "
+            f"({type(err).__name__}: {err})"
+        ) from err
+
+
 @functools.cache
-def base_model_digest(model_dir: str) -> str:
+def base_model_digest(model_path: str) -> str:
     """sha256 of the base model's weight files and config.json (read once per process: ~16 GB at 8B)."""
+    model_dir = local_model_dir(model_path)
     names = sorted(n for n in os.listdir(model_dir) if n.endswith(WEIGHT_SUFFIXES) or n == "config.json")
     if not any(n.endswith(WEIGHT_SUFFIXES) for n in names):
         raise FileNotFoundError(f"{model_dir}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to fingerprint")
