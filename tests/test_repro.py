@@ -7,7 +7,6 @@ run.json / done.json. No stack is started. Expected numbers are computed here fr
 
 import json
 import math
-import os
 import statistics
 import sys
 
@@ -469,23 +468,34 @@ def test_cli_error_names_the_problem(tmp_path):
 # ---------------------------------------------------------------------------------------------- real configs
 
 
+@pytest.fixture(scope="module")
+def toy_repo(tmp_path_factory):
+    """A stand-in checkout root (``ATESD_REPO``) holding the toy world's parquet files, as ``make toy`` writes
+    them: check_atesd_config opens the probe and training files, and a fresh clone has no data/toy yet (CI
+    failed here when the test read the developer's own data/toy). The model directory is never opened."""
+    from recipe.atesd.toy.build_data import build
+
+    root = tmp_path_factory.mktemp("toy_repo")
+    build(root / "data" / "toy", seed=0)
+    return root
+
+
 @pytest.mark.parametrize("method", list(rs.METHODS))
-def test_every_run_composes_and_passes_the_entry_points_checks(tmp_path, method):
+def test_every_run_composes_and_passes_the_entry_points_checks(tmp_path, method, toy_repo, monkeypatch):
     """Each run's overrides compose against its entry point's config (hydra in-process, as launch/presets.py
     does: a misspelled key fails here) with the toy world and pass the checks the entry point makes before
     Ray starts (check_atesd_config for ATESD, verl's validate_config for both); the resolved values are the
-    asked ones. The toy data/model paths need not exist for this."""
+    asked ones. The toy data files come from ``toy_repo``; the model path need not exist for this."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
     from launch.presets import CONFIG_DIR
-    from recipe.atesd import REPO_ROOT
     from recipe.atesd.glue.platform import configure_process_env, with_platform_override
 
     configure_process_env()
-    os.environ.setdefault("ATESD_REPO", str(REPO_ROOT))
+    monkeypatch.setenv("ATESD_REPO", str(toy_repo))
     d = rs.run_dir(tmp_path, method, 2)
     args = with_platform_override(rs.overrides(method, 2, 40, 10, d, "toy", []), "cpu")
     config = "grpo_trainer" if method == "grpo" else "atesd_trainer"
