@@ -7,8 +7,8 @@ Ray session and /dev/shm clean-up; see tests/integration_utils.py):
   checkpoints at steps 5 and 8, loss-parity capture of the first update (tests/atesd_capture.py);
 - ``killed`` + ``resumed``: the same run killed right after its step-5 checkpoint (mid window 2),
   then resumed from it, both attempts logging to one metrics history;
-- ``lora``: random exposure with the LoRA teacher (actor with adapters disabled), 4 updates, checkpoint at 4
-  (adapters only); resumed from a copy of it: refused on another base model, one more update on its own.
+- ``lora``: random exposure with the LoRA teacher (actor with adapters disabled), 5 updates, checkpoints at 4
+  and 5 (adapters only); resumed from a copy of step 4: refused on another base model, step 5 again on its own.
 
 The evaluation chain (docs/evaluation.md, "From a run to the table") reuses the ``full`` and ``lora``
 checkpoints: export (recipe/atesd/export.py) → the exported model is the trained actor → ``evaluate_run`` on 2
@@ -156,10 +156,13 @@ def resumed_run(tiny_model, greedy_train, tmp_path_factory):
     return first, history, ckpt
 
 
+# 5, not 4: the resume test restarts from step 4 with the run's own total (the controller refuses a changed
+# trainer.total_training_steps, so a 4-step run cannot be resumed to 5 — seen in the CI rehearsal)
+LORA_STEPS = 5
 LORA = [
     *COMMON,
     "controller.exposure_mode=random",
-    "trainer.save_freq=4",  # one checkpoint, for the evaluation chain below
+    "trainer.save_freq=4",  # step 4 (the evaluation chain, the resume) and the last step, 5
     "trainer.test_freq=-1",
     "actor_rollout_ref.model.lora_rank=8",
     "actor_rollout_ref.model.lora_alpha=16",
@@ -171,7 +174,7 @@ LORA = [
 @pytest.fixture(scope="module")
 def lora_run(tiny_model, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("atesd_lora")
-    result, ckpt = launch(workdir, "lora", [*LORA, "trainer.total_training_steps=4"])
+    result, ckpt = launch(workdir, "lora", [*LORA, f"trainer.total_training_steps={LORA_STEPS}"])
     assert result.returncode == 0 and not result.timed_out, result.describe()
     return metrics_rows(workdir / "lora.jsonl"), ckpt
 
@@ -309,9 +312,9 @@ def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
 
 def test_lora_teacher_random_exposure(lora_run):
     rows, _ = lora_run
-    assert sorted(rows) == [1, 2, 3, 4]
+    assert sorted(rows) == list(range(1, LORA_STEPS + 1))
     alphas = assert_windows(rows)
-    assert len(alphas) == 2 and alphas[0] != alphas[1], f"random draws should differ by window: {alphas}"
+    assert len(alphas) == 3 and alphas[0] != alphas[1], f"random draws should differ by window: {alphas}"
     assert all(0.05 <= a <= 1.0 for a in alphas.values())
     for step, m in rows.items():
         assert math.isfinite(m["distill/loss"]) and m["distill/loss"] > 0, (step, m["distill/loss"])
@@ -345,10 +348,9 @@ def test_lora_resumes_from_adapters_only_and_refuses_another_base(lora_run, tmp_
 
     from recipe.atesd.tools.tiny_model import build_tiny_model
 
-    for name in ("global_step_4", "latest_checkpointed_iteration.txt"):
-        src = lora_run[1] / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / "ckpt" / name)
-    resume = [*LORA, "trainer.total_training_steps=5", "trainer.resume_mode=auto"]
+    shutil.copytree(lora_run[1] / "global_step_4", tmp_path / "ckpt" / "global_step_4")
+    (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").write_text("4")  # the run went on to 5
+    resume = [*LORA, f"trainer.total_training_steps={LORA_STEPS}", "trainer.resume_mode=auto"]
     other = build_tiny_model(tmp_path / "other-base", seed=1)
     refused, _ = launch(tmp_path, "lora-other-base", [*resume, f"actor_rollout_ref.model.path={other}"])
     log = refused.log_path.read_text(errors="replace")
