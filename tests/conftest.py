@@ -1,6 +1,9 @@
 import os
+import socket
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -29,3 +32,25 @@ def tiny_qwen(vocab: int, seed: int, tied: bool = False):
         tie_word_embeddings=tied,
     )
     return Qwen3ForCausalLM(cfg).to(torch.float64).eval()
+
+
+@pytest.fixture(scope="module")
+def gloo():
+    """One-process gloo group (world size 1) and its CPU device mesh, for in-process FSDP2 checks; the
+    rendezvous variables and the group leave with the fixture (per test module)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if dist.is_initialized():
+        pytest.fail("a process group is already initialised in this pytest process")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.MonkeyPatch.context() as mp:  # the rendezvous variables leave with the fixture
+        mp.setenv("MASTER_ADDR", "127.0.0.1")
+        mp.setenv("MASTER_PORT", str(port))
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        try:
+            yield init_device_mesh("cpu", (1,))
+        finally:
+            dist.destroy_process_group()

@@ -3,7 +3,6 @@
 the base-model guard in recipe/atesd/glue/lora_checkpoint.py."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -14,26 +13,6 @@ from recipe.atesd.glue.lora_checkpoint import DIGEST_FILE, check_base_model, rec
 
 VOCAB = 64
 CONTENTS = ["model", "optimizer", "extra"]
-
-
-@pytest.fixture(scope="module")
-def gloo():
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-
-    if dist.is_initialized():
-        pytest.fail("a process group is already initialised in this pytest process")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MASTER_ADDR", "127.0.0.1")
-        mp.setenv("MASTER_PORT", str(port))
-        dist.init_process_group("gloo", rank=0, world_size=1)
-        try:
-            yield init_device_mesh("cpu", (1,))
-        finally:
-            dist.destroy_process_group()
 
 
 def actor(mesh, lora_seed: int):

@@ -230,26 +230,6 @@ def test_head_is_restored_after_the_update(tokenizer, monkeypatch, rows, respons
 # ----------------------------------------------------------------- FSDP2 (gloo, one process)
 
 
-@pytest.fixture(scope="module")
-def gloo():
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-
-    if dist.is_initialized():
-        pytest.fail("a process group is already initialised in this pytest process")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.MonkeyPatch.context() as mp:  # the rendezvous variables leave with the fixture
-        mp.setenv("MASTER_ADDR", "127.0.0.1")
-        mp.setenv("MASTER_PORT", str(port))
-        dist.init_process_group("gloo", rank=0, world_size=1)
-        try:
-            yield init_device_mesh("cpu", (1,))
-        finally:
-            dist.destroy_process_group()
-
-
 def fsdp2(mesh):
     from verl.utils.fsdp_utils import apply_fsdp2
 
