@@ -500,6 +500,11 @@ def _f(v, digits: int = 4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _figure_md(name: str, why: str | None, rel: str) -> list[str]:
+    """Markdown lines for one plot: the image (``why`` None: it was drawn) or why it was not, then a blank."""
+    return [f"![{PLOTS[name]}]({rel}/{name})" if why is None else f"*Not drawn: {name} ({why}).*", ""]
+
+
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
     return (
         ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -705,7 +710,7 @@ def render(
     )
     for name, why in drawn.items():
         if name in ("accuracy_by_method.png", "accuracy_curves.png"):
-            md += [f"![{PLOTS[name]}]({rel}/{name})" if why is None else f"*Not drawn: {name} ({why}).*", ""]
+            md += _figure_md(name, why, rel)
 
     md += [
         "## Claims",
@@ -731,13 +736,7 @@ def render(
         f"seeds {[s for s, same in paired.items() if same]} (the step-1 comparison is paired there: the same "
         f"samples scored by each α's teacher); they differ in seeds {[s for s, same in paired.items() if not same]}."
     )
-    md += [
-        "",
-        f"![{PLOTS['mismatch_vs_alpha.png']}]({rel}/mismatch_vs_alpha.png)"
-        if drawn["mismatch_vs_alpha.png"] is None
-        else "*Not drawn: mismatch_vs_alpha.png.*",
-        "",
-    ]
+    md += ["", *_figure_md("mismatch_vs_alpha.png", drawn["mismatch_vs_alpha.png"], rel)]
 
     b = claim_b(rows)
     md += [
@@ -761,12 +760,7 @@ def render(
         ),
         "",
     ]
-    md += [
-        f"![{PLOTS['accuracy_vs_alpha.png']}]({rel}/accuracy_vs_alpha.png)"
-        if drawn["accuracy_vs_alpha.png"] is None
-        else "*Not drawn: accuracy_vs_alpha.png.*",
-        "",
-    ]
+    md += _figure_md("accuracy_vs_alpha.png", drawn["accuracy_vs_alpha.png"], rel)
 
     c = claim_c(rows)
     md += [
@@ -793,12 +787,7 @@ def render(
         )
     md.append("")
     for name in ("adaptive_alpha.png", "adaptive_beta_density.png", "controller_rewards.png"):
-        md += [
-            f"![{PLOTS[name]}]({rel}/{name})"
-            if drawn[name] is None
-            else f"*Not drawn: {name} ({drawn[name]}).*",
-            "",
-        ]
+        md += _figure_md(name, drawn[name], rel)
 
     md += ["## Accuracy per difficulty (after training, seed mean; before: the initial weights)", ""]
     table = difficulty_table(rows)
