@@ -6,7 +6,8 @@ Loaded into every process of a test stack the way ``verl_patches`` are: the test
 module's ``distill_token_losses`` / ``fused_distill_loss`` are wrapped; every micro-batch of the first
 update (the first ``UpdateReport`` this process sees) is written to ``$ATESD_CAPTURE_DIR/rank<r>_mb<i>.pt``:
 both sides' response-row logits (with ``distill.fused``: each chunk's, as the kernel got them), the per-token
-loss, the response mask, the reduction constants and the (α, window) the worker used. The production
+loss, the response mask, the reduction constants and the (α, window) the worker used (α per bucket
+under ``per_difficulty``). The production
 worker carries no hook.
 """
 
@@ -72,7 +73,9 @@ def _patch(module) -> None:
         if self._report is state["report"]:
             folder = os.environ[CAPTURE_DIR_VAR]
             os.makedirs(folder, exist_ok=True)
-            alpha, window_id = self._exposure
+            table = self._exposure  # the window's ExposureTable; one bucket: its one α
+            alpha = table.bucket_alphas[0] if len(table.bucket_alphas) == 1 else table.bucket_alphas
+            window_id = table.window_id
             torch.save(
                 {
                     "student_logits": calls["student"].detach().float().cpu(),

@@ -49,7 +49,8 @@ def test_embedded_default_passes_and_plans_one_colocated_pool():
         ("teacher.ema_rate=2.0", "teacher.ema_rate"),
         ("distill.temperature=1.0", "distill.temperature"),
         ("probe.batch_size=0", "probe.batch_size"),
-        ("controller.granularity=per_difficulty", "controller.granularity"),  # not wired into the trainer
+        # data/tiny has no extra_info.difficulty: the quantile edges cannot be computed, naming the key to set
+        ("controller.granularity=per_difficulty", "controller.difficulty_level_key"),
         ("controller.granularity=per_bucket", "controller.granularity"),
         ("controller.num_buckets=0", "controller.num_buckets"),
         ("controller.difficulty_signal=nll", "controller.difficulty_signal"),
@@ -89,3 +90,59 @@ def test_row_without_reference_fails_naming_the_row_id(tmp_path):
         check_reference_rows(str(path))
     with pytest.raises(ValueError, match=infos[3]["id"]):
         check_atesd_config(atesd_config(f"data.train_files={path}"))
+
+
+def with_levels(tmp_path, name, source, levels):
+    """A copy of ``source`` whose rows carry extra_info.difficulty = ``levels`` (cycled)."""
+    frame = pd.read_parquet(source)
+    infos = [dict(x) for x in frame["extra_info"]]
+    for i, info in enumerate(infos):
+        info["difficulty"] = levels[i % len(levels)]
+    frame["extra_info"] = infos
+    path = tmp_path / name
+    frame.to_parquet(path)
+    return str(path)
+
+
+def per_difficulty_config(tmp_path, levels, *overrides):
+    train = with_levels(tmp_path, "train.parquet", REPO_ROOT / "data/tiny/train.parquet", levels)
+    probe = with_levels(tmp_path, "probe.parquet", REPO_ROOT / "data/tiny/train.parquet", levels)
+    return atesd_config(
+        "controller.granularity=per_difficulty",
+        f"data.train_files={train}",
+        f"probe.path={probe}",
+        *overrides,
+    )
+
+
+def test_per_difficulty_passes_and_takes_quantile_edges_of_the_training_rows(tmp_path):
+    from recipe.atesd.glue.config_check import resolve_bucket_edges
+    from recipe.atesd.method.controller import ControllerConfig
+
+    cfg = per_difficulty_config(tmp_path, [2, 3, 4, 5, 6, 7, 8], "controller.num_buckets=3")
+    check_atesd_config(cfg)
+    controller = ControllerConfig.from_mapping(OmegaConf.to_container(cfg.controller))
+    edges = resolve_bucket_edges(controller, cfg.data.train_files)
+    frame = pd.read_parquet(cfg.data.train_files)
+    levels = sorted(float(x["difficulty"]) for x in frame["extra_info"])
+    n = len(levels)  # quantile_edges: e_i = v[ceil(i n / K)]
+    assert edges == (levels[-(-n // 3)], levels[-(-2 * n // 3)])
+    fixed = ControllerConfig.from_mapping({**controller.__dict__, "bucket_edges": [3.5, 6.5]})
+    assert resolve_bucket_edges(fixed, cfg.data.train_files) == (3.5, 6.5)
+
+
+def test_per_difficulty_refusals_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"controller\.num_buckets = 3.*controller\.bucket_edges"):
+        check_atesd_config(per_difficulty_config(tmp_path, [1, 1, 1, 2]))  # one distinct edge only
+    with pytest.raises(ValueError, match=r"controller\.difficulty_signal = 'rollout_pass_rate'"):
+        check_atesd_config(
+            per_difficulty_config(tmp_path, [1, 2, 3], "controller.difficulty_signal=rollout_pass_rate")
+        )
+    cfg = per_difficulty_config(tmp_path, [1, 2, 3], "controller.bucket_edges=[1.5,2.5]")
+    probe = pd.read_parquet(cfg.probe.path)
+    infos = [dict(x) for x in probe["extra_info"]]
+    infos[2]["difficulty"] = None  # a parquet struct stores a missing field as null
+    probe["extra_info"] = infos
+    probe.to_parquet(cfg.probe.path)
+    with pytest.raises(ValueError, match=r"probe\.path .*row 2 extra_info\.difficulty = None"):
+        check_atesd_config(cfg)

@@ -10,6 +10,7 @@ model equals the trained actor, ``evaluate_run --config evaluate_toy`` on 2 held
 """
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -198,3 +199,93 @@ def test_evaluation_chain_on_the_toy_world(toy):
     assert score == sum(r["correct"] for r in rows) / 4
     text = build_table([out], out=workdir / "table")
     assert f"| toy-grpo | 1 | {100 * score:.1f} ± – |" in text
+
+
+# ---------------------------------------------------------------- per-difficulty exposure (issue 14)
+# One more stack (no existing ATESD stack runs on leveled data: tests/test_atesd_cpu_e2e.py uses data/tiny,
+# which has no extra_info.difficulty): recipe.atesd.main_atesd +world=toy, adaptive, per_difficulty with K = 3
+# quantile buckets of the toy world's difficulty 2..8, H = 3, 4 steps. The first attempt is killed right after
+# its step-2 checkpoint (mid window 0; the controller refuses another trainer.total_training_steps, so the run
+# cannot simply be stopped at 2), a second one resumes it to step 4, logging to the same history.
+PER_DIFFICULTY_H, PER_DIFFICULTY_K = 3, 3
+PER_DIFFICULTY = [
+    "+world=toy",
+    "controller.exposure_mode=adaptive",
+    "controller.granularity=per_difficulty",
+    f"controller.num_buckets={PER_DIFFICULTY_K}",
+    f"controller.hold_window={PER_DIFFICULTY_H}",
+    "controller.lookahead=2",
+    "controller.batch_decisions=2",
+    "trainer.val_before_train=false",
+    "trainer.total_training_steps=4",
+    "trainer.save_freq=2",
+    "trainer.test_freq=-1",
+]
+
+
+@pytest.fixture(scope="module")
+def per_difficulty(toy_model, tmp_path_factory):
+    from test_atesd_cpu_e2e import launch, metrics_rows
+
+    from recipe.atesd.toy.build_data import build
+
+    workdir = tmp_path_factory.mktemp("toy_per_difficulty")
+    data = workdir / "data"
+    build(data, seed=0)
+    common = [
+        *PER_DIFFICULTY,
+        f"actor_rollout_ref.model.path={toy_model}",
+        f"data.train_files={data}/train.parquet",
+        f"data.val_files={data}/val.parquet",
+        f"probe.path={data}/probe.parquet",
+    ]
+    latest = workdir / "ckpt" / "latest_checkpointed_iteration.txt"
+
+    def checkpointed():
+        return latest.exists() and latest.read_text().strip() == "2"
+
+    first, ckpt = launch(workdir, "first", common, stop_when=checkpointed, history="run")
+    assert first.stopped_early, "the run was not killed after its step-2 checkpoint:\n" + first.describe()
+    before = metrics_rows(workdir / "run.jsonl")
+    resumed, _ = launch(workdir, "resumed", [*common, "trainer.resume_mode=auto"], history="run")
+    assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
+    return before, metrics_rows(workdir / "run.jsonl"), ckpt, data
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(2 * 900 + 900)  # two stacks (launch's 900 s limit each) + building the toy model
+def test_per_difficulty_exposure_runs_and_resumes(per_difficulty):
+    import pandas as pd
+
+    from recipe.atesd.glue.trainer import STATE_FILE
+    from recipe.atesd.method.difficulty import quantile_edges
+
+    before, rows, ckpt, data = per_difficulty
+    assert {1, 2} <= set(before) and sorted(rows) == [1, 2, 3, 4]  # the killed attempt may have logged step 3
+    assert all(rows[s] == before[s] for s in (1, 2))  # the resumed attempt kept steps <= 2
+    k_range = range(PER_DIFFICULTY_K)
+    levels = [float(x["difficulty"]) for x in pd.read_parquet(data / "train.parquet")["extra_info"]]
+    edges = quantile_edges(levels, PER_DIFFICULTY_K)
+    assert len(edges) == PER_DIFFICULTY_K - 1
+    state = torch.load(ckpt / "global_step_2" / STATE_FILE, weights_only=False)
+    assert state["bucket_edges"] == edges
+    for step, m in rows.items():
+        alphas = [m[f"exposure/alpha_bucket_{k}"] for k in k_range]
+        assert all(0.05 <= a <= 1.0 for a in alphas), (step, alphas)  # controller.alpha_min / alpha_max
+        assert m["exposure/alpha"] == pytest.approx(sum(alphas) / PER_DIFFICULTY_K, rel=1e-12)
+        occupancy = [m[f"exposure/occupancy_bucket_{k}"] for k in k_range]
+        assert sum(occupancy) == pytest.approx(1.0, abs=1e-12), (step, occupancy)
+        for k in k_range:  # a bucket without rows this step logs neither (docs/metrics.md)
+            assert (f"exposure/accuracy_bucket_{k}" in m) == (occupancy[k] > 0), (step, k)
+            assert (f"distill/kl_mean_bucket_{k}" in m) == (occupancy[k] > 0), (step, k)
+            if occupancy[k] > 0:
+                assert (
+                    math.isfinite(m[f"distill/kl_mean_bucket_{k}"]) and m[f"distill/kl_mean_bucket_{k}"] >= 0
+                )
+                assert 0.0 <= m[f"exposure/accuracy_bucket_{k}"] <= 1.0
+        assert m["distill/skipped"] == 0.0 and math.isfinite(m["probe/teacher_ground"])
+    held = [[rows[s][f"exposure/alpha_bucket_{k}"] for k in k_range] for s in (1, 2, 3, 4)]
+    # steps 1-3 are window 0 (H = 3): step 3, the first of the resumed run, holds the checkpointed α's exactly
+    assert held[0] == held[1] == held[2], held
+    assert rows[4]["exposure/window"] == 1 and rows[4]["exposure/window_start"] == 1.0
+    assert held[3] != held[0] and len(set(held[0])) == PER_DIFFICULTY_K  # K independent Beta draws

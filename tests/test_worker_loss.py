@@ -44,6 +44,7 @@ def make_worker(
     ``fused=False`` (these tests feed ``_loss_fn`` logits): the reference path; tests/test_worker_fused.py
     runs the fused one through verl's ``forward_step`` under ``ATESDWorker.student_head``."""
     from recipe.atesd.glue.worker import ATESDWorker, UpdateReport  # imports verl: only when the test runs
+    from recipe.atesd.method.difficulty import ExposureTable
 
     w = ATESDWorker.__new__(ATESDWorker)
     w.config = OmegaConf.create({"model": {"path": "unused", "lora_rank": 0}})
@@ -54,7 +55,7 @@ def make_worker(
     w._head_capture = None
     w._loss_cfg = replace(w._distill_cfg, temperature=1.0)
     w._tokenizer = tokenizer
-    w._exposure = None if alpha is None else (alpha, 0)
+    w._exposure = None if alpha is None else ExposureTable(0, (alpha,))
     w._prompt_cache, w._report = {}, UpdateReport()
     w.ref = SimpleNamespace(engine=SimpleNamespace(module=teacher))
     return w

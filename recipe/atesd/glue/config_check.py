@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from recipe.atesd.method.controller.config import ControllerConfig
+from recipe.atesd.method.difficulty import SIGNALS, difficulty, quantile_edges
 from recipe.atesd.method.losses import DistillLossConfig
 from recipe.atesd.method.prompts import TeacherPromptConfig
 from recipe.atesd.method.teacher import TeacherConfig, teacher_weights
@@ -33,12 +34,6 @@ def check_atesd_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first bad key of the ATESD groups or of their verl neighbours."""
     TeacherPromptConfig(**plain(cfg.teacher_prompt))
     controller = ControllerConfig.from_mapping(plain(cfg.controller)).validate()
-    if controller.granularity != "batch":
-        raise ValueError(
-            f"controller.granularity = {controller.granularity!r}: the trainer broadcasts one α per window and "
-            "does not yet build per-sample teacher prompts from a bucket → α table (issue 14; the method is in "
-            "recipe/atesd/method/controller/core.py); use 'batch'"
-        )
     distill = DistillLossConfig(**plain(cfg.distill)).validate()
     teacher = TeacherConfig(**plain(cfg.teacher)).validate()
     teacher_weights(teacher.kind, uses_lora(cfg.actor_rollout_ref.model))
@@ -70,6 +65,52 @@ def check_atesd_config(cfg: DictConfig) -> None:
     for path in [train] if isinstance(train, str) else list(train):
         check_reference_rows(path)
     check_reference_rows(cfg.probe.path)
+    resolve_bucket_edges(controller, train)
+    if controller.buckets > 1:  # the probe's g places every probe row in its bucket (docs/method.md §2.4)
+        _difficulties(controller, [cfg.probe.path], "probe.path")
+
+
+def resolve_bucket_edges(controller: ControllerConfig, train_files) -> tuple[float, ...]:
+    """The run's bucket edges (docs/method.md §2.4): () for one bucket; ``controller.bucket_edges`` when set;
+    else the K-quantiles (``quantile_edges``) of the difficulty signal over every row of ``train_files``.
+    ValueError naming the key when the signal cannot be read before training or the quantiles tie."""
+    if controller.buckets == 1:
+        return ()
+    signal = controller.difficulty_signal
+    if SIGNALS[signal].needs != ("extra_info",):
+        raise ValueError(
+            f"controller.difficulty_signal = {signal!r} needs {list(SIGNALS[signal].needs)}: the teacher workers "
+            "place each row in its bucket from the row's extra_info alone, so per_difficulty takes a signal that "
+            "needs only extra_info (dataset_level); rollout-based signals are not wired into the trainer"
+        )
+    if controller.bucket_edges:
+        return tuple(float(e) for e in controller.bucket_edges)
+    files = [train_files] if isinstance(train_files, str) else list(train_files)
+    values = _difficulties(controller, files, "data.train_files")
+    edges = quantile_edges(values, controller.num_buckets)
+    if len(edges) != controller.num_buckets - 1:
+        raise ValueError(
+            f"controller.num_buckets = {controller.num_buckets}: the {signal!r} values of data.train_files "
+            f"({len(set(values))} distinct) give only {len(edges)} distinct quantile edges {edges}; set "
+            "controller.bucket_edges or lower controller.num_buckets"
+        )
+    return tuple(edges)
+
+
+def _difficulties(controller: ControllerConfig, paths: list[str], key: str) -> list[float]:
+    """The difficulty signal of every row of ``paths`` (ValueError naming the file, row and key when unreadable)."""
+    values = []
+    for path in paths:
+        infos = pq.read_table(path, columns=["extra_info"]).column("extra_info").to_pylist()
+        try:
+            values += difficulty(
+                controller.difficulty_signal,
+                {"extra_info": infos},
+                {"level_key": controller.difficulty_level_key},
+            )
+        except ValueError as err:
+            raise ValueError(f"{key} {path}: {err} (controller.difficulty_level_key)") from err
+    return values
 
 
 def check_reference_rows(path: str) -> int:

@@ -4,7 +4,8 @@ One update (docs/method.md §1–2; ``_step_once``):
 
     ŷ ~ π_θ(·|c_S)                        rollout (vLLM), task reward for logging only
     α_t = controller(s_t)                 new hold window? broadcast α_t once to every teacher worker
-    θ ← θ − η ∇ 1/|ŷ| Σ_n D(p_T(·|c_T(α_t), ŷ<n) ‖ p_θ(·|c_S, ŷ<n))     (inside the workers)
+                                          (an ExposureTable: one α per difficulty bucket, docs/method.md §2.4)
+    θ ← θ − η ∇ 1/|ŷ| Σ_n D(p_T(·|c_T(α_t,r), ŷ<n) ‖ p_θ(·|c_S, ŷ<n))   (inside the workers; row r's bucket α)
     ℓ_{t+1}, g_{t+1} = probe(θ, α_t)      progress and teacher-grounding signals
     controller.observe(t, stats)          delayed learning-progress reward → REINFORCE
 
@@ -25,12 +26,13 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.debug import marked_timer
 
-from recipe.atesd.glue.config_check import plain, uses_lora
+from recipe.atesd.glue.config_check import plain, resolve_bucket_edges, uses_lora
 from recipe.atesd.glue.controller_actor import spawn_controller
 from recipe.atesd.glue.file_logger import use_resumable_file_logger
 from recipe.atesd.glue.lora_checkpoint import check_base_model, record_base_model
 from recipe.atesd.glue.worker import ATESDWorker, TeacherSettings
-from recipe.atesd.method.controller import StepStats
+from recipe.atesd.method.controller import ControllerConfig, StepStats
+from recipe.atesd.method.difficulty import ExposureTable, bucket_occupancy, row_buckets
 from recipe.atesd.method.teacher import teacher_weights
 
 STATE_FILE = "atesd_state.pt"
@@ -57,6 +59,8 @@ class ATESDTrainer(PPOTrainerSync):
         t = self.global_steps - 1  # the controller counts updates from 0
         batch = self._rollout(metrics, timing_raw, sample_batch_size)
         decision = self._expose(t, metrics, timing_raw)
+        if len(self._bucket_edges) > 0:
+            metrics.update(self._bucket_batch_metrics(batch))
         report = self._distill(batch, decision, metrics, timing_raw)
         signals = self._probe(metrics, timing_raw)
         self._observe(t, report, signals, metrics, timing_raw)
@@ -81,12 +85,13 @@ class ATESDTrainer(PPOTrainerSync):
 
     def _expose(self, t: int, metrics: dict, timing_raw: dict):
         """α_t from the controller (its one home); at a window start — or on the first step of a (resumed)
-        run, whose workers hold nothing yet — it is broadcast once to every teacher worker."""
+        run, whose workers hold nothing yet — its table (α per bucket, the run's edges) is broadcast once to
+        every teacher worker."""
         with marked_timer("controller_decide", timing_raw, color="purple"):
             decision = ray.get(self.controller.decide.remote(t))
         if decision.window_start or not self._workers_exposed:
             with marked_timer("exposure_broadcast", timing_raw, color="purple"):
-                self.actor_rollout_wg.set_exposure(decision.alpha, decision.window_id)
+                self.actor_rollout_wg.set_exposure(exposure_table(decision, self._bucket_edges))
             self._workers_exposed = True
         metrics.update(
             {
@@ -97,7 +102,25 @@ class ATESDTrainer(PPOTrainerSync):
                 "exposure/beta_b": decision.beta_b,
             }
         )
+        if len(self._bucket_edges) > 0:
+            metrics.update({f"exposure/alpha_bucket_{k}": a for k, a in enumerate(decision.bucket_alphas)})
         return decision
+
+    def _bucket_batch_metrics(self, batch) -> dict:
+        """``exposure/occupancy_bucket_*`` and ``exposure/accuracy_bucket_*`` of this step's rows (verl's
+        TransferQueue holds them; padding rows of ``_balance_batch`` excluded)."""
+        import transfer_queue as tq
+        from verl.utils import tensordict_utils as tu
+
+        data = tq.kv_batch_get(
+            keys=batch.keys, partition_id=batch.partition_id, select_fields=["extra_info", "rm_scores"]
+        )
+        real = [not tag.get("is_padding", False) for tag in batch.tags]
+        infos = [info for info, keep in zip(tu.get(data, "extra_info"), real, strict=True) if keep]
+        scores = [s for s, keep in zip(data["rm_scores"].sum(dim=1).tolist(), real, strict=True) if keep]
+        cfg = self.config.controller
+        buckets = row_buckets(infos, self._bucket_edges, cfg.difficulty_signal, cfg.difficulty_level_key)
+        return bucket_batch_metrics(buckets, scores, len(self._bucket_edges) + 1)
 
     def _distill(self, batch, decision, metrics: dict, timing_raw: dict) -> dict:
         """Teacher scores ŷ under c_T(α_t); the student takes one distillation update (in the workers)."""
@@ -116,7 +139,7 @@ class ATESDTrainer(PPOTrainerSync):
         with marked_timer("update_actor", timing_raw, color="red"):
             output = self.actor_rollout_wg.update_actor(batch)
             reports = self.actor_rollout_wg.distill_report()
-        _check_workers([r.exposure for r in reports], decision)
+        _check_workers([r.exposure for r in reports], exposure_table(decision, self._bucket_edges))
         grad_norm = _mean(output["metrics"].get("grad_norm", [float("nan")]))
         summary = _summarise(reports, grad_norm)
         self._skipped_steps += int(summary["distill/skipped"])
@@ -192,12 +215,18 @@ class ATESDTrainer(PPOTrainerSync):
             probe_path=cfg.probe.path,
             probe_size=cfg.probe.size,
             probe_batch_size=cfg.probe.batch_size,
+            difficulty_signal=cfg.controller.difficulty_signal,
+            difficulty_level_key=cfg.controller.difficulty_level_key,
         )
         self.actor_rollout_wg.init_teacher(settings)
         self.controller = spawn_controller(
             plain(cfg.controller), self.total_training_steps, cfg.controller_seed
         )
         self._workers_exposed = False  # fresh workers: the first step broadcasts its window's α
+        # computed once, before training, so a bucket keeps its meaning; a resume checks the checkpoint's
+        self._bucket_edges = resolve_bucket_edges(
+            ControllerConfig.from_mapping(plain(cfg.controller)), cfg.data.train_files
+        )
         self._skipped_steps = 0
         self._last_finite = (0.0, 0.0, 0.0)
         if self.global_steps > 0:
@@ -216,6 +245,7 @@ class ATESDTrainer(PPOTrainerSync):
             "controller": ray.get(self.controller.state_dict.remote()),
             "skipped_steps": self._skipped_steps,
             "last_finite": self._last_finite,
+            "bucket_edges": list(self._bucket_edges),
         }
         torch.save(state, os.path.join(folder, STATE_FILE))
         if self._adapters_only():
@@ -248,6 +278,13 @@ class ATESDTrainer(PPOTrainerSync):
                 f"resuming from {self._resume_folder}: no {STATE_FILE} (not an ATESD checkpoint?)"
             )
         state = torch.load(path, weights_only=False)
+        saved = tuple(state.get("bucket_edges", ()))  # checkpoints before issue 14: batch-level, no edges
+        if saved != tuple(self._bucket_edges):
+            raise ValueError(
+                f"resuming from {self._resume_folder}: its difficulty bucket edges {list(saved)} differ from this "
+                f"run's {list(self._bucket_edges)}: controller.granularity, controller.num_buckets, "
+                "controller.bucket_edges, controller.difficulty_signal or data.train_files changed"
+            )
         ray.get(self.controller.load_state_dict.remote(state["controller"]))
         self._skipped_steps = state["skipped_steps"]
         self._last_finite = tuple(state["last_finite"])
@@ -256,14 +293,34 @@ class ATESDTrainer(PPOTrainerSync):
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_workers(used, decision) -> None:
-    """The one consistency check: every rank built its teacher prompts with the controller's (α, window id)."""
-    expected = (decision.alpha, decision.window_id)
-    bad = [(rank, got) for rank, got in enumerate(used) if got is None or tuple(got) != expected]
+def exposure_table(decision, edges) -> ExposureTable:
+    """What the workers build teacher prompts with: the window's α per bucket over the run's edges
+    (one bucket, no edges under ``granularity: batch``: the window's one α for every row)."""
+    return ExposureTable(decision.window_id, tuple(decision.bucket_alphas), tuple(edges))
+
+
+def _check_workers(used, expected: ExposureTable) -> None:
+    """The one consistency check: every rank built its teacher prompts with the controller's table."""
+    bad = [(rank, got) for rank, got in enumerate(used) if got != expected]
     if bad:
         raise RuntimeError(
-            f"distillation update: workers disagree with the controller's (alpha, window)={expected}: {bad}"
+            f"distillation update: workers disagree with the controller's exposure {expected}: {bad}"
         )
+
+
+def bucket_batch_metrics(buckets, scores, num_buckets: int) -> dict:
+    """occupancy_k = n_k / N (the step's rows in bucket k); accuracy_k = mean task reward of bucket k's rows
+    (the accuracy under a 0/1 reward), absent when n_k = 0."""
+    if len(buckets) != len(scores):
+        raise ValueError(f"bucket_batch_metrics: {len(buckets)} buckets for {len(scores)} scores")
+    counts = bucket_occupancy(buckets, num_buckets)
+    out = {f"exposure/occupancy_bucket_{k}": n / max(len(buckets), 1) for k, n in enumerate(counts)}
+    for k, n in enumerate(counts):
+        if n:
+            out[f"exposure/accuracy_bucket_{k}"] = (
+                sum(s for s, b in zip(scores, buckets, strict=True) if b == k) / n
+            )
+    return out
 
 
 def _mean(values) -> float:
@@ -290,4 +347,20 @@ def _summarise(reports, grad_norm: float) -> dict:
         "distill/skipped": float(skipped),
         "timing_s/teacher": max(r.teacher_seconds for r in reports),
         "timing_s/distill_loss": max(r.loss_seconds for r in reports),
+        **_bucket_kl(reports),
     }
+
+
+def _bucket_kl(reports) -> dict:
+    """``distill/kl_mean_bucket_k``: token mean of the forward KL over bucket k's response tokens, all ranks
+    (per_difficulty only; absent for a bucket with no tokens this update)."""
+    sizes = {len(r.bucket_tokens) for r in reports if r.bucket_tokens}
+    if not sizes:
+        return {}
+    k_count = max(sizes)
+    kl, n = [0.0] * k_count, [0] * k_count
+    for r in reports:
+        for k in range(len(r.bucket_tokens)):
+            kl[k] += r.bucket_kl_sum[k]
+            n[k] += r.bucket_tokens[k]
+    return {f"distill/kl_mean_bucket_{k}": kl[k] / n[k] for k in range(k_count) if n[k]}

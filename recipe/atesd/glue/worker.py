@@ -3,12 +3,16 @@
 ``ATESDWorker`` is verl 0.9.1's ``ActorRolloutRefWorker`` plus four driver-callable methods:
 
 - ``init_teacher(settings)``   — once after ``init_model``: tokenizer, probe set, our loss function.
-- ``set_exposure(α, window)``  — the controller's α, broadcast once per hold window (Dispatch.ONE_TO_ALL);
-                                 the worker builds every teacher prompt of that window with it.
-- ``distill_report()``         — what each rank used (α, window: the one consistency check) and measured
+- ``set_exposure(table)``     — the window's :class:`ExposureTable` (α per difficulty bucket, bucket edges),
+                                 broadcast once per hold window (Dispatch.ONE_TO_ALL); row r's teacher prompt
+                                 of that window uses α_r = table α of bucket(d_r), d_r the row's difficulty
+                                 from its ``extra_info`` (docs/method.md §2.4). One bucket (``granularity:
+                                 batch``, the default): every row gets the window's one α, d is never read.
+- ``distill_report()``         — what each rank used (the table: the one consistency check) and measured
                                  during the last update.
 - ``probe_signals(ground)``    — ℓ (student NLL of probe references) and, with ``ground``, g (teacher
-                                 log-prob of the unrevealed remainder at the window's α), after each update.
+                                 log-prob of the unrevealed remainder, each probe row at its own bucket's
+                                 α), after each update.
 
 The distillation loss runs *inside* the student's forward, through verl's logits-processor seam
 (``distillation_use_topk``): verl hands us the temperature-scaled student logits of the packed
@@ -42,11 +46,13 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
 from recipe.atesd.glue.config_check import uses_lora
+from recipe.atesd.method.difficulty import ExposureTable, require_inputs, row_buckets
 from recipe.atesd.method.fused_loss import fused_distill_loss
 from recipe.atesd.method.losses import DistillLossConfig, distill_token_losses
 from recipe.atesd.method.probe import ProbeSet
 from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
 from recipe.atesd.method.scoring import (
+    TeacherBatch,
     build_teacher_batch,
     hidden_states_as_logits,
     packed_response_rows,
@@ -69,13 +75,15 @@ class TeacherSettings:
     probe_path: str | None
     probe_size: int | None
     probe_batch_size: int
+    difficulty_signal: str = "dataset_level"  # controller.difficulty_signal: places a row in a bucket
+    difficulty_level_key: str = "difficulty"  # controller.difficulty_level_key
 
 
 @dataclass
 class UpdateReport:
     """Per-rank accumulation over the micro-batches of one update (see ``distill_report``)."""
 
-    exposure: tuple[float, int] | None = None  # (α, window id) this rank built its teacher prompts with
+    exposure: ExposureTable | None = None  # the table this rank built its teacher prompts with
     loss_sum: float = 0.0
     n_tokens: int = 0
     agree_sum: float = 0.0
@@ -86,6 +94,8 @@ class UpdateReport:
     nonfinite_microbatches: int = 0
     teacher_seconds: float = 0.0
     loss_seconds: float = 0.0
+    bucket_kl_sum: list = field(default_factory=list)  # K > 1 only: Σ token KL of bucket k's response tokens
+    bucket_tokens: list = field(default_factory=list)  # K > 1 only: bucket k's response tokens
 
 
 class ATESDWorker(ActorRolloutRefWorker):
@@ -104,9 +114,12 @@ class ATESDWorker(ActorRolloutRefWorker):
         self._distill_cfg = DistillLossConfig(**settings.distill).validate()
         self._loss_cfg = replace(self._distill_cfg, temperature=1.0)
         self._tokenizer = hf_tokenizer(self.config.model.path)
-        self._exposure: tuple[float, int] | None = None  # (α, window id) from the last set_exposure
-        self._prompt_cache: dict[str, tuple[list[int], int]] = {}  # row id → teacher prompt, this window
-        self._ground_cache: dict[float, float] = {}  # α → g, only while the teacher's weights never change
+        self._difficulty = (settings.difficulty_signal, settings.difficulty_level_key)
+        self._exposure: ExposureTable | None = None  # from the last set_exposure
+        # (row id, α) → (c_T ids, cut segments), this window
+        self._prompt_cache: dict[tuple[str, float], tuple[list[int], int]] = {}
+        # (α per bucket, edges) → g, only while the teacher's weights never change
+        self._ground_cache: dict[tuple, float] = {}
         self._report = UpdateReport()
         self._head_capture = None  # set by student_head() while update_actor runs with distill.fused
         if self._weights == "reference" and self.ref is None:
@@ -120,9 +133,12 @@ class ATESDWorker(ActorRolloutRefWorker):
         return True
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def set_exposure(self, alpha: float, window_id: int) -> None:
-        """The controller's α for hold window ``window_id`` (decided, clipped and logged there)."""
-        self._exposure = (alpha, window_id)
+    def set_exposure(self, table: ExposureTable) -> None:
+        """The controller's α per bucket for hold window ``table.window_id`` (decided, clipped and logged there).
+        A table with edges needs the run's difficulty signal to be computable from ``extra_info``."""
+        if table.edges:
+            require_inputs(self._difficulty[0], ["extra_info"])
+        self._exposure = table
         self._prompt_cache.clear()
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
@@ -150,9 +166,10 @@ class ATESDWorker(ActorRolloutRefWorker):
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def probe_signals(self, ground: bool = True) -> dict:
         """ℓ = mean student NLL of probe references; with ``ground``, g = mean teacher log-prob of the
-        unrevealed rest at the window's α (the baseline before the first update needs ℓ only).
+        unrevealed rest, each probe row at its own bucket's α (docs/method.md §2.4; one α for every row with
+        one bucket), the baseline before the first update needs ℓ only.
 
-        With a fixed teacher (``frozen``) g depends on α only and is cached per α.
+        With a fixed teacher (``frozen``) g depends on the table's α's only and is cached per table.
         """
         if self._probe is None:
             raise ValueError("probe.path is not set: the adaptive controller needs probe signals")
@@ -165,19 +182,21 @@ class ATESDWorker(ActorRolloutRefWorker):
         signals = {"probe_nll": nll, "timing_s/probe_nll": t1 - t0}
         if not ground:
             return signals
-        alpha = self._require_exposure()[0]
+        table = self._require_exposure()
+        key = (table.bucket_alphas, table.edges)
         fixed_teacher = self._teacher_cfg.kind == "frozen"  # live / ema weights change every update
-        if fixed_teacher and alpha in self._ground_cache:
-            g = self._ground_cache[alpha]
+        if fixed_teacher and key in self._ground_cache:
+            g = self._ground_cache[key]
         else:
             max_len = self._prompt_cfg.max_length
             with self._teacher_module() as teacher:
                 sums = self._probe_sums(
-                    teacher, lambda chunk: self._probe.teacher_view(chunk, alpha, max_len)
+                    teacher,
+                    lambda chunk: self._probe.teacher_view(chunk, self._row_alphas(chunk.rows)[0], max_len),
                 )
             g = float(sums[0] / sums[1]) if sums[1] > 0 else 0.0
             if fixed_teacher:
-                self._ground_cache[alpha] = g
+                self._ground_cache[key] = g
         signals.update({"teacher_ground": g, "timing_s/probe_ground": time.perf_counter() - t1})
         return signals
 
@@ -231,25 +250,31 @@ class ATESDWorker(ActorRolloutRefWorker):
             finally:
                 self._head_capture = None
 
-    def _require_exposure(self) -> tuple[float, int]:
+    def _require_exposure(self) -> ExposureTable:
         if self._exposure is None:
             raise RuntimeError("ATESD worker has no exposure: the trainer must call set_exposure first")
         return self._exposure
+
+    def _row_alphas(self, infos) -> tuple[list[float], list[int]]:
+        """(α_r, bucket_r) of every row: α_r = the window's α of the row's difficulty bucket (§2.4)."""
+        table = self._require_exposure()
+        if not table.edges:  # one bucket: the window's one α, the difficulty signal is never read
+            return [table.bucket_alphas[0]] * len(infos), [0] * len(infos)
+        buckets = row_buckets(infos, table.edges, *self._difficulty)
+        return [table.bucket_alphas[k] for k in buckets], buckets
 
     def _token_losses(self, logits: torch.Tensor, data) -> torch.Tensor:
         """Per-row loss for the packed micro-batch: non-zero only on response rows.
 
         ``logits``: verl's temperature-scaled student logits ``[nnz, V]``, or with ``distill.fused`` the
         student's final hidden states h/τ ``[nnz, H]`` (``student_head``)."""
-        alpha = self._require_exposure()[0]
         t0 = time.perf_counter()
         dev = logits.device
         responses = [r.tolist() for r in data["responses"].unbind()]
         response_mask = data["response_mask"].values().to(dev).bool()
         rows = packed_response_rows(data["input_ids"].offsets(), data["responses"].offsets().diff()).to(dev)
         target_ids = data["responses"].values().to(dev)
-        teacher_prompts = [self._teacher_prompt(info, alpha) for info in tu.get(data, "extra_info")]
-        batch = build_teacher_batch(teacher_prompts, responses, self._tokenizer.pad_token_id)
+        batch, buckets = self._teacher_batch(tu.get(data, "extra_info"), responses)
         temperatures = _token_temperatures(data, dev)[:, None]
         if self._distill_cfg.fused:
             if self._head_capture is None:
@@ -284,7 +309,29 @@ class ATESDWorker(ActorRolloutRefWorker):
         out = torch.zeros(logits.shape[0], dtype=token_loss.dtype, device=logits.device)
         out = out.index_put((rows,), token_loss)
         self._accumulate(token_loss, diag, response_mask, t1 - t0, time.perf_counter() - t1)
+        if self._exposure.edges:
+            lengths = data["responses"].offsets().diff().cpu()
+            self._accumulate_buckets(diag["token_kl"], response_mask, buckets, lengths)
         return out
+
+    def _teacher_batch(self, infos, responses) -> tuple[TeacherBatch, list[int]]:
+        """The teacher's padded batch c_T(α_r) ⊕ ŷ_r of a micro-batch, and each row's bucket."""
+        alphas, buckets = self._row_alphas(infos)
+        prompts = [self._teacher_prompt(info, alpha) for info, alpha in zip(infos, alphas, strict=True)]
+        return build_teacher_batch(prompts, responses, self._tokenizer.pad_token_id), buckets
+
+    def _accumulate_buckets(self, token_kl, mask, buckets, lengths) -> None:
+        """Σ token KL and #tokens per bucket over this micro-batch's response tokens (``distill/kl_mean_bucket_*``)."""
+        r, k_count = self._report, len(self._exposure.bucket_alphas)
+        if not r.bucket_tokens:
+            r.bucket_kl_sum, r.bucket_tokens = [0.0] * k_count, [0] * k_count
+        token_bucket = torch.repeat_interleave(torch.tensor(buckets), lengths)
+        m = mask.detach().cpu().double()
+        kl = torch.bincount(token_bucket, weights=token_kl.detach().cpu().double() * m, minlength=k_count)
+        n = torch.bincount(token_bucket, weights=m, minlength=k_count)
+        for k in range(k_count):
+            r.bucket_kl_sum[k] += float(kl[k])
+            r.bucket_tokens[k] += int(n[k])
 
     def _accumulate(self, token_loss, diag, mask, teacher_s, loss_s):
         r = self._report
@@ -298,8 +345,9 @@ class ATESDWorker(ActorRolloutRefWorker):
         r.loss_seconds += loss_s
 
     def _teacher_prompt(self, info: dict, alpha: float) -> list[int]:
-        """c_T(α) of one row, built once per hold window (``set_exposure`` empties the cache)."""
-        if info["id"] not in self._prompt_cache:
+        """c_T(α) of one row, built once per (row, α) in a hold window (``set_exposure`` empties the cache)."""
+        key = (info["id"], alpha)
+        if key not in self._prompt_cache:
             prompt = teacher_prompt_ids(
                 self._tokenizer,
                 info["problem"],
@@ -309,8 +357,8 @@ class ATESDWorker(ActorRolloutRefWorker):
                 max_len=self._prompt_cfg.max_length,
                 answer=info["answer"],
             )
-            self._prompt_cache[info["id"]] = (prompt.ids, prompt.n_cut_segments)
-        ids, n_cut = self._prompt_cache[info["id"]]
+            self._prompt_cache[key] = (prompt.ids, prompt.n_cut_segments)
+        ids, n_cut = self._prompt_cache[key]
         self._report.n_truncated += int(n_cut > 0)
         self._report.n_cut_segments += n_cut
         return ids

@@ -14,7 +14,8 @@ solution: the teacher's exposure must not depend on what only the teacher may se
 
 Buckets: bucket(d) = #{i : e_i ≤ d} for edges e_1 < … < e_{K−1} (:func:`assign_buckets`); quantile edges
 from a sample of the signal (:func:`quantile_edges`). A window's α per bucket is an :class:`ExposureTable`;
-:func:`bucket_occupancy` counts rows per bucket (the ``exposure/bucket_*`` metrics once the trainer emits them).
+:func:`bucket_occupancy` counts rows per bucket (``exposure/occupancy_bucket_*``, docs/metrics.md); :func:`row_buckets`
+places rows from their ``extra_info`` (the teacher workers, recipe/atesd/glue/worker.py).
 """
 
 from __future__ import annotations
@@ -181,6 +182,17 @@ class ExposureTable:
     def row_alphas(self, difficulties: Sequence[float]) -> list[float]:
         """α_r = bucket_alphas[bucket(d_r)] for every row."""
         return [self.bucket_alphas[k] for k in assign_buckets(difficulties, self.edges)]
+
+
+def row_buckets(
+    infos: Sequence[Mapping[str, Any]], edges: Sequence[float], signal: str, level_key: str
+) -> list[int]:
+    """Each row's bucket from its ``extra_info``: 0 for every row with no edges (K = 1, the signal is never
+    read), else assign_buckets(d, edges) with d = ``signal`` over ``{"extra_info": infos}`` — so only signals
+    whose needs are ``extra_info`` alone can place a row here (else ValueError naming the signal)."""
+    if not edges:
+        return [0] * len(infos)
+    return assign_buckets(difficulty(signal, {"extra_info": infos}, {"level_key": level_key}), edges)
 
 
 def bucket_occupancy(buckets: Sequence[int], num_buckets: int) -> list[int]:

@@ -11,7 +11,7 @@ Rows are a fixed held-out slice of training rows (``prepare_train`` writes ``pro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -79,10 +79,15 @@ class ProbeSet:
                 counted=counted[s : s + batch_size],
             )
 
-    def teacher_view(self, chunk: ProbeChunk, alpha: float, max_len: int | None) -> tuple[list, list]:
-        """Teacher prompts ``c_T(α)`` and the token ids of each reference's unrevealed remainder."""
+    def teacher_view(
+        self, chunk: ProbeChunk, alphas: Sequence[float], max_len: int | None
+    ) -> tuple[list, list]:
+        """Teacher prompts ``c_T(α_r)``, α_r = ``alphas[r]`` for row r of the chunk, and the token ids of each
+        reference's unrevealed remainder."""
+        if len(alphas) != len(chunk.rows):
+            raise ValueError(f"teacher_view: {len(alphas)} alphas for {len(chunk.rows)} probe rows")
         prompts, rests = [], []
-        for row in chunk.rows:
+        for row, alpha in zip(chunk.rows, alphas, strict=True):
             prompt = teacher_prompt_ids(
                 self.tokenizer,
                 row["problem"],
