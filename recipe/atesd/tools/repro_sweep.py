@@ -6,6 +6,8 @@ Runs the real recipe, one stack at a time, for every (method, seed) asked:
   (α ∈ {0, 0.25, 0.5, 0.75, 1}; α = 1 is OPSD), ``random`` (α ~ U[α_min, α_max] per hold window) and
   ``adaptive`` (ATESD), all with the demo's controller settings (:data:`CONTROLLER`, the ``make demo``
   overrides of the Makefile: H = 2, L = 3, B = 2, so a 40-step run makes 20 decisions);
+- ``adaptive_per_difficulty``: ATESD with one α per difficulty bucket (:data:`PER_DIFFICULTY`: K = 3
+  quantile buckets of the toy world's ``extra_info.difficulty``, docs/method.md §2.4; issue 14);
 - ``grpo``: verl's GRPO, ``recipe.atesd.main_grpo`` (recipe/atesd/config/grpo_trainer.yaml), the RL baseline.
 
 Every run gets the world (``+world=toy``, recipe/atesd/config/world/toy.yaml), the same step budget, and
@@ -63,6 +65,7 @@ class Method:
 
     mode: str
     alpha: float | None = None
+    extra: tuple[str, ...] = ()
 
     @property
     def entry(self) -> str:
@@ -72,14 +75,17 @@ class Method:
         if self.mode == "grpo":
             return []
         alpha = [f"controller.alpha={self.alpha}"] if self.mode == "fixed" else []
-        return [f"controller.exposure_mode={self.mode}", *alpha, *CONTROLLER]
+        return [f"controller.exposure_mode={self.mode}", *alpha, *CONTROLLER, *self.extra]
 
 
 FIXED_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# issue 14: one α per difficulty bucket (docs/method.md §2.4), K = 3 quantile buckets of the toy world's level
+PER_DIFFICULTY = ("controller.granularity=per_difficulty", "controller.num_buckets=3")
 METHODS = {
     **{f"fixed-{a:g}": Method("fixed", a) for a in FIXED_ALPHAS},
     "random": Method("random"),
     "adaptive": Method("adaptive"),
+    "adaptive_per_difficulty": Method("adaptive", extra=PER_DIFFICULTY),
     "grpo": Method("grpo"),
 }
 GROUPS = {"all": list(METHODS), "fixed": [m for m in METHODS if m.startswith("fixed-")]}
