@@ -14,12 +14,19 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from recipe.atesd.tools import repro_plots as rp
 from recipe.atesd.tools import repro_report as rr
 from recipe.atesd.tools import repro_sweep as rs
 
 KEY = "val-core/toy_sum/acc/mean@1"
 PROBLEMS = {f"add {' '.join(['1'] * k)} mod 10": k for k in (2, 3)}  # two problems of each difficulty below
 PROBLEMS.update({f"add {' '.join(['2'] * k)} mod 10": k for k in (2, 3)})
+OCCUPANCY = (0.5, 0.25, 0.25)  # per bucket, every step of a synthetic per-difficulty run
+
+
+def bucket_alphas(window):
+    """α per bucket of a synthetic per-difficulty run's hold window: easy (bucket 0) high, hard low."""
+    return [0.9 - 0.3 * k - 0.05 * window for k in range(len(OCCUPANCY))]
 
 
 def val_file(tmp_path):
@@ -64,6 +71,7 @@ def make_run(
     d = rs.run_dir(root, method, seed)
     d.mkdir(parents=True)
     m = rs.METHODS[method]
+    per_bucket = rr.mode(method) == rr.PER_BUCKET_MODE
     kl = kl or tuple(0.5 - 0.001 * s for s in range(steps))
     cmd = rs.command(method, rs.overrides(method, seed, steps, test_freq or steps, d, "toy", []), python="py")
     (d / rs.RUN).write_text(json.dumps({"method": method, "seed": seed, "steps": steps, "command": cmd}))
@@ -90,6 +98,20 @@ def make_run(
             }
             if m.mode == "adaptive" and s % 2 == 1 and s > 1:
                 data["controller/reward"] = 0.01 * s
+            if per_bucket:  # as the trainer logs K = 3 buckets (docs/metrics.md): no batch Beta, α = mean
+                alphas = bucket_alphas(window)
+                data |= {
+                    "exposure/alpha": statistics.fmean(alphas),
+                    "exposure/beta_a": math.nan,
+                    "exposure/beta_b": math.nan,
+                }
+                for k, a in enumerate(alphas):
+                    data[f"exposure/alpha_bucket_{k}"] = a
+                    data[f"exposure/occupancy_bucket_{k}"] = OCCUPANCY[k]
+                    if k < 2 or s % 2 == 0:  # bucket 2 had no row on odd steps: its accuracy is absent there
+                        data[f"exposure/accuracy_bucket_{k}"] = 0.8 - 0.3 * k + 0.01 * s
+                    if k < 2:  # bucket 2 never logs a KL here
+                        data[f"distill/kl_mean_bucket_{k}"] = kl[s - 1] * (k + 1)
         if s == steps:
             data |= {KEY: acc[1], "timing_s/testing": 3.0}
         records.append({"step": s, "data": data})
@@ -257,6 +279,64 @@ def test_run_row_adaptive(tmp_path):
     assert row["outside_steps_s"] == 100.0 - 13.0 - 3.0
 
 
+def test_run_row_per_difficulty(tmp_path):
+    """The per-difficulty arm's row: its own mode, α per bucket per hold window from the
+    ``exposure/alpha_bucket_{k}`` keys, per-bucket means over the steps that logged them, no Beta mean (the
+    trainer logs NaN for it with K > 1), per-level accuracies from the dumps as for every arm."""
+    kl = (0.5, 0.4, 0.3, 0.2)
+    d = make_run(tmp_path, "adaptive_per_difficulty", 0, kl=kl)
+    row = rr.run_row("adaptive_per_difficulty", 0, d, rr.load_difficulties(val_file(tmp_path)))
+    assert row["mode"] == "adaptive_per_difficulty" and row["alpha"] is None and row["status"] == "done"
+    # 4 steps, hold 2: windows 0 and 1, α per bucket as written, exposure/alpha their mean
+    assert row["alpha_per_bucket_per_window"] == [bucket_alphas(0), bucket_alphas(1)]
+    assert row["alpha_per_window"] == pytest.approx([statistics.fmean(bucket_alphas(w)) for w in (0, 1)])
+    assert row["beta_mean_per_decision"] == [] and row["beta_ab_per_decision"] == []
+    assert row["occupancy_per_bucket"] == pytest.approx(list(OCCUPANCY))
+    # bucket 0, 1: steps 1-4, mean of 0.01·s = 0.025; bucket 2: steps 2 and 4 only, mean 0.03
+    assert row["train_accuracy_per_bucket"] == pytest.approx([0.8 + 0.025, 0.5 + 0.025, 0.2 + 0.03])
+    assert row["kl_mean_per_bucket"][:2] == pytest.approx([statistics.fmean(kl), 2 * statistics.fmean(kl)])
+    assert row["kl_mean_per_bucket"][2] is None  # never logged: null, not 0
+    assert row["acc_by_difficulty_before"] == {"2": 1.0, "3": 0.0}
+    assert row["acc_by_difficulty_after"] == {"2": 1.0, "3": 0.5}
+    # the batch-level arms keep [] in the per-bucket fields
+    batch = rr.run_row("adaptive", 0, make_run(tmp_path, "adaptive", 0), None)
+    assert batch["mode"] == "adaptive" and batch["beta_mean_per_decision"]
+    assert all(batch[f] == [] for f in ("alpha_per_bucket_per_window", *rr.BUCKET_MEANS))
+
+
+def _rewrite(metrics, edit):
+    """Apply ``edit(record)`` to every record of a metrics history (json round trip keeps NaN tokens)."""
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    metrics.write_text("\n".join(json.dumps(edit(r)) for r in records) + "\n")
+
+
+def test_per_difficulty_missing_bucket_key_is_an_error_naming_it(tmp_path):
+    d = make_run(tmp_path, "adaptive_per_difficulty", 0)
+    metrics = d / rs.METRICS
+
+    def drop_step3_bucket1(r):
+        if r["step"] == 3:
+            r["data"].pop("exposure/alpha_bucket_1")
+        return r
+
+    _rewrite(metrics, drop_step3_bucket1)
+    with pytest.raises(ValueError, match=r"metrics.jsonl: step 3: missing 'exposure/alpha_bucket_1'"):
+        rr.run_row("adaptive_per_difficulty", 0, d, None)
+    _rewrite(metrics, lambda r: r | {"data": {k: v for k, v in r["data"].items() if "alpha_bucket" not in k}})
+    with pytest.raises(ValueError, match=r"metrics.jsonl: no 'exposure/alpha_bucket_\{k\}' metric"):
+        rr.run_row("adaptive_per_difficulty", 0, d, None)
+    d2 = make_run(tmp_path, "adaptive_per_difficulty", 1)
+
+    def nan_step2_bucket0(r):
+        if r["step"] == 2:
+            r["data"]["exposure/alpha_bucket_0"] = math.nan
+        return r
+
+    _rewrite(d2 / rs.METRICS, nan_step2_bucket0)
+    with pytest.raises(ValueError, match=r"step 2: 'exposure/alpha_bucket_0' is nan, not a finite number"):
+        rr.run_row("adaptive_per_difficulty", 1, d2, None)
+
+
 def test_run_row_fixed_grpo_and_incomplete(tmp_path):
     fixed = rr.run_row("fixed-0.75", 0, make_run(tmp_path, "fixed-0.75", 0), None)
     assert (
@@ -301,14 +381,18 @@ def row(method, seed, **kw):
     m = rs.METHODS[method]
     base = {
         "method": method,
-        "mode": m.mode,
+        "mode": rr.mode(method),
         "alpha": m.alpha,
         "seed": seed,
         "status": "done",
         "acc_after": None,
         "acc_before": 0.5,
+        "acc_by_difficulty_before": None,
+        "acc_by_difficulty_after": None,
         "mismatch_step0": None,
         "mismatch_mean": None,
+        "alpha_per_window": [],
+        "alpha_per_bucket_per_window": [],
     }
     return base | kw
 
@@ -388,7 +472,62 @@ def test_claim_c_adaptive_vs_best_fixed():
     assert set(c["comparisons"]) == {*rs.GROUPS["fixed"], "grpo"}
     level = fixed + [row("adaptive", s, acc_after=v) for s, v in enumerate([0.6, 0.63, 0.6])]
     assert rr.claim_c(level)["holds"] is False
+    # claim (c) is about the batch-level arm: a per-difficulty arm far above the fixed α changes nothing
+    per_bucket = [row("adaptive_per_difficulty", s, acc_after=0.9 + 0.01 * s) for s in range(3)]
+    assert rr.claim_c(level + per_bucket)["holds"] is False
+    assert rr.claim_c(fixed + per_bucket)["holds"] is None
     assert rr.claim_c(fixed)["holds"] is None
+
+
+def test_per_difficulty_comparison_and_reading():
+    """Per-bucket vs batch-level adaptive, OPSD and the best fixed α; the reading follows the numbers."""
+    levels = lambda x: {"2": x, "8": x / 2}  # noqa: E731
+    rows = fixed_rows({a: [0.5, 0.52, 0.54] for a in rs.FIXED_ALPHAS} | {0.5: [0.6, 0.61, 0.62]})
+    rows += [
+        row(
+            "adaptive",
+            s,
+            acc_after=0.6 + 0.01 * s,
+            acc_by_difficulty_after=levels(0.6),
+            alpha_per_window=[0.5],
+        )
+        for s in range(3)
+    ]
+    rows += [
+        row(
+            "adaptive_per_difficulty",
+            s,
+            acc_after=0.8 + 0.01 * s,
+            acc_by_difficulty_before=levels(0.4),
+            acc_by_difficulty_after=levels(0.8 + 0.01 * s),
+            alpha_per_bucket_per_window=[[0.9, 0.5, 0.2 + 0.4 * s], [0.7, 0.5, 0.2 + 0.4 * s]],
+        )
+        for s in range(3)
+    ]
+    p = rr.per_difficulty(rows)
+    assert p["best_fixed"] == "fixed-0.5"
+    assert list(p["arms"]) == ["adaptive_per_difficulty", "adaptive", "fixed-1", "fixed-0.5"]
+    per = p["arms"]["adaptive_per_difficulty"]
+    assert per["acc_after"] == pytest.approx([0.8, 0.81, 0.82])
+    assert per["levels"]["before"] == pytest.approx({"2": 0.4, "8": 0.2})  # fmean of three equal floats
+    assert per["levels"]["after"] == pytest.approx({"2": 0.81, "8": 0.405})
+    up, down = p["comparisons"]["adaptive"]
+    assert up["delta"] == pytest.approx(0.2) and up["beyond"] is True and down["beyond"] is False
+    # bucket 0's mean α (0.8) against the hardest's: 0.2 (seed 0), 0.6 (seed 1), 1.0 (seed 2)
+    assert p["alpha_mean_per_bucket"][2] == pytest.approx([0.8, 0.5, 1.0])
+    text = rr._per_difficulty_reading(p)
+    assert "`adaptive`: Δ = +0.2000" in text and "above it beyond noise" in text
+    assert "seeds [0, 1] and not in seeds [2]" in text
+    # reversed: per-bucket below batch-level adaptive beyond noise; one seed: not evaluable
+    low = [
+        r | {"acc_after": 0.3 + 0.01 * r["seed"]} if r["method"] == "adaptive_per_difficulty" else r
+        for r in rows
+    ]
+    up, down = rr.per_difficulty(low)["comparisons"]["adaptive"]
+    assert up["beyond"] is False and down["beyond"] is True
+    assert "`adaptive`: Δ = -0.3000, 2·SE" in rr._per_difficulty_reading(rr.per_difficulty(low))
+    one = [r for r in rows if not (r["method"] == "adaptive_per_difficulty" and r["seed"] > 0)]
+    assert "not evaluable" in rr._per_difficulty_reading(rr.per_difficulty(one))
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -427,9 +566,21 @@ def test_report_lists_every_run_and_draws(tmp_path):
         "(a) mismatch grows monotonically" in md and md.count("**reproduces**") >= 2
     )  # claim (a), both keys
     assert "The lead's reading." in md
+    # issue 14: the per-difficulty rows and section; the batch-level adaptive plots and claim (c) keep to adaptive
+    per = [r for r in results if r["method"] == "adaptive_per_difficulty"]
+    assert [r["mode"] for r in per] == ["adaptive_per_difficulty"] * 2
+    assert all(r["alpha_per_bucket_per_window"] == [bucket_alphas(0), bucket_alphas(1)] for r in per)
+    assert all(r["alpha_per_bucket_per_window"] == [] for r in results if r not in per)
+    assert [r["method"] for r in rp.adaptive_rows(results)] == ["adaptive", "adaptive"]
+    section = md.split("## Exposure per difficulty (issue 14)\n")[1].split("\n## ")[0]
+    assert "| per-bucket adaptive (`adaptive_per_difficulty`) | 2 |" in section
+    assert "| batch-level adaptive (`adaptive`) | 2 |" in section and "| OPSD (α = 1)" in section
+    assert "level 2" in section and "level 3" in section and "Reading (generated from the numbers" in section
+    assert "- seed 0 (done): 2 windows; α per bucket, first window [0.900, 0.600, 0.300]" in section
+    assert "toy-reproduction/per_difficulty_alpha.png" in section
     # the synthetic dumps (means 0.5, 0.75) disagree with most logged accuracies here: said, not hidden
     assert "**The dumped generations do not match the logged accuracy**" in md
-    for name in rr.PLOTS:
+    for name in rp.PLOTS:
         png = out.parent / "toy-reproduction" / name
         assert f"toy-reproduction/{name}" in md, name
         assert imread(png).shape[2] in (3, 4), name
@@ -457,6 +608,10 @@ def test_report_without_adaptive_runs_removes_stale_plots(tmp_path):
     md = out.read_text()
     assert (
         "*Not drawn: adaptive_alpha.png" in md and "**not evaluable yet**" in md and "*Not written yet*" in md
+    )
+    assert (
+        "No finished `adaptive_per_difficulty` run yet." in md
+        and "*Not drawn: per_difficulty_alpha.png" in md
     )
 
 

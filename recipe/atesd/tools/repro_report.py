@@ -4,11 +4,12 @@ Reads every run directory of the sweep (recipe/atesd/tools/repro_sweep.py: ``ROO
 writes, next to ``MD`` (default docs/toy-reproduction.md), the folder ``<MD without .md>/`` with
 
 - ``results.json``: one row per run (:func:`run_row`), every run listed, finished or not;
-- PNG plots (:data:`PLOTS`), drawn from those rows only;
+- PNG plots (``PLOTS``), drawn from those rows only by recipe/atesd/tools/repro_plots.py;
 
 and ``MD`` itself: what was run, the wall-time split, the tables, the claims with their stated criterion
-(:func:`claim_a`, :func:`claim_b`, :func:`claim_c`) and the reading, which is the text of
-``<MD without .md>/reading.md`` (written by hand; kept across regenerations) or a placeholder.
+(:func:`claim_a`, :func:`claim_b`, :func:`claim_c`), the per-difficulty exposure arm of issue 14 against
+batch-level adaptive, OPSD and the best fixed α (:func:`per_difficulty`) and the reading, which is the text
+of ``<MD without .md>/reading.md`` (written by hand; kept across regenerations) or a placeholder.
 
 Definitions (docs/metrics.md): accuracy is verl's greedy ``val-core/<data_source>/acc/mean@1`` on the held-out
 split (k = 1), ``acc_before`` at step 0, ``acc_after`` at the last step; mismatch is ``distill/kl_mean``, the
@@ -32,9 +33,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib import colormaps
-
-from recipe.atesd.tools.report import _figure, _save, beta_pdf, hold_windows, series
+from recipe.atesd.tools.report import hold_windows, series, value
+from recipe.atesd.tools.repro_plots import (
+    PLOTS,
+    adaptive_rows,
+    difficulty_table,
+    done_rows,
+    draw,
+    mean_std,
+    per_difficulty_rows,
+)
 from recipe.atesd.tools.repro_sweep import (
     CONTROLLER,
     DONE,
@@ -42,10 +50,11 @@ from recipe.atesd.tools.repro_sweep import (
     GENERATIONS,
     METHODS,
     METRICS,
+    PER_DIFFICULTY,
     RUN,
 )
 from recipe.atesd.tools.run_history import read_history
-from recipe.atesd.tools.summarize import read_metrics, validations
+from recipe.atesd.tools.summarize import read_metrics, validations, windows
 
 MISMATCH, TOP1 = "distill/kl_mean", "distill/top1_disagreement"
 PROBE_NLL, REWARD, SCORE = "probe/nll", "controller/reward", "critic/score/mean"
@@ -53,16 +62,15 @@ STEP_TIME, TEST_TIME = "timing_s/step", "timing_s/testing"
 # step 1's rollouts, compared across the fixed-α runs of a seed: same values = (very likely) the same samples
 ROLLOUT = ("response_length/mean", "critic/score/mean")
 NOISE = 2.0  # "beyond noise": a difference of means above NOISE standard errors (Welch, seed stds)
-PLOTS = {
-    "accuracy_vs_alpha.png": "held-out accuracy after training vs fixed α (claim b), other methods as lines",
-    "mismatch_vs_alpha.png": "mismatch KL(p_T ‖ p_S) vs fixed α, step 1 and mean over training (claim a)",
-    "accuracy_by_method.png": "held-out accuracy after training per method, mean ± std over seeds (claim c)",
-    "accuracy_by_difficulty.png": "held-out accuracy after training per difficulty, mean over seeds",
-    "accuracy_curves.png": "held-out accuracy over steps, mean over seeds per method",
-    "adaptive_alpha.png": "adaptive: α per hold window and the Beta mean per decision, each seed",
-    "adaptive_beta_density.png": "adaptive: the Beta policy's density at each decision, each seed",
-    "controller_rewards.png": "adaptive: controller reward per update, each seed",
+# issue 14: the results.json mode of the arm run with PER_DIFFICULTY, and its per-bucket keys (docs/metrics.md)
+PER_BUCKET_MODE = "adaptive_per_difficulty"
+BUCKET_ALPHA = "exposure/alpha_bucket_{k}"
+BUCKET_MEANS = {
+    "occupancy_per_bucket": "exposure/occupancy_bucket_{k}",
+    "train_accuracy_per_bucket": "exposure/accuracy_bucket_{k}",
+    "kl_mean_per_bucket": "distill/kl_mean_bucket_{k}",
 }
+_BUCKET_ALPHA = re.compile(r"exposure/alpha_bucket_(\d+)")
 _SEED_DIR = re.compile(r"seed(\d+)")
 _ASIDE_DIR = re.compile(r"seed(\d+)\.incomplete-.+")
 
@@ -136,8 +144,52 @@ def _finite(v) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
+def mode(method: str) -> str:
+    """The results.json ``mode`` of a sweep arm: its exposure mode (``Method.mode`` of
+    recipe/atesd/tools/repro_sweep.py), or :data:`PER_BUCKET_MODE` for the adaptive arm run with
+    ``PER_DIFFICULTY``'s overrides (one α per difficulty bucket, issue 14)."""
+    m = METHODS[method]
+    return PER_BUCKET_MODE if m.mode == "adaptive" and set(PER_DIFFICULTY) <= set(m.extra) else m.mode
+
+
+def bucket_fields(rows: list[dict], path: Path) -> dict:
+    """The per-bucket fields of a ``controller.granularity=per_difficulty`` run's training rows (K buckets,
+    k = 0 … K−1, bucket 0 the easiest; docs/metrics.md):
+
+    - ``alpha_per_bucket_per_window``: [α_0, …, α_{K−1}] (``exposure/alpha_bucket_{k}``) on each hold window's
+      first step. K = 1 + the largest k logged; every training row must carry every k with a finite value
+      (else a ValueError naming the file, the step and the key);
+    - ``occupancy_per_bucket``, ``train_accuracy_per_bucket``, ``kl_mean_per_bucket``: per bucket, the mean
+      over the steps that logged it of :data:`BUCKET_MEANS`' key (None where no step did: the trainer leaves
+      accuracy and KL out on a step where the bucket had no row)."""
+    found = {int(m.group(1)) for r in rows for key in r if (m := _BUCKET_ALPHA.fullmatch(key))}
+    if not found:
+        raise ValueError(
+            f"{path}: no {BUCKET_ALPHA!r} metric (required for controller.granularity=per_difficulty, "
+            "docs/metrics.md)"
+        )
+    keys = [BUCKET_ALPHA.format(k=k) for k in range(max(found) + 1)]
+    for r in rows:
+        for key in keys:
+            if key not in r:
+                raise ValueError(
+                    f"{path}: step {r['step']}: missing {key!r} (every step logs each bucket's α)"
+                )
+            if not math.isfinite(value(r, key, path)):
+                raise ValueError(f"{path}: step {r['step']}: {key!r} is {r[key]!r}, not a finite number")
+    by_step = {r["step"]: r for r in rows}
+    out = {
+        "alpha_per_bucket_per_window": [[by_step[steps[0]][k] for k in keys] for _, _, steps in windows(rows)]
+    }
+    for field, template in BUCKET_MEANS.items():
+        points = [series(rows, template.format(k=k), path) for k in range(len(keys))]
+        out[field] = [statistics.fmean(v for _, v in pts) if pts else None for pts in points]
+    return out
+
+
 def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int] | None) -> dict:
-    """The results.json row of one run directory (nulls where the run logged nothing)."""
+    """The results.json row of one run directory (nulls where the run logged nothing). The per-bucket fields
+    (:func:`bucket_fields`) are ``[]`` in every row but those of :data:`PER_BUCKET_MODE`."""
     if not (directory / RUN).exists():
         raise ValueError(f"{directory}: no {RUN} (not started by recipe/atesd/tools/repro_sweep.py)")
     meta, m = _json(directory / RUN), METHODS[method]
@@ -146,7 +198,7 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
     done = _json(directory / DONE) if (directory / DONE).exists() else None
     row = {
         "method": method,
-        "mode": m.mode,
+        "mode": mode(method),
         "alpha": m.alpha,
         "seed": seed,
         "status": "done" if done else "incomplete",
@@ -166,6 +218,8 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         "alpha_per_window": [],
         "beta_mean_per_decision": [],
         "beta_ab_per_decision": [],
+        "alpha_per_bucket_per_window": [],
+        **{field: [] for field in BUCKET_MEANS},
         "controller_reward": [],
         "train_score": [],
         "rollout_step1": None,
@@ -215,6 +269,8 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
             row["alpha_per_window"] = [w.alpha for w in wins]
             row["beta_mean_per_decision"] = [w.mean for w in wins if w.mean is not None]
             row["beta_ab_per_decision"] = [[w.a, w.b] for w in wins if w.mean is not None]
+        if row["mode"] == PER_BUCKET_MODE:
+            row |= bucket_fields(rows, metrics)
         row["controller_reward"] = [[s, v] for s, v in series(rows, REWARD, metrics)]
         row["train_score"] = [[s, v] for s, v in series(rows, SCORE, metrics)]
         first = rows[0]
@@ -239,11 +295,6 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
 # ---------------------------------------------------------------------------------------------- claims
 
 
-def mean_std(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
 def compare(a: list[float], b: list[float]) -> dict:
     """Δ = mean(a) − mean(b), SE = sqrt(s_a²/n_a + s_b²/n_b) (Welch); ``beyond`` = Δ > NOISE·SE (None when a
     side has fewer than 2 values: no spread to compare with)."""
@@ -254,12 +305,8 @@ def compare(a: list[float], b: list[float]) -> dict:
     return {"delta": delta, "se": se, "beyond": delta > NOISE * se}
 
 
-def _done(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["status"] == "done"]
-
-
 def _values(rows: list[dict], method: str, key: str) -> list[float]:
-    return [r[key] for r in _done(rows) if r["method"] == method and r[key] is not None]
+    return [r[key] for r in done_rows(rows) if r["method"] == method and r[key] is not None]
 
 
 def claim_a(rows: list[dict], key: str) -> dict:
@@ -268,7 +315,7 @@ def claim_a(rows: list[dict], key: str) -> dict:
     ``violations``: (seed, α_i, α_{i+1}, value_i, value_{i+1}) of every non-increase."""
     fixed = [f"fixed-{a:g}" for a in FIXED_ALPHAS]
     by_seed: dict[int, dict[str, float]] = {}
-    for r in _done(rows):
+    for r in done_rows(rows):
         if r["method"] in fixed and r[key] is not None:
             by_seed.setdefault(r["seed"], {})[r["method"]] = r[key]
     complete = {s: v for s, v in sorted(by_seed.items()) if len(v) == len(fixed)}
@@ -290,7 +337,7 @@ def claim_a(rows: list[dict], key: str) -> dict:
 def same_rollouts(rows: list[dict]) -> dict[int, bool]:
     """Per seed with ≥ 2 finished fixed-α runs: whether their step-1 ``ROLLOUT`` values are all equal."""
     by_seed: dict[int, list] = {}
-    for r in _done(rows):
+    for r in done_rows(rows):
         if r["mode"] == "fixed" and r["rollout_step1"] is not None:
             by_seed.setdefault(r["seed"], []).append(tuple(r["rollout_step1"]))
     return {s: len(set(v)) == 1 for s, v in sorted(by_seed.items()) if len(v) > 1}
@@ -305,7 +352,7 @@ def claim_b(rows: list[dict]) -> dict:
     comparisons = {a: compare(fixed[1.0], v) for a, v in fixed.items() if a != 1.0 and v and fixed[1.0]}
     evaluable = all(len(v) >= 2 for v in fixed.values())
     per_seed: dict[int, dict[float, float]] = {}
-    for r in _done(rows):
+    for r in done_rows(rows):
         if r["mode"] == "fixed" and r["acc_after"] is not None:
             per_seed.setdefault(r["seed"], {})[r["alpha"]] = r["acc_after"]
     winners = {
@@ -333,167 +380,48 @@ def claim_c(rows: list[dict]) -> dict:
     return {"best_fixed": best, "comparisons": comparisons, "holds": verdict}
 
 
-# ---------------------------------------------------------------------------------------------- plots
-
-
-def _by_method(rows: list[dict], key: str) -> dict[str, list[tuple[int, float]]]:
-    out: dict[str, list[tuple[int, float]]] = {}
-    for r in _done(rows):
-        if r[key] is not None:
-            out.setdefault(r["method"], []).append((r["seed"], r[key]))
-    return out
-
-
-def plot_accuracy_vs_alpha(rows: list[dict], path: Path) -> None:
-    fig = _figure()
-    ax = fig.add_subplot()
-    acc = _by_method(rows, "acc_after")
-    xs = [a for a in FIXED_ALPHAS if f"fixed-{a:g}" in acc]
-    for a in xs:
-        pts = acc[f"fixed-{a:g}"]
-        ax.plot([a] * len(pts), [v for _, v in pts], "o", color="C0", alpha=0.5)
-    if xs:
-        stats = [mean_std([v for _, v in acc[f"fixed-{a:g}"]]) for a in xs]
-        ax.errorbar(
-            xs, [m for m, _ in stats], [s or 0 for _, s in stats], color="C0", capsize=3, label="fixed α"
-        )
-    for n, method in enumerate(("adaptive", "random", "grpo"), 1):
-        if method in acc:
-            m, s = mean_std([v for _, v in acc[method]])
-            ax.axhline(m, color=f"C{n}", label=f"{method} (mean ± std)")
-            if s:
-                ax.axhspan(m - s, m + s, color=f"C{n}", alpha=0.12)
-    before = [r["acc_before"] for r in _done(rows) if r["acc_before"] is not None]
-    if before:
-        ax.axhline(statistics.fmean(before), color="grey", linestyle="--", label="before training")
-    ax.set(
-        xlabel="fixed α (α = 1: OPSD)", ylabel="held-out accuracy (mean@1)", title="accuracy after training"
-    )
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def plot_mismatch_vs_alpha(rows: list[dict], path: Path) -> None:
-    fig = _figure(9.0, 3.6)
-    for n, key in enumerate(("mismatch_step0", "mismatch_mean"), 1):
-        ax = fig.add_subplot(1, 2, n)
-        per_seed: dict[int, list[tuple[float, float]]] = {}
-        for r in _done(rows):
-            if r["mode"] == "fixed" and r[key] is not None:
-                per_seed.setdefault(r["seed"], []).append((r["alpha"], r[key]))
-        for k, (seed, pts) in enumerate(sorted(per_seed.items())):
-            ax.plot(*zip(*sorted(pts), strict=True), "o-", color=f"C{k}", label=f"seed {seed}")
-        ax.set(xlabel="fixed α", ylabel="distill/kl_mean", title="step 1" if n == 1 else "mean over training")
-        if per_seed:
-            ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def plot_accuracy_by_method(rows: list[dict], path: Path) -> None:
-    fig = _figure(8.0, 3.6)
-    ax = fig.add_subplot()
-    acc = _by_method(rows, "acc_after")
-    names = [m for m in METHODS if m in acc]
-    for x, m in enumerate(names):
-        vals = [v for _, v in acc[m]]
-        mean, std = mean_std(vals)
-        ax.bar(x, mean, yerr=std or 0, color="C1" if m == "adaptive" else "C0", alpha=0.6, capsize=3)
-        ax.plot([x] * len(vals), vals, "k.", markersize=5)
-    ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
-    ax.set(ylabel="held-out accuracy (mean@1)", title="after training: mean ± std over seeds, dots = seeds")
-    _save(fig, path)
-
-
-def plot_accuracy_by_difficulty(rows: list[dict], path: Path) -> None:
-    fig = _figure(8.0, 3.8)
-    ax = fig.add_subplot()
-    table = difficulty_table(rows)
-    for n, (m, by_k) in enumerate(table.items()):
-        ks = sorted(by_k, key=int)
-        ax.plot([int(k) for k in ks], [by_k[k] for k in ks], "o-", color=f"C{n % 10}", label=m, markersize=3)
-    ax.set(
-        xlabel="difficulty (terms)", ylabel="accuracy", title="held-out accuracy per difficulty, seed mean"
-    )
-    ax.legend(fontsize=6, ncol=2)
-    _save(fig, path)
-
-
-def plot_accuracy_curves(rows: list[dict], path: Path) -> None:
-    fig = _figure()
-    ax = fig.add_subplot()
-    for n, m in enumerate(m for m in METHODS if any(r["method"] == m and r["acc_curve"] for r in rows)):
-        curves = [dict(map(tuple, r["acc_curve"])) for r in rows if r["method"] == m and r["acc_curve"]]
-        steps = sorted(set.intersection(*(set(c) for c in curves)))
-        ax.plot(
-            steps, [statistics.fmean(c[s] for c in curves) for s in steps], "o-", color=f"C{n % 10}", label=m
-        )
-    ax.set(
-        xlabel="step (0 = before training)", ylabel="held-out accuracy", title="held-out accuracy over steps"
-    )
-    ax.legend(fontsize=6, ncol=2)
-    _save(fig, path)
-
-
-def _adaptive(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["mode"] == "adaptive" and r["alpha_per_window"]]
-
-
-def plot_adaptive_alpha(rows: list[dict], path: Path) -> None:
-    fig = _figure()
-    ax = fig.add_subplot()
-    for k, r in enumerate(_adaptive(rows)):
-        alphas = r["alpha_per_window"]
-        ax.step(
-            range(len(alphas)), alphas, where="mid", color=f"C{k}", alpha=0.5, label=f"seed {r['seed']}: α"
-        )
-        means = r["beta_mean_per_decision"]
-        ax.plot(
-            range(len(means)), means, "o-", color=f"C{k}", markersize=3, label=f"seed {r['seed']}: Beta mean"
-        )
-    ax.set(xlabel="decision (hold window)", ylabel="α", ylim=(-0.02, 1.02), title="adaptive: α and Beta mean")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def plot_adaptive_beta(rows: list[dict], path: Path) -> None:
-    runs = [r for r in _adaptive(rows) if r["beta_ab_per_decision"]]
-    fig = _figure(3.2 * len(runs) + 1.0, 3.2)
-    xs = [(i + 0.5) / 200 for i in range(200)]
-    for n, r in enumerate(runs, 1):
-        ax = fig.add_subplot(1, len(runs), n)
-        last = max(len(r["beta_ab_per_decision"]) - 1, 1)
-        for d, (a, b) in enumerate(r["beta_ab_per_decision"]):
-            ax.plot(xs, [beta_pdf(x, a, b) for x in xs], color=colormaps["viridis"](d / last), linewidth=0.8)
-        ax.set(xlabel="α", title=f"seed {r['seed']} (dark → light: decision)")
-    _save(fig, path)
-
-
-def plot_controller_rewards(rows: list[dict], path: Path) -> None:
-    fig = _figure()
-    ax = fig.add_subplot()
-    for k, r in enumerate(_adaptive(rows)):
-        if r["controller_reward"]:
-            ax.plot(
-                *zip(*r["controller_reward"], strict=True), "o-", color=f"C{k}", label=f"seed {r['seed']}"
-            )
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set(xlabel="step", ylabel="controller/reward", title="controller reward R = G_lp + λ_gt·G_gt")
-    ax.legend(fontsize=7)
-    _save(fig, path)
+def per_difficulty(rows: list[dict]) -> dict:
+    """Issue 14's comparison. ``arms``: per-bucket adaptive (the :data:`PER_BUCKET_MODE` arm), batch-level
+    ``adaptive``, OPSD (``fixed-1``) and the best fixed α (:func:`claim_c`'s ``best_fixed``, if another), each
+    with its finished seeds' ``acc_after`` and, per difficulty level, the seed mean of
+    ``acc_by_difficulty_before`` / ``_after``. ``comparisons``: per other arm with finished seeds,
+    (:func:`compare` (per-bucket, arm), :func:`compare` (arm, per-bucket)): above and below beyond noise.
+    ``alpha_mean_per_bucket``: seed → per bucket, the mean of its α over the hold windows (finished runs)."""
+    best = claim_c(rows)["best_fixed"]
+    names = [PER_BUCKET_MODE, "adaptive", "fixed-1", *([best] if best and best != "fixed-1" else [])]
+    arms = {}
+    for name in names:
+        runs = [r for r in done_rows(rows) if r["method"] == name and r["acc_after"] is not None]
+        levels = {}
+        for when in ("before", "after"):
+            by_level: dict[str, list[float]] = {}
+            for r in runs:
+                for k, v in (r[f"acc_by_difficulty_{when}"] or {}).items():
+                    by_level.setdefault(k, []).append(v)
+            levels[when] = {k: statistics.fmean(v) for k, v in by_level.items()}
+        arms[name] = {"acc_after": [r["acc_after"] for r in runs], "levels": levels}
+    per = arms[PER_BUCKET_MODE]["acc_after"]
+    comparisons = {
+        name: (compare(per, arm["acc_after"]), compare(arm["acc_after"], per))
+        for name, arm in arms.items()
+        if name != PER_BUCKET_MODE and per and arm["acc_after"]
+    }
+    alpha_means = {
+        r["seed"]: [
+            statistics.fmean(w[k] for w in r["alpha_per_bucket_per_window"])
+            for k in range(len(r["alpha_per_bucket_per_window"][0]))
+        ]
+        for r in per_difficulty_rows(done_rows(rows))
+    }
+    return {
+        "best_fixed": best,
+        "arms": arms,
+        "comparisons": comparisons,
+        "alpha_mean_per_bucket": alpha_means,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- report
-
-
-def difficulty_table(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """method → difficulty → mean ``acc_by_difficulty_after`` over finished seeds (+ ``before`` from any run)."""
-    out: dict[str, dict[str, list[float]]] = {}
-    for r in _done(rows):
-        for name, key in (("before", "acc_by_difficulty_before"), (r["method"], "acc_by_difficulty_after")):
-            for k, v in (r[key] or {}).items():
-                out.setdefault(name, {}).setdefault(k, []).append(v)
-    order = ["before", *METHODS]
-    return {m: {k: statistics.fmean(v) for k, v in out[m].items()} for m in order if m in out}
 
 
 def _f(v, digits: int = 4) -> str:
@@ -513,50 +441,113 @@ def _table(header: list[str], body: list[list[str]]) -> list[str]:
     )
 
 
+def _per_difficulty_md(rows: list[dict], drawn: dict, rel: str) -> list[str]:
+    """The section "Exposure per difficulty (issue 14)": what the arm is, its results.json fields, the table
+    of :func:`per_difficulty`, a reading generated from those numbers only, per-seed lines and the plot."""
+    p = per_difficulty(rows)
+    md = [
+        "## Exposure per difficulty (issue 14)",
+        "",
+        f"`{PER_BUCKET_MODE}` is `adaptive` with `{' '.join(PER_DIFFICULTY)}` (docs/method.md §2.4): quantile "
+        "buckets of the training rows' `extra_info.difficulty` (bucket 0 the easiest), one α per bucket per hold "
+        "window, drawn from one Beta per bucket and learned from the joint decision's reward; everything else "
+        "(controller settings, data order, step budget) as `adaptive`. Its `exposure/alpha` (`alpha_per_window`) "
+        "is the mean of its bucket α's. Only α per bucket is logged, not the per-bucket Beta parameters "
+        "(`exposure/beta_a`, `exposure/beta_b` are NaN for more than one bucket: recipe/atesd/glue/trainer.py), "
+        "so this arm has no Beta mean per decision. Its results.json rows add `alpha_per_bucket_per_window` "
+        "([α_0, …, α_{K−1}] per hold window) and, per bucket, the mean over the training steps of "
+        "`exposure/occupancy_bucket_k`, `exposure/accuracy_bucket_k` (task reward of the bucket's training "
+        "rollouts) and `distill/kl_mean_bucket_k` (`occupancy_per_bucket`, `train_accuracy_per_bucket`, "
+        "`kl_mean_per_bucket`); every other row has `[]` in these fields.",
+        "",
+    ]
+    arms = {name: arm for name, arm in p["arms"].items() if arm["acc_after"]}
+    if PER_BUCKET_MODE not in arms:
+        return [
+            *md,
+            f"No finished `{PER_BUCKET_MODE}` run yet.",
+            "",
+            *_figure_md("per_difficulty_alpha.png", drawn["per_difficulty_alpha.png"], rel),
+        ]
+    levels = sorted({k for a in arms.values() for w in a["levels"].values() for k in w}, key=int)
+    labels = {
+        PER_BUCKET_MODE: "per-bucket adaptive",
+        "adaptive": "batch-level adaptive",
+        "fixed-1": "OPSD (α = 1)" + (", best fixed α" if p["best_fixed"] == "fixed-1" else ""),
+    }
+    body = []
+    for name, arm in arms.items():
+        mean, std = mean_std(arm["acc_after"])
+        label = f"{labels.get(name, 'best fixed α')} (`{name}`)"
+        cells = [
+            f"{_f(arm['levels']['before'].get(k), 3)} → {_f(arm['levels']['after'].get(k), 3)}"
+            for k in levels
+        ]
+        body.append([label, str(len(arm["acc_after"])), _f(mean), _f(std), *cells])
+    md += [
+        "Held-out accuracy after training (mean, sample std over the finished seeds, n) and per difficulty level, "
+        "seed mean before → after training:"
+    ]
+    md += _table(["arm", "n", "acc after mean", "std", *(f"level {k}" for k in levels)], body)
+    md += _table(
+        [f"{PER_BUCKET_MODE} vs", "Δ mean acc", "SE", "above, beyond noise", "below, beyond noise"],
+        [
+            [name, _f(up["delta"]), _f(up["se"]), _beyond(up["beyond"]), _beyond(down["beyond"])]
+            for name, (up, down) in p["comparisons"].items()
+        ],
+    )
+    md += [_per_difficulty_reading(p), ""]
+    for r in per_difficulty_rows(rows):
+        per_window = r["alpha_per_bucket_per_window"]
+        md.append(
+            f"- seed {r['seed']} ({r['status']}): {len(per_window)} windows; α per bucket, first window "
+            f"{_list(per_window[0])}, last {_list(per_window[-1])}, mean over windows "
+            f"{_list([statistics.fmean(w[k] for w in per_window) for k in range(len(per_window[0]))])}; per bucket "
+            f"over the training steps: occupancy {_list(r['occupancy_per_bucket'])}, training-rollout accuracy "
+            f"{_list(r['train_accuracy_per_bucket'])}, `distill/kl_mean` {_list(r['kl_mean_per_bucket'])}."
+        )
+    md.append("")
+    return md + _figure_md("per_difficulty_alpha.png", drawn["per_difficulty_alpha.png"], rel)
+
+
+def _per_difficulty_reading(p: dict) -> str:
+    """One paragraph from :func:`per_difficulty`'s numbers: per-bucket vs batch-level adaptive (and vs the
+    others) by :func:`compare` in both directions, and in which seeds the easiest bucket's mean α exceeds the
+    hardest's (the direction the papers' sweep reports)."""
+    parts = []
+    for name, (up, down) in p["comparisons"].items():
+        if up["beyond"] is None:
+            verdict = "not evaluable (fewer than 2 finished seeds on a side)"
+        elif up["beyond"]:
+            verdict = "above it beyond noise"
+        elif down["beyond"]:
+            verdict = "below it beyond noise"
+        else:
+            verdict = "within noise of it"
+        se = f", {NOISE:g}·SE = {NOISE * up['se']:.4f}" if up["se"] is not None else ""
+        parts.append(f"`{name}`: Δ = {up['delta']:+.4f}{se}, {verdict}")
+    if not parts:
+        parts = ["no other arm has a finished run yet"]
+    easy = [s for s, m in p["alpha_mean_per_bucket"].items() if m[0] > m[-1]]
+    other = [s for s in p["alpha_mean_per_bucket"] if s not in easy]
+    return (
+        "Reading (generated from the numbers above): per-bucket adaptive's mean held-out accuracy against "
+        + "; ".join(parts)
+        + f". Mean α over the windows is higher for bucket 0 (easiest) than for the hardest bucket in seeds "
+        f"{easy} and not in seeds {other} (finished runs)."
+    )
+
+
+def _list(values: list[float | None]) -> str:
+    return "[" + ", ".join(_f(v, 3) for v in values) + "]"
+
+
 def _beyond(flag: bool | None) -> str:
     return "n/a (< 2 seeds)" if flag is None else ("yes" if flag else "no")
 
 
 def _verdict(holds: bool | None) -> str:
     return {True: "**reproduces**", False: "**does not reproduce**", None: "**not evaluable yet**"}[holds]
-
-
-def _plots(rows: list[dict], folder: Path) -> dict[str, str | None]:
-    """Draw each plot with data; name → None when drawn, else why not."""
-    have = {
-        "accuracy_vs_alpha.png": any(
-            r["mode"] == "fixed" and r["acc_after"] is not None for r in _done(rows)
-        ),
-        "mismatch_vs_alpha.png": any(
-            r["mode"] == "fixed" and r["mismatch_step0"] is not None for r in _done(rows)
-        ),
-        "accuracy_by_method.png": any(r["acc_after"] is not None for r in _done(rows)),
-        "accuracy_by_difficulty.png": bool(difficulty_table(rows)),
-        "accuracy_curves.png": any(r["acc_curve"] for r in rows),
-        "adaptive_alpha.png": bool(_adaptive(rows)),
-        "adaptive_beta_density.png": any(r["beta_ab_per_decision"] for r in _adaptive(rows)),
-        "controller_rewards.png": any(r["controller_reward"] for r in _adaptive(rows)),
-    }
-    draw = {
-        "accuracy_vs_alpha.png": plot_accuracy_vs_alpha,
-        "mismatch_vs_alpha.png": plot_mismatch_vs_alpha,
-        "accuracy_by_method.png": plot_accuracy_by_method,
-        "accuracy_by_difficulty.png": plot_accuracy_by_difficulty,
-        "accuracy_curves.png": plot_accuracy_curves,
-        "adaptive_alpha.png": plot_adaptive_alpha,
-        "adaptive_beta_density.png": plot_adaptive_beta,
-        "controller_rewards.png": plot_controller_rewards,
-    }
-    out = {}
-    for name, ok in have.items():
-        stale = folder / name
-        if ok:
-            draw[name](rows, stale)
-            out[name] = None
-        else:
-            stale.unlink(missing_ok=True)  # a plot of an earlier sweep must not stay next to this report
-            out[name] = "no finished run has the data yet"
-    return out
 
 
 def render(
@@ -569,7 +560,7 @@ def render(
 ) -> str:
     """The markdown of the report (figures referenced as ``<folder name>/<png>``)."""
     rel = folder.name
-    done = _done(rows)
+    done = done_rows(rows)
     budgets = sorted({r["steps_budget"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
     acc_keys = sorted({r["acc_key"] for r in rows if r["acc_key"]})
@@ -689,7 +680,7 @@ def render(
             continue
         gain = [
             r["acc_after"] - r["acc_before"]
-            for r in _done(rows)
+            for r in done_rows(rows)
             if r["method"] == m and r["acc_after"] is not None and r["acc_before"] is not None
         ]
         mean, std = mean_std(acc)
@@ -774,7 +765,7 @@ def render(
         [[m, _f(x["delta"]), _f(x["se"]), _beyond(x["beyond"])] for m, x in c["comparisons"].items()],
     )
     md += ["### The adaptive controller", ""]
-    for r in _adaptive(rows):
+    for r in adaptive_rows(rows):
         means = r["beta_mean_per_decision"]
         md.append(
             f"- seed {r['seed']}: {len(r['alpha_per_window'])} windows; Beta mean "
@@ -809,6 +800,8 @@ def render(
     else:
         md += ["No validation generations dumped by a finished run.", ""]
 
+    md += _per_difficulty_md(rows, drawn, rel)
+
     md += [
         "## Reading",
         "",
@@ -827,7 +820,7 @@ def write(root: str | Path, out: str | Path, val_file: str | Path | None) -> lis
     folder = out.with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    drawn = _plots(rows, folder)
+    drawn = draw(rows, folder)
     reading_file = folder / "reading.md"
     reading = reading_file.read_text(encoding="utf-8") if reading_file.exists() else None
     n_val = len(difficulties) if difficulties is not None else None
@@ -849,7 +842,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = write(args.root, args.out, args.val_file or None)
     except (ValueError, OSError, KeyError) as err:
         sys.exit(f"repro_report: {err}")
-    print(f"reproduction report: {args.out} ({len(rows)} runs, {len(_done(rows))} finished)")
+    print(f"reproduction report: {args.out} ({len(rows)} runs, {len(done_rows(rows))} finished)")
 
 
 if __name__ == "__main__":
