@@ -84,7 +84,13 @@ def compose(preset: str, overrides: list[str] = ()) -> DictConfig:
 
     # Like the entry points: this machine's platform (verl patched on a CPU-only host) before verl is
     # imported (hydra imports it for the config search path); the composed config stays platform=gpu.
-    configure_process_env()
+    if configure_process_env() == "cpu":
+        # `import verl` applies the patches only when these variables were set before verl's first import in
+        # this process; when something imported verl earlier (e.g. another test module), apply them here
+        # (idempotent): verl's validate_config imports its vLLM rollout, which needs verl_patches/vllm_version.py
+        from verl_patches import apply_all
+
+        apply_all()
 
     _, config_name = entry_point(preset)
     os.environ.setdefault("ATESD_REPO", str(REPO_ROOT))
