@@ -479,6 +479,14 @@ def test_claim_c_adaptive_vs_best_fixed():
     assert rr.claim_c(fixed)["holds"] is None
 
 
+# seed → (easiest bucket's α, hardest bucket's α) per hold window
+EASY_HARD = {
+    0: ([0.9, 0.8, 0.7], [0.1, 0.2, 0.1]),
+    1: ([0.5, 0.6, 0.4], [0.5, 0.4, 0.6]),
+    2: ([0.1, 0.2, 0.1], [0.9, 0.8, 0.7]),
+}
+
+
 def test_per_difficulty_comparison_and_reading():
     """Per-bucket vs batch-level adaptive, OPSD and the best fixed α; the reading follows the numbers."""
     levels = lambda x: {"2": x, "8": x / 2}  # noqa: E731
@@ -500,7 +508,7 @@ def test_per_difficulty_comparison_and_reading():
             acc_after=0.8 + 0.01 * s,
             acc_by_difficulty_before=levels(0.4),
             acc_by_difficulty_after=levels(0.8 + 0.01 * s),
-            alpha_per_bucket_per_window=[[0.9, 0.5, 0.2 + 0.4 * s], [0.7, 0.5, 0.2 + 0.4 * s]],
+            alpha_per_bucket_per_window=[[e, 0.5, h] for e, h in zip(*EASY_HARD[s], strict=True)],
         )
         for s in range(3)
     ]
@@ -513,11 +521,14 @@ def test_per_difficulty_comparison_and_reading():
     assert per["levels"]["after"] == pytest.approx({"2": 0.81, "8": 0.405})
     up, down = p["comparisons"]["adaptive"]
     assert up["delta"] == pytest.approx(0.2) and up["beyond"] is True and down["beyond"] is False
-    # bucket 0's mean α (0.8) against the hardest's: 0.2 (seed 0), 0.6 (seed 1), 1.0 (seed 2)
-    assert p["alpha_mean_per_bucket"][2] == pytest.approx([0.8, 0.5, 1.0])
+    # easiest vs hardest bucket's α over the 3 windows: seed 0 above (Δ 0.67, SE 0.067), 1 within, 2 below
+    up, down = p["easy_vs_hard"][0]
+    assert up["delta"] == pytest.approx(0.8 - 0.4 / 3) and up["se"] == pytest.approx(math.sqrt(0.04 / 9))
+    assert [rr._direction(*p["easy_vs_hard"][s]) for s in range(3)] == ["above", "within", "below"]
     text = rr._per_difficulty_reading(p)
     assert "`adaptive`: Δ = +0.2000" in text and "above it beyond noise" in text
-    assert "seeds [0, 1] and not in seeds [2]" in text
+    assert "above the hardest's beyond noise in seeds [0], below it beyond noise in seeds [2], within" in text
+    assert "within noise in seeds [1]" in text
     # reversed: per-bucket below batch-level adaptive beyond noise; one seed: not evaluable
     low = [
         r | {"acc_after": 0.3 + 0.01 * r["seed"]} if r["method"] == "adaptive_per_difficulty" else r

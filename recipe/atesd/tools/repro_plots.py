@@ -212,14 +212,16 @@ def plot_controller_rewards(rows: list[dict], path: Path) -> None:
 
 
 def plot_per_difficulty_alpha(rows: list[dict], path: Path) -> None:
-    """One panel per seed: α of each bucket per hold window, and the batch-level adaptive α of that seed."""
+    """A grid, one row per bucket and one column per seed: the bucket's α per hold window, and the same
+    seed's batch-level adaptive α per window (dashed) for reference."""
     runs = per_difficulty_rows(rows)
     batch = {r["seed"]: r["alpha_per_window"] for r in adaptive_rows(rows)}
-    fig = _figure(3.4 * len(runs) + 1.0, 3.4)
-    for n, r in enumerate(runs, 1):
-        ax = fig.add_subplot(1, len(runs), n)
+    k_count = max(len(r["alpha_per_bucket_per_window"][0]) for r in runs)
+    fig = _figure(3.4 * len(runs) + 0.6, 1.8 * k_count + 0.6)
+    for col, r in enumerate(runs):
         per_window = r["alpha_per_bucket_per_window"]
         for k in range(len(per_window[0])):
+            ax = fig.add_subplot(k_count, len(runs), k * len(runs) + col + 1)
             alphas = [w[k] for w in per_window]
             ax.step(
                 range(len(alphas)),
@@ -230,16 +232,22 @@ def plot_per_difficulty_alpha(rows: list[dict], path: Path) -> None:
                 markersize=3,
                 label=f"bucket {k}",
             )
-        if r["seed"] in batch:
-            alphas = batch[r["seed"]]
-            ax.step(range(len(alphas)), alphas, "--", where="mid", color="grey", label="adaptive (batch α)")
-        ax.set(
-            xlabel="decision (hold window)",
-            ylabel="α",
-            ylim=(-0.02, 1.02),
-            title=f"seed {r['seed']} (bucket 0 = easiest)",
-        )
-        ax.legend(fontsize=6)
+            if r["seed"] in batch:
+                alphas = batch[r["seed"]]
+                ax.step(
+                    range(len(alphas)),
+                    alphas,
+                    "--",
+                    where="mid",
+                    color="grey",
+                    linewidth=0.8,
+                    label="adaptive",
+                )
+            ax.set(ylim=(-0.02, 1.02), ylabel="α")
+            ax.set_title(f"seed {r['seed']}, bucket {k}" + (" (easiest)" if k == 0 else ""), fontsize=8)
+            if k == len(per_window[0]) - 1:
+                ax.set_xlabel("decision (hold window)")
+            ax.legend(fontsize=6, loc="lower right")
     _save(fig, path)
 
 

@@ -386,7 +386,9 @@ def per_difficulty(rows: list[dict]) -> dict:
     with its finished seeds' ``acc_after`` and, per difficulty level, the seed mean of
     ``acc_by_difficulty_before`` / ``_after``. ``comparisons``: per other arm with finished seeds,
     (:func:`compare` (per-bucket, arm), :func:`compare` (arm, per-bucket)): above and below beyond noise.
-    ``alpha_mean_per_bucket``: seed → per bucket, the mean of its α over the hold windows (finished runs)."""
+    ``easy_vs_hard``: seed → (:func:`compare` (α_0, α_{K−1}), :func:`compare` (α_{K−1}, α_0)) over the hold
+    windows of each finished per-bucket run, α_0 the easiest bucket's α per window and α_{K−1} the hardest's (the
+    windows as samples: a screen of the direction the papers' sweep reports, not a test)."""
     best = claim_c(rows)["best_fixed"]
     names = [PER_BUCKET_MODE, "adaptive", "fixed-1", *([best] if best and best != "fixed-1" else [])]
     arms = {}
@@ -406,19 +408,11 @@ def per_difficulty(rows: list[dict]) -> dict:
         for name, arm in arms.items()
         if name != PER_BUCKET_MODE and per and arm["acc_after"]
     }
-    alpha_means = {
-        r["seed"]: [
-            statistics.fmean(w[k] for w in r["alpha_per_bucket_per_window"])
-            for k in range(len(r["alpha_per_bucket_per_window"][0]))
-        ]
-        for r in per_difficulty_rows(done_rows(rows))
-    }
-    return {
-        "best_fixed": best,
-        "arms": arms,
-        "comparisons": comparisons,
-        "alpha_mean_per_bucket": alpha_means,
-    }
+    easy_vs_hard = {}
+    for r in per_difficulty_rows(done_rows(rows)):
+        easy, hard = ([w[k] for w in r["alpha_per_bucket_per_window"]] for k in (0, -1))
+        easy_vs_hard[r["seed"]] = (compare(easy, hard), compare(hard, easy))
+    return {"best_fixed": best, "arms": arms, "comparisons": comparisons, "easy_vs_hard": easy_vs_hard}
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -511,31 +505,34 @@ def _per_difficulty_md(rows: list[dict], drawn: dict, rel: str) -> list[str]:
 
 
 def _per_difficulty_reading(p: dict) -> str:
-    """One paragraph from :func:`per_difficulty`'s numbers: per-bucket vs batch-level adaptive (and vs the
-    others) by :func:`compare` in both directions, and in which seeds the easiest bucket's mean α exceeds the
-    hardest's (the direction the papers' sweep reports)."""
+    """One paragraph from :func:`per_difficulty`'s numbers only: per-bucket adaptive against each other arm,
+    and the easiest bucket's α against the hardest's per seed, each placed by :func:`_direction`."""
+    words = {
+        "above": "above it beyond noise",
+        "below": "below it beyond noise",
+        "within": "within noise of it",
+        None: "not evaluable (fewer than 2 finished seeds on a side)",
+    }
     parts = []
     for name, (up, down) in p["comparisons"].items():
-        if up["beyond"] is None:
-            verdict = "not evaluable (fewer than 2 finished seeds on a side)"
-        elif up["beyond"]:
-            verdict = "above it beyond noise"
-        elif down["beyond"]:
-            verdict = "below it beyond noise"
-        else:
-            verdict = "within noise of it"
         se = f", {NOISE:g}·SE = {NOISE * up['se']:.4f}" if up["se"] is not None else ""
-        parts.append(f"`{name}`: Δ = {up['delta']:+.4f}{se}, {verdict}")
-    if not parts:
-        parts = ["no other arm has a finished run yet"]
-    easy = [s for s, m in p["alpha_mean_per_bucket"].items() if m[0] > m[-1]]
-    other = [s for s in p["alpha_mean_per_bucket"] if s not in easy]
+        parts.append(f"`{name}`: Δ = {up['delta']:+.4f}{se}, {words[_direction(up, down)]}")
+    seeds = {d: [s for s, pair in p["easy_vs_hard"].items() if _direction(*pair) == d] for d in words}
     return (
         "Reading (generated from the numbers above): per-bucket adaptive's mean held-out accuracy against "
-        + "; ".join(parts)
-        + f". Mean α over the windows is higher for bucket 0 (easiest) than for the hardest bucket in seeds "
-        f"{easy} and not in seeds {other} (finished runs)."
+        + ("; ".join(parts) or "no other arm with a finished run")
+        + ". Over the hold windows (as samples), the easiest bucket's mean α is above the hardest's beyond noise "
+        f"in seeds {seeds['above']}, below it beyond noise in seeds {seeds['below']}, within noise in seeds "
+        f"{seeds['within']} (finished runs; the papers' sweep has easy problems preferring more exposure)."
     )
+
+
+def _direction(up: dict, down: dict) -> str | None:
+    """a against b from :func:`compare` (a, b) and (b, a): "above" / "below" beyond noise, "within" noise, or
+    None when a side has fewer than 2 values."""
+    if up["beyond"] is None:
+        return None
+    return "above" if up["beyond"] else "below" if down["beyond"] else "within"
 
 
 def _list(values: list[float | None]) -> str:
