@@ -4,9 +4,11 @@
 The *actor* here is the module verl trains, rebuilt from the checkpoint without the exporter's code: the
 architecture of ``actor/huggingface/config.json`` (wrapped by PEFT with the ``lora_train_meta.json`` rank and
 alpha and ``target_modules=all-linear`` for a LoRA run, as ``verl/workers/engine/fsdp/transformer_impl.py::
-_build_lora_module`` wraps it) holding the rank-0 shard's tensors (world size 1 in these tests: the local
-tensor is the whole parameter; an adapters-only step gets its base weights as the exporter's
-``with_base_weights`` reads them). Its fp32 forward is the actor's log-probability function at that step.
+_build_lora_module`` wraps it) holding the checkpoint's tensors: each FSDP2 DTensor is its ranks' local
+shards concatenated along its ``Shard`` dim (``torch.chunk`` order, as ``fully_shard`` splits dim 0), a plain or
+``Replicate`` tensor is rank 0's and must be the same on every rank (the ATESD e2e test's LoRA run has 2
+ranks, the others 1); an adapters-only step gets its base weights as the exporter's ``with_base_weights``
+reads them. Its fp32 forward is the actor's log-probability function at that step.
 """
 
 import json
@@ -21,10 +23,12 @@ def actor_from_checkpoint(actor: Path):
     from torch.distributed.tensor import DTensor
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if json.loads((actor / "fsdp_config.json").read_text())["world_size"] != 1:
-        raise ValueError(f"{actor}: this helper reads single-rank checkpoints")
-    shard = torch.load(actor / "model_world_size_1_rank_0.pt", map_location="cpu", weights_only=False)
-    state = {k: (v._local_tensor if isinstance(v, DTensor) else v).float() for k, v in shard.items()}
+    world = json.loads((actor / "fsdp_config.json").read_text())["world_size"]
+    shards = [
+        torch.load(actor / f"model_world_size_{world}_rank_{r}.pt", map_location="cpu", weights_only=False)
+        for r in range(world)
+    ]
+    state = {k: _whole(k, [shard[k] for shard in shards], DTensor).float() for k in shards[0]}
     if all(
         "lora_" in k for k in state
     ):  # adapters only (save_lora_only): the base from the recorded model.path
@@ -48,6 +52,18 @@ def actor_from_checkpoint(actor: Path):
             f"{actor}: checkpoint keys differ from the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     return model.eval()
+
+
+def _whole(key: str, parts: list, dtensor_type) -> torch.Tensor:
+    """One parameter from its per-rank values (module docstring)."""
+    if isinstance(parts[0], dtensor_type):
+        (placement,) = parts[0].placements
+        if placement.is_shard():
+            return torch.cat([p._local_tensor for p in parts], dim=placement.dim)
+        parts = [p._local_tensor for p in parts]
+    if any(not torch.equal(p, parts[0]) for p in parts[1:]):
+        raise ValueError(f"{key}: a replicated tensor differs between ranks")
+    return parts[0]
 
 
 def token_log_probs(model, tokens: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,19 @@
 Six stack runs, shared by the tests below (each run is a subprocess with an outer timeout, its own
 Ray session and /dev/shm clean-up; see tests/integration_utils.py):
 
-- ``full``: adaptive, full fine-tuning (frozen fused-reference teacher), H=2, L=3, B=2, 6 updates,
+- ``full``: adaptive, full fine-tuning (frozen fused-reference teacher), H=2, L=3, B=2, 8 updates, one FSDP rank,
   checkpoints at steps 5 and 8, loss-parity capture of the first update (tests/atesd_capture.py);
-- ``killed`` + ``resumed``: the same run killed right after its step-5 checkpoint (mid window 2),
-  then resumed from it, both attempts logging to one metrics history;
-- ``lora``: random exposure with the LoRA teacher (actor with adapters disabled), 5 updates, checkpoints at 4
-  and 5 (adapters only); resumed from a copy of step 4: refused on another base model, step 5 again on its own.
+- ``killed`` + ``resumed``: the same run on TWO FSDP ranks (gloo, two fake GPU slots, one vLLM replica each),
+  killed right after its step-5 checkpoint (mid window 2), then resumed from it, both attempts logging to one
+  metrics history; compared with the one-rank ``full`` run (same greedy data, probe size 7 — uneven over 2
+  ranks): α, the steps before the kill's loss / grad norm / probe signals, and what each rank used (capture);
+- ``lora``: random exposure with the LoRA teacher (actor with adapters disabled) on two FSDP ranks, 5 updates,
+  checkpoints at 4 and 5 (adapters only, one shard per rank); resumed from a copy of step 4 (two ranks):
+  refused on another base model, step 5 again on its own.
+
+Two ranks are this suite's only guard against collective mismatches (issue 15): a rank that runs fewer
+forwards than the other (e.g. an unpadded probe shard, tests/test_probe_two_ranks.py) hangs the run until
+the outer timeout.
 
 The evaluation chain (docs/evaluation.md, "From a run to the table") reuses the ``full`` and ``lora``
 checkpoints: export (recipe/atesd/export.py) → the exported model is the trained actor → ``evaluate_run`` on 2
@@ -43,8 +50,24 @@ COMMON = [
     "trainer.val_before_train=false",
 ]
 STEPS, KILL_AT = 8, 5
+# Two FSDP ranks on this CPU machine (issue 15, item 2): the cpu platform's Ray accelerator is a fake "GPU"
+# (verl_patches/cpu_platform.py), so two slots = world size 2 on gloo; verl starts one vLLM replica per slot
+# (rollout TP 1: verl/workers/rollout/llm_server.py, num_replicas = world_size // TP). Ray's logical CPUs stay
+# at platform/cpu.yaml's 16: verl's pool reserves 3 per slot (single_controller/ray/base.py,
+# ResourcePoolManager.max_colocate_count), 6 for two, and TransferQueue's controller and storage unit 1 each.
+WORLD = 2
+TWO_RANKS = [f"trainer.n_gpus_per_node={WORLD}", f"ray_kwargs.ray_init.num_gpus={WORLD}"]
 FULL = [
     *COMMON,
+    # Shared by the one-rank ``full`` and the two-rank ``killed``/``resumed`` runs, which are compared step by
+    # step; chosen so that both compute every row with the same shapes. Micro-batches of one row: a row's
+    # forward/backward is then the same computation on 1 or 2 ranks (with 2 rows per micro-batch the ranks'
+    # rows, set by verl's seq-len balancing, would be padded against other neighbours than on one rank).
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
+    # 7 probe rows do not divide over 2 ranks (rank 0: 4 rows, rank 1: 3 + 1 padding row, ProbeSet.shard);
+    # one row per forward: 4 probe forwards per rank, which an unpadded shard would make 4 vs 3 (a hang).
+    "probe.size=7",
+    "probe.batch_size=1",
     "controller.exposure_mode=adaptive",
     # The lr the alpha bound below was measured at (the default is 0.05, docs/config.md): with B=2 the first
     # update's normalised advantages are +-1 with signs set by run-to-run noise, so the next window's alpha
@@ -63,7 +86,8 @@ FULL = [
 # (bf16 reductions: ~1e-6 relative in losses, seen between two runs from scratch), and the controller's
 # z-scored state features carry that into every α drawn after the first window; hence α is compared to
 # the uninterrupted run to 1% (relative differences seen after the first windows: 3e-4, 2e-3, 1.2e-3,
-# 3e-6, so 5× to 3000× margin). A lost or re-initialised controller is off by far more: another draw
+# 3e-6, so 5× to 3000× margin; seen with both runs on one rank, probe size 8, micro-batches of 2 — the
+# killed/resumed pair now runs on two ranks, which changes only reduction orders, see TWO_RANKS_REL_TOL). A lost or re-initialised controller is off by far more: another draw
 # (α anywhere in [0.05, 1]). What is exact by construction is checked exactly: the held α across the
 # resume point (restored from the checkpoint) and the restored policy, bit for bit.
 RUN_TIMEOUT_S = 900
@@ -124,22 +148,29 @@ def greedy_train(tmp_path_factory):
     return [f"data.train_files={path}"]
 
 
+def capture_hook(folder: Path) -> dict:
+    """tests/atesd_capture.py, loaded in every stack process as verl loads external modules: each rank writes
+    what its loss saw on the process's first update to ``folder/rank<r>_mb<i>.pt``."""
+    return {
+        "ATESD_CAPTURE_DIR": str(folder),
+        "VERL_USE_EXTERNAL_MODULES": "atesd_capture",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH")])),
+    }
+
+
 @pytest.fixture(scope="module")
 def full_run(tiny_model, greedy_train, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("atesd_full")
     capture = workdir / "capture"
-    hook = {  # tests/atesd_capture.py, loaded in every stack process as verl loads external modules
-        "ATESD_CAPTURE_DIR": str(capture),
-        "VERL_USE_EXTERNAL_MODULES": "atesd_capture",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH")])),
-    }
-    result, ckpt = launch(workdir, "full", [*FULL, *greedy_train], env=hook)
+    result, ckpt = launch(workdir, "full", [*FULL, *greedy_train], env=capture_hook(capture))
     assert result.returncode == 0 and not result.timed_out, result.describe()
     return metrics_rows(workdir / "full.jsonl"), ckpt, capture, result
 
 
 @pytest.fixture(scope="module")
 def resumed_run(tiny_model, greedy_train, tmp_path_factory):
+    """The ``full`` run on two ranks, killed after its step-5 checkpoint and resumed; each attempt captures its
+    first update (step 1, and step 6: the restored window 2) on both ranks."""
     workdir = tmp_path_factory.mktemp("atesd_resume")
     latest = workdir / "ckpt" / "latest_checkpointed_iteration.txt"
 
@@ -147,14 +178,28 @@ def resumed_run(tiny_model, greedy_train, tmp_path_factory):
         return latest.exists() and latest.read_text().strip() == str(KILL_AT)
 
     history = workdir / "run.jsonl"
-    killed, ckpt = launch(workdir, "killed", [*FULL, *greedy_train], stop_when=checkpointed, history="run")
+    captures = {name: workdir / f"capture-{name}" for name in ("killed", "resumed")}
+    killed, ckpt = launch(
+        workdir,
+        "killed",
+        [*FULL, *TWO_RANKS, *greedy_train],
+        stop_when=checkpointed,
+        history="run",
+        env=capture_hook(captures["killed"]),
+    )
     assert killed.stopped_early, (
         f"the run was not killed after its step-{KILL_AT} checkpoint:\n" + killed.describe()
     )
     first = metrics_rows(history)
-    resumed, _ = launch(workdir, "resumed", [*FULL, *greedy_train, "trainer.resume_mode=auto"], history="run")
+    resumed, _ = launch(
+        workdir,
+        "resumed",
+        [*FULL, *TWO_RANKS, *greedy_train, "trainer.resume_mode=auto"],
+        history="run",
+        env=capture_hook(captures["resumed"]),
+    )
     assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
-    return first, history, ckpt
+    return first, history, ckpt, captures
 
 
 # 5, not 4: the resume test restarts from step 4 with the run's own total (the controller refuses a changed
@@ -162,6 +207,10 @@ def resumed_run(tiny_model, greedy_train, tmp_path_factory):
 LORA_STEPS = 5
 LORA = [
     *COMMON,
+    *TWO_RANKS,  # the LoRA teacher (adapters off) and the adapters-only checkpoint + resume, one shard per rank
+    # 5 probe rows on 2 ranks in forwards of 2: rank 0 rows 0,2 | 4, rank 1 rows 1,3 | a padding row only
+    "probe.size=5",
+    "probe.batch_size=2",
     "controller.exposure_mode=random",
     "trainer.save_freq=4",  # step 4 (the evaluation chain, the resume) and the last step, 5
     "trainer.test_freq=-1",
@@ -268,7 +317,7 @@ def test_worker_loss_equals_reference_on_captured_batch(full_run):
 
 def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
     rows, ckpt, _, _ = full_run
-    first, history_path, resumed_ckpt = resumed_run
+    first, history_path, resumed_ckpt, _ = resumed_run
     # the killed run may die before logging its last step (it is killed as soon as the checkpoint is marked)
     assert set(range(1, KILL_AT)) <= set(first)
     # One history for both attempts: every training step exactly once, the resume boundary recorded.
@@ -316,6 +365,75 @@ def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
             torch.testing.assert_close(final["optimizer"]["state"][k][name], value, atol=0, rtol=0)
 
 
+# Two ranks against one, the steps before the kill (same greedy data, same seeds). FULL makes every row's
+# forward/backward the same computation on both (micro-batches and probe forwards of one row, no padding;
+# FSDP2's all-gather of the bf16 compute weights is exact, and the two-rank loss × dp_size = 2 with the
+# reduce-scatter's ÷ 2 are exact powers of 2). What differs: the order of the fp32 sums of the 4 rows'
+# gradients (per-micro-batch reduce-scatter across ranks vs accumulation on one rank: ≤ ~3u ≈ 2e-7
+# relative per element, u = 6e-8), of the grad norm (per-rank shard norms all-reduced) and of the
+# loss / probe reductions. AdamW's update is ~lr·g/|g|, so a 2e-7 relative change in g moves an fp32 weight
+# (|w| ≈ 0.02, ulp 1.9e-9) by ~1e-12 at lr 5e-6: it changes the rounding of ~5e-4 of the fp32 weights by one
+# ulp and almost never a bf16 compute weight — later steps see the same weights. Expected gap: the stack's
+# run-to-run noise, ~1e-6 relative in losses (see the α comment above). 1e-4 leaves 100x; a collective
+# defect moves these by >= 1e-2: a rank's gradient dropped or doubled, a per-rank token normaliser (×2),
+# a rank on another α (another teacher prompt), a probe padding row counted (ℓ off by O(1/7)), a row lost.
+# Steps 3-4 use window 1's α, drawn after noisy observations (≤ 2e-3 relative seen): only if that moves a
+# row's revealed-segment count across an integer does its teacher prompt — and its loss — change (rare).
+TWO_RANKS_REL_TOL = 1e-4
+COMPARED = ("distill/loss", "actor/grad_norm", "probe/nll", "probe/teacher_ground")
+
+
+def test_two_ranks_match_one_rank_before_the_kill(full_run, resumed_run):
+    rows = full_run[0]
+    first = resumed_run[0]
+    for step in range(1, KILL_AT):
+        got, want = first[step], rows[step]
+        assert got["distill/response_tokens"] == want["distill/response_tokens"], (
+            f"step {step}: the two-rank run trained on other responses than the one-rank run (greedy rollouts "
+            "from 2 vLLM replicas instead of 1 were expected to be the same): nothing below is comparable"
+        )
+        gaps = {key: abs(got[key] - want[key]) / max(abs(want[key]), 1e-12) for key in COMPARED}
+        print(
+            f"step {step}: α {got['exposure/alpha']:.6g} vs {want['exposure/alpha']:.6g}; relative gaps {gaps}"
+        )
+        for key in COMPARED:
+            assert got[key] == pytest.approx(want[key], rel=TWO_RANKS_REL_TOL), (
+                f"step {step}: {key} {got[key]!r} on 2 ranks vs {want[key]!r} on 1 (α {got['exposure/alpha']} "
+                f"vs {want['exposure/alpha']})"
+            )
+
+
+def ranks_captures(folder: Path) -> dict[int, list[dict]]:
+    """rank → that rank's captured micro-batches (tests/atesd_capture.py), in order."""
+    by_rank: dict[int, list[dict]] = {}
+    for path in sorted(folder.glob("rank*_mb*.pt")):
+        rank, mb = map(int, re.fullmatch(r"rank(\d+)_mb(\d+)\.pt", path.name).groups())
+        by_rank.setdefault(rank, []).append((mb, torch.load(path, weights_only=False)))
+    return {r: [c for _, c in sorted(items, key=lambda x: x[0])] for r, items in by_rank.items()}
+
+
+def test_both_ranks_use_the_controllers_alpha_and_share_the_batch(resumed_run):
+    """Every rank's teacher used the controller's (α, window) — at step 1 and at step 6, the first update after
+    the resume (window 2's held α, restored) — and the ranks split the step-1 batch: the global token
+    normaliser on both, each response token on one rank, the logged loss = their sum / that normaliser."""
+    first, history_path, _, captures = resumed_run
+    merged = metrics_rows(history_path)
+    for attempt, step in (("killed", 1), ("resumed", KILL_AT + 1)):
+        by_rank = ranks_captures(captures[attempt])
+        assert sorted(by_rank) == list(range(WORLD)), f"{attempt}: captures of ranks {sorted(by_rank)}"
+        # 4 rows, 2 per rank, one per micro-batch (FULL): verl gives every rank the same micro-batch count
+        assert [len(by_rank[r]) for r in range(WORLD)] == [2] * WORLD, attempt
+        used = {(c["alpha"], c["window_id"]) for cs in by_rank.values() for c in cs}
+        assert used == {(merged[step]["exposure/alpha"], (step - 1) // H)}, (attempt, step, used)
+    step1 = [c for cs in ranks_captures(captures["killed"]).values() for c in cs]
+    tokens = first[1]["distill/response_tokens"]
+    assert {(c["dp_size"], c["batch_num_tokens"]) for c in step1} == {(WORLD, tokens)}
+    assert sum(c["response_mask"].sum().item() for c in step1) == tokens
+    total = sum((c["token_loss"].double() * c["response_mask"].double()).sum().item() for c in step1)
+    # fp32 per-token losses summed in fp64: the logged reduction's own rounding (seen 4.7e-8 on one rank)
+    assert total / tokens == pytest.approx(first[1]["distill/loss"], abs=1e-5)
+
+
 def test_lora_teacher_random_exposure(lora_run):
     rows, _ = lora_run
     assert sorted(rows) == list(range(1, LORA_STEPS + 1))
@@ -333,23 +451,31 @@ def test_lora_run_saves_adapters_only(lora_run, tiny_model):
     from recipe.atesd.glue.lora_checkpoint import DIGEST_FILE, base_model_digest
 
     step = lora_run[1] / "global_step_4"
-    shard = torch.load(
-        step / "actor" / "model_world_size_1_rank_0.pt", map_location="cpu", weights_only=False
-    )
-    assert shard and all("lora_" in k for k in shard), [k for k in shard if "lora_" not in k][:3]
+    assert json.loads((step / "actor" / "fsdp_config.json").read_text())["world_size"] == WORLD
+    shards = [
+        torch.load(
+            step / "actor" / f"model_world_size_{WORLD}_rank_{r}.pt", map_location="cpu", weights_only=False
+        )
+        for r in range(WORLD)
+    ]
+    for r, shard in enumerate(shards):
+        assert shard and all("lora_" in k for k in shard), (r, [k for k in shard if "lora_" not in k][:3])
+    assert all(set(shard) == set(shards[0]) for shard in shards), "the ranks saved different adapters"
     record = json.loads((step / DIGEST_FILE).read_text())
     assert record["sha256"] == base_model_digest(record["model_path"])
     actor_bytes = sum(f.stat().st_size for f in (step / "actor").rglob("*") if f.is_file())
     base_bytes = sum(f.stat().st_size for f in Path(record["model_path"]).glob("*.safetensors"))
     print(
-        f"LoRA step 4: actor/ {actor_bytes} B (model shard {len(shard)} tensors); base weights {base_bytes} B"
+        f"LoRA step 4: actor/ {actor_bytes} B ({WORLD} model shards of {len(shards[0])} tensors); "
+        f"base weights {base_bytes} B"
     )
 
 
 def test_lora_resumes_from_adapters_only_and_refuses_another_base(lora_run, tmp_path):
-    """Two stack starts on a copy of the LoRA run's step 4: onto another base model (same architecture and
-    tokenizer, other weights) the resume is refused naming the digest; onto the run's base it trains step 5 from
-    the restored AdamW state (every adapter's step count is 5, not 1: the moments were loaded)."""
+    """Two stack starts (two ranks, as the run) on a copy of the LoRA run's step 4: onto another base model (same
+    architecture and tokenizer, other weights) the resume is refused naming the digest; onto the run's base it
+    trains step 5 from the restored AdamW state (on every rank, every adapter's step count is 5, not 1: the
+    moments were loaded)."""
     import shutil
 
     from recipe.atesd.tools.tiny_model import build_tiny_model
@@ -367,9 +493,12 @@ def test_lora_resumes_from_adapters_only_and_refuses_another_base(lora_run, tmp_
     resumed, ckpt = launch(tmp_path, "lora-resumed", resume)
     assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
     assert sorted(metrics_rows(tmp_path / "lora-resumed.jsonl")) == [5]
-    optim = torch.load(ckpt / "global_step_5" / "actor" / "optim_world_size_1_rank_0.pt", weights_only=False)
-    steps = {float(s["step"]) for s in optim["state"].values()}
-    assert steps == {5.0}, steps
+    for r in range(WORLD):
+        optim = torch.load(
+            ckpt / "global_step_5" / "actor" / f"optim_world_size_{WORLD}_rank_{r}.pt", weights_only=False
+        )
+        steps = {float(s["step"]) for s in optim["state"].values()}
+        assert steps == {5.0}, (r, steps)
 
 
 # --- the evaluation chain on the runs' checkpoints (docs/evaluation.md, "From a run to the table") ---

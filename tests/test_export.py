@@ -324,27 +324,31 @@ def test_shards_of_another_architecture_are_refused(tmp_path, mesh, tokenizer):
         export_run(tmp_path / "ckpt", tmp_path / "out")
 
 
-def test_the_e2e_helper_rebuilds_the_actor_from_a_checkpoint(tmp_path, mesh, tokenizer):
+@pytest.mark.parametrize("world", [1, 2])
+def test_the_e2e_helper_rebuilds_the_actor_from_a_checkpoint(tmp_path, mesh, tokenizer, world):
     """tests/export_check.py (the e2e tests' reference actor) on checkpoints built here: it gives back the
-    module that was saved, full fine-tuning, LoRA and adapters-only LoRA, bit for bit."""
+    module that was saved, full fine-tuning, LoRA and adapters-only LoRA, bit for bit, from 1 or 2 rank shards
+    (the ATESD e2e test's LoRA run has 2 ranks)."""
     from export_check import actor_from_checkpoint, token_log_probs
 
     from recipe.atesd.glue.lora_checkpoint import record_base_model
 
     model = fp32_model()
-    write_checkpoint(tmp_path / "full", 1, dict(model.state_dict()), model.config, tokenizer, mesh, world=1)
+    write_checkpoint(
+        tmp_path / "full", 1, dict(model.state_dict()), model.config, tokenizer, mesh, world=world
+    )
     actor = actor_from_checkpoint(tmp_path / "full" / "global_step_1" / "actor")
     assert torch.equal(token_log_probs(actor, TOKENS), log_probs(model))
     trained = lora_model()
     meta = {"r": 4, "lora_alpha": 8, "task_type": "CAUSAL_LM"}
     config = trained.base_model.model.config
     write_checkpoint(
-        tmp_path / "lora", 1, dict(trained.state_dict()), config, tokenizer, mesh, world=1, lora=meta
+        tmp_path / "lora", 1, dict(trained.state_dict()), config, tokenizer, mesh, world=world, lora=meta
     )
     actor = actor_from_checkpoint(tmp_path / "lora" / "global_step_1" / "actor")
     assert torch.equal(token_log_probs(actor, TOKENS), log_probs(trained))
     adapters = {k: v for k, v in trained.state_dict().items() if "lora_" in k}  # save_lora_only
-    write_checkpoint(tmp_path / "adapters", 1, adapters, config, tokenizer, mesh, world=1, lora=meta)
+    write_checkpoint(tmp_path / "adapters", 1, adapters, config, tokenizer, mesh, world=world, lora=meta)
     fp32_model().save_pretrained(tmp_path / "base")
     record_base_model(str(tmp_path / "adapters" / "global_step_1"), str(tmp_path / "base"))
     actor = actor_from_checkpoint(tmp_path / "adapters" / "global_step_1" / "actor")
