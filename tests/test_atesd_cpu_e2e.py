@@ -50,13 +50,20 @@ COMMON = [
     "trainer.val_before_train=false",
 ]
 STEPS, KILL_AT = 8, 5
+TRAIN_ROWS = 4  # data.train_batch_size (recipe/atesd/config/atesd_trainer.yaml), rollout.n = 1
 # Two FSDP ranks on this CPU machine (issue 15, item 2): the cpu platform's Ray accelerator is a fake "GPU"
 # (verl_patches/cpu_platform.py), so two slots = world size 2 on gloo; verl starts one vLLM replica per slot
 # (rollout TP 1: verl/workers/rollout/llm_server.py, num_replicas = world_size // TP). Ray's logical CPUs stay
 # at platform/cpu.yaml's 16: verl's pool reserves 3 per slot (single_controller/ray/base.py,
 # ResourcePoolManager.max_colocate_count), 6 for two, and TransferQueue's controller and storage unit 1 each.
-WORLD = 2
-TWO_RANKS = [f"trainer.n_gpus_per_node={WORLD}", f"ray_kwargs.ray_init.num_gpus={WORLD}"]
+RESUME_WORLD = 2  # the killed + resumed pair (the full run stays on one rank: the comparison)
+LORA_WORLD = 2  # the three LoRA stack starts; 1 takes them back to one rank (the assertions follow it)
+
+
+def ranks(world: int) -> list[str]:
+    return [f"trainer.n_gpus_per_node={world}", f"ray_kwargs.ray_init.num_gpus={world}"]
+
+
 FULL = [
     *COMMON,
     # Shared by the one-rank ``full`` and the two-rank ``killed``/``resumed`` runs, which are compared step by
@@ -87,8 +94,8 @@ FULL = [
 # z-scored state features carry that into every α drawn after the first window; hence α is compared to
 # the uninterrupted run to 1% (relative differences seen after the first windows: 3e-4, 2e-3, 1.2e-3,
 # 3e-6, so 5× to 3000× margin; seen with both runs on one rank, probe size 8, micro-batches of 2 — the
-# killed/resumed pair now runs on two ranks, which changes only reduction orders, see TWO_RANKS_REL_TOL). A lost or re-initialised controller is off by far more: another draw
-# (α anywhere in [0.05, 1]). What is exact by construction is checked exactly: the held α across the
+# killed/resumed pair now runs on two ranks, which changes only reduction orders, see TWO_RANKS_REL_TOL).
+# A lost or re-initialised controller is off by far more: another draw (α anywhere in [0.05, 1]). What is exact by construction is checked exactly: the held α across the
 # resume point (restored from the checkpoint) and the restored policy, bit for bit.
 RUN_TIMEOUT_S = 900
 # The worker's per-token loss (fp32 buffers, u = 2^-24 ≈ 6e-8) against its fp64 recomputation from the same
@@ -182,7 +189,7 @@ def resumed_run(tiny_model, greedy_train, tmp_path_factory):
     killed, ckpt = launch(
         workdir,
         "killed",
-        [*FULL, *TWO_RANKS, *greedy_train],
+        [*FULL, *ranks(RESUME_WORLD), *greedy_train],
         stop_when=checkpointed,
         history="run",
         env=capture_hook(captures["killed"]),
@@ -194,7 +201,7 @@ def resumed_run(tiny_model, greedy_train, tmp_path_factory):
     resumed, _ = launch(
         workdir,
         "resumed",
-        [*FULL, *TWO_RANKS, *greedy_train, "trainer.resume_mode=auto"],
+        [*FULL, *ranks(RESUME_WORLD), *greedy_train, "trainer.resume_mode=auto"],
         history="run",
         env=capture_hook(captures["resumed"]),
     )
@@ -207,7 +214,9 @@ def resumed_run(tiny_model, greedy_train, tmp_path_factory):
 LORA_STEPS = 5
 LORA = [
     *COMMON,
-    *TWO_RANKS,  # the LoRA teacher (adapters off) and the adapters-only checkpoint + resume, one shard per rank
+    *ranks(
+        LORA_WORLD
+    ),  # the LoRA teacher (adapters off), adapters-only checkpoint + resume: a shard per rank
     # 5 probe rows on 2 ranks in forwards of 2: rank 0 rows 0,2 | 4, rank 1 rows 1,3 | a padding row only
     "probe.size=5",
     "probe.batch_size=2",
@@ -420,14 +429,15 @@ def test_both_ranks_use_the_controllers_alpha_and_share_the_batch(resumed_run):
     merged = metrics_rows(history_path)
     for attempt, step in (("killed", 1), ("resumed", KILL_AT + 1)):
         by_rank = ranks_captures(captures[attempt])
-        assert sorted(by_rank) == list(range(WORLD)), f"{attempt}: captures of ranks {sorted(by_rank)}"
-        # 4 rows, 2 per rank, one per micro-batch (FULL): verl gives every rank the same micro-batch count
-        assert [len(by_rank[r]) for r in range(WORLD)] == [2] * WORLD, attempt
+        assert sorted(by_rank) == list(range(RESUME_WORLD)), f"{attempt}: captures of ranks {sorted(by_rank)}"
+        # data.train_batch_size rows split evenly over the ranks, one per micro-batch (FULL)
+        per_rank = TRAIN_ROWS // RESUME_WORLD
+        assert [len(by_rank[r]) for r in range(RESUME_WORLD)] == [per_rank] * RESUME_WORLD, attempt
         used = {(c["alpha"], c["window_id"]) for cs in by_rank.values() for c in cs}
         assert used == {(merged[step]["exposure/alpha"], (step - 1) // H)}, (attempt, step, used)
     step1 = [c for cs in ranks_captures(captures["killed"]).values() for c in cs]
     tokens = first[1]["distill/response_tokens"]
-    assert {(c["dp_size"], c["batch_num_tokens"]) for c in step1} == {(WORLD, tokens)}
+    assert {(c["dp_size"], c["batch_num_tokens"]) for c in step1} == {(RESUME_WORLD, tokens)}
     assert sum(c["response_mask"].sum().item() for c in step1) == tokens
     total = sum((c["token_loss"].double() * c["response_mask"].double()).sum().item() for c in step1)
     # fp32 per-token losses summed in fp64: the logged reduction's own rounding (seen 4.7e-8 on one rank)
@@ -451,12 +461,14 @@ def test_lora_run_saves_adapters_only(lora_run, tiny_model):
     from recipe.atesd.glue.lora_checkpoint import DIGEST_FILE, base_model_digest
 
     step = lora_run[1] / "global_step_4"
-    assert json.loads((step / "actor" / "fsdp_config.json").read_text())["world_size"] == WORLD
+    assert json.loads((step / "actor" / "fsdp_config.json").read_text())["world_size"] == LORA_WORLD
     shards = [
         torch.load(
-            step / "actor" / f"model_world_size_{WORLD}_rank_{r}.pt", map_location="cpu", weights_only=False
+            step / "actor" / f"model_world_size_{LORA_WORLD}_rank_{r}.pt",
+            map_location="cpu",
+            weights_only=False,
         )
-        for r in range(WORLD)
+        for r in range(LORA_WORLD)
     ]
     for r, shard in enumerate(shards):
         assert shard and all("lora_" in k for k in shard), (r, [k for k in shard if "lora_" not in k][:3])
@@ -466,7 +478,7 @@ def test_lora_run_saves_adapters_only(lora_run, tiny_model):
     actor_bytes = sum(f.stat().st_size for f in (step / "actor").rglob("*") if f.is_file())
     base_bytes = sum(f.stat().st_size for f in Path(record["model_path"]).glob("*.safetensors"))
     print(
-        f"LoRA step 4: actor/ {actor_bytes} B ({WORLD} model shards of {len(shards[0])} tensors); "
+        f"LoRA step 4: actor/ {actor_bytes} B ({LORA_WORLD} model shards of {len(shards[0])} tensors); "
         f"base weights {base_bytes} B"
     )
 
@@ -493,9 +505,10 @@ def test_lora_resumes_from_adapters_only_and_refuses_another_base(lora_run, tmp_
     resumed, ckpt = launch(tmp_path, "lora-resumed", resume)
     assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
     assert sorted(metrics_rows(tmp_path / "lora-resumed.jsonl")) == [5]
-    for r in range(WORLD):
+    for r in range(LORA_WORLD):
         optim = torch.load(
-            ckpt / "global_step_5" / "actor" / f"optim_world_size_{WORLD}_rank_{r}.pt", weights_only=False
+            ckpt / "global_step_5" / "actor" / f"optim_world_size_{LORA_WORLD}_rank_{r}.pt",
+            weights_only=False,
         )
         steps = {float(s["step"]) for s in optim["state"].values()}
         assert steps == {5.0}, (r, steps)
