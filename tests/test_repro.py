@@ -351,6 +351,17 @@ def test_run_row_fixed_grpo_and_incomplete(tmp_path):
     part = rr.run_row("random", 0, make_run(tmp_path, "random", 0, done=False), None)
     assert part["status"] == "incomplete" and part["acc_after"] is None and part["wall_s"] is None
     assert part["acc_before"] == 0.5  # what it logged is kept
+    # an ATESD run that died before its first training step (a worker crash in the step-0 validation): listed
+    # as incomplete with what it logged; the same history in a run marked done is an error naming the file
+    early = make_run(tmp_path, "adaptive_per_difficulty", 1, done=False)
+    head = (early / rs.METRICS).read_text().splitlines()[:2]  # the boundary record, the step-0 validation
+    (early / rs.METRICS).write_text("\n".join(head) + "\n")
+    died = rr.run_row("adaptive_per_difficulty", 1, early, None)
+    assert (died["status"], died["steps"], died["attempts"], died["acc_before"]) == ("incomplete", 0, 1, 0.5)
+    assert died["alpha_per_bucket_per_window"] == [] and died["acc_after"] is None
+    (early / rs.DONE).write_text(json.dumps({"wall_s": 1.0}))
+    with pytest.raises(ValueError, match=r"metrics.jsonl: no ATESD training rows"):
+        rr.run_row("adaptive_per_difficulty", 1, early, None)
 
 
 def test_difficulty_needs_exactly_one_problem(tmp_path):

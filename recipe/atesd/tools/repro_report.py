@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipe.atesd.tools.report import hold_windows, series, value
+from recipe.atesd.tools.report import ALPHA, hold_windows, series, value
 from recipe.atesd.tools.repro_plots import (
     PLOTS,
     adaptive_rows,
@@ -235,14 +235,16 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
     metrics = directory / METRICS
     if not metrics.exists():
         return row
+    history = read_history(metrics)
     if m.mode == "grpo":
-        history = read_history(metrics)
         rows = [
             {"step": r["step"], **r["data"]} for r in history.records if "training/global_step" in r["data"]
         ]
         attempts = history.attempts
-    else:
+    elif done or any(ALPHA in r["data"] for r in history.records):
         rows, attempts = read_metrics(metrics)
+    else:  # unfinished before its first training step (e.g. died in the step-0 validation): listed, no steps
+        rows, attempts = [], history.attempts
     row["attempts"] = len(attempts)
     rows = sorted(rows, key=lambda r: r["step"])
     checked = validations(metrics)
