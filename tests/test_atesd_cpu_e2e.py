@@ -382,13 +382,15 @@ def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
 # relative per element, u = 6e-8), of the grad norm (per-rank shard norms all-reduced) and of the
 # loss / probe reductions. AdamW's update is ~lr·g/|g|, so a 2e-7 relative change in g moves an fp32 weight
 # (|w| ≈ 0.02, ulp 1.9e-9) by ~1e-12 at lr 5e-6: it changes the rounding of ~5e-4 of the fp32 weights by one
-# ulp and almost never a bf16 compute weight — later steps see the same weights. Expected gap: the stack's
-# run-to-run noise, ~1e-6 relative in losses (see the α comment above). 1e-4 leaves 100x; a collective
+# ulp and almost never a bf16 compute weight — later steps see the same weights. Seen (CI rehearsal on this
+# machine, steps 1-4): distill/loss, probe/nll and probe/teacher_ground identical (gap 0.0), actor/grad_norm
+# 7.6e-6 … 1.6e-5 relative (the norm's fp32 sum of squares taken per rank shard, then across ranks, vs in
+# one order). 1e-3 leaves 60x over the largest seen, for other CPUs' reduction orders; a collective
 # defect moves these by >= 1e-2: a rank's gradient dropped or doubled, a per-rank token normaliser (×2),
 # a rank on another α (another teacher prompt), a probe padding row counted (ℓ off by O(1/7)), a row lost.
 # Steps 3-4 use window 1's α, drawn after noisy observations (≤ 2e-3 relative seen): only if that moves a
 # row's revealed-segment count across an integer does its teacher prompt — and its loss — change (rare).
-TWO_RANKS_REL_TOL = 1e-4
+TWO_RANKS_REL_TOL = 1e-3
 COMPARED = ("distill/loss", "actor/grad_norm", "probe/nll", "probe/teacher_ground")
 
 
