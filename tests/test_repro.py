@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from recipe.atesd.tools import repro_claims as rc
 from recipe.atesd.tools import repro_plots as rp
 from recipe.atesd.tools import repro_report as rr
 from recipe.atesd.tools import repro_sweep as rs
@@ -71,7 +72,7 @@ def make_run(
     d = rs.run_dir(root, method, seed)
     d.mkdir(parents=True)
     m = rs.METHODS[method]
-    per_bucket = rr.mode(method) == rr.PER_BUCKET_MODE
+    per_bucket = rr.mode(method) == rc.PER_BUCKET_MODE
     kl = kl or tuple(0.5 - 0.001 * s for s in range(steps))
     cmd = rs.command(method, rs.overrides(method, seed, steps, test_freq or steps, d, "toy", []), python="py")
     (d / rs.RUN).write_text(json.dumps({"method": method, "seed": seed, "steps": steps, "command": cmd}))
@@ -423,29 +424,29 @@ def fixed_rows(acc_by_alpha, mismatch=lambda a, s: a + 0.01 * s):
 
 
 def test_compare_is_welch():
-    c = rr.compare([1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
+    c = rc.compare([1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
     se = math.sqrt(1.0 / 3 + (1 / 3) / 3)
     assert c["delta"] == pytest.approx(2 - 1 / 3) and c["se"] == pytest.approx(se)
     assert c["beyond"] is True  # Δ = 1.67 > 2·SE = 1.33
-    assert rr.compare([1.0], [0.0, 1.0])["beyond"] is None
+    assert rc.compare([1.0], [0.0, 1.0])["beyond"] is None
 
 
 def test_claim_a_monotone_and_violations():
     rows = fixed_rows({a: [0.5, 0.5, 0.5] for a in rs.FIXED_ALPHAS})
-    a = rr.claim_a(rows, "mismatch_step0")
+    a = rc.claim_a(rows, "mismatch_step0")
     assert a["holds"] is True and a["seeds"] == [0, 1, 2] and a["violations"] == []
     # seed 1 is flat between 0.5 and 0.75: named with its values
     rows = fixed_rows(
         {a: [0.5, 0.5] for a in rs.FIXED_ALPHAS}, lambda a, s: 0.5 if (s == 1 and a == 0.75) else a
     )
-    a = rr.claim_a(rows, "mismatch_step0")
+    a = rc.claim_a(rows, "mismatch_step0")
     assert a["holds"] is False and a["violations"] == [[1, 0.5, 0.75, 0.5, 0.5]]
     # an incomplete α set: that seed is not evaluated; none complete → not evaluable
     partial = [r for r in rows if not (r["seed"] == 1 and r["alpha"] == 1.0)]
-    assert rr.claim_a(partial, "mismatch_step0")["incomplete_seeds"] == [1]
-    assert rr.claim_a([r for r in rows if r["alpha"] != 1.0], "mismatch_step0")["holds"] is None
+    assert rc.claim_a(partial, "mismatch_step0")["incomplete_seeds"] == [1]
+    assert rc.claim_a([r for r in rows if r["alpha"] != 1.0], "mismatch_step0")["holds"] is None
     # an unfinished run does not count
-    assert rr.claim_a([r | {"status": "incomplete"} for r in rows], "mismatch_step0")["holds"] is None
+    assert rc.claim_a([r | {"status": "incomplete"} for r in rows], "mismatch_step0")["holds"] is None
 
 
 def test_same_rollouts_per_seed():
@@ -454,21 +455,21 @@ def test_same_rollouts_per_seed():
         for a in (0.0, 1.0)
         for s in (0, 1)
     ]
-    assert rr.same_rollouts(rows) == {0: True, 1: False}
-    assert rr.same_rollouts(rows[:1]) == {}  # one run: nothing to compare
+    assert rc.same_rollouts(rows) == {0: True, 1: False}
+    assert rc.same_rollouts(rows[:1]) == {}  # one run: nothing to compare
 
 
 def test_claim_b_full_exposure_best_or_not():
     clear = {a: [0.5 + 0.01 * s for s in range(3)] for a in rs.FIXED_ALPHAS} | {1.0: [0.8, 0.81, 0.82]}
-    b = rr.claim_b(fixed_rows(clear))
+    b = rc.claim_b(fixed_rows(clear))
     assert b["reliably_best"] is True and b["holds"] is False
     assert b["winners_per_seed"] == {0: [1.0], 1: [1.0], 2: [1.0]}
     close = clear | {0.5: [0.8, 0.79, 0.83]}  # α = 0.5 within noise of α = 1
-    b = rr.claim_b(fixed_rows(close))
+    b = rc.claim_b(fixed_rows(close))
     assert b["comparisons"][0.5]["beyond"] is False and b["holds"] is True
     assert b["winners_per_seed"][2] == [0.5]
     one_seed = {a: v[:1] for a, v in clear.items()}
-    assert rr.claim_b(fixed_rows(one_seed))["holds"] is None
+    assert rc.claim_b(fixed_rows(one_seed))["holds"] is None
 
 
 def test_claim_c_adaptive_vs_best_fixed():
@@ -478,16 +479,16 @@ def test_claim_c_adaptive_vs_best_fixed():
         + [row("adaptive", s, acc_after=0.8 + 0.01 * s) for s in range(3)]
         + [row("grpo", s, acc_after=0.55) for s in range(3)]
     )
-    c = rr.claim_c(beats)
+    c = rc.claim_c(beats)
     assert c["best_fixed"] == "fixed-0.5" and c["holds"] is True
     assert set(c["comparisons"]) == {*rs.GROUPS["fixed"], "grpo"}
     level = fixed + [row("adaptive", s, acc_after=v) for s, v in enumerate([0.6, 0.63, 0.6])]
-    assert rr.claim_c(level)["holds"] is False
+    assert rc.claim_c(level)["holds"] is False
     # claim (c) is about the batch-level arm: a per-difficulty arm far above the fixed α changes nothing
     per_bucket = [row("adaptive_per_difficulty", s, acc_after=0.9 + 0.01 * s) for s in range(3)]
-    assert rr.claim_c(level + per_bucket)["holds"] is False
-    assert rr.claim_c(fixed + per_bucket)["holds"] is None
-    assert rr.claim_c(fixed)["holds"] is None
+    assert rc.claim_c(level + per_bucket)["holds"] is False
+    assert rc.claim_c(fixed + per_bucket)["holds"] is None
+    assert rc.claim_c(fixed)["holds"] is None
 
 
 # seed → (easiest bucket's α, hardest bucket's α) per hold window
@@ -523,7 +524,7 @@ def test_per_difficulty_comparison_and_reading():
         )
         for s in range(3)
     ]
-    p = rr.per_difficulty(rows)
+    p = rc.per_difficulty(rows)
     assert p["best_fixed"] == "fixed-0.5"
     assert list(p["arms"]) == ["adaptive_per_difficulty", "adaptive", "fixed-1", "fixed-0.5"]
     per = p["arms"]["adaptive_per_difficulty"]
@@ -545,11 +546,11 @@ def test_per_difficulty_comparison_and_reading():
         r | {"acc_after": 0.3 + 0.01 * r["seed"]} if r["method"] == "adaptive_per_difficulty" else r
         for r in rows
     ]
-    up, down = rr.per_difficulty(low)["comparisons"]["adaptive"]
+    up, down = rc.per_difficulty(low)["comparisons"]["adaptive"]
     assert up["beyond"] is False and down["beyond"] is True
-    assert "`adaptive`: Δ = -0.3000, 2·SE" in rr._per_difficulty_reading(rr.per_difficulty(low))
+    assert "`adaptive`: Δ = -0.3000, 2·SE" in rr._per_difficulty_reading(rc.per_difficulty(low))
     one = [r for r in rows if not (r["method"] == "adaptive_per_difficulty" and r["seed"] > 0)]
-    assert "not evaluable" in rr._per_difficulty_reading(rr.per_difficulty(one))
+    assert "not evaluable" in rr._per_difficulty_reading(rc.per_difficulty(one))
 
 
 # ---------------------------------------------------------------------------------------------- report
