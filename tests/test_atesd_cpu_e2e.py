@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -146,13 +147,24 @@ def tiny_model():
     return build_tiny_model(REPO_ROOT / "artifacts" / "tiny-qwen3", seed=0)
 
 
+def write_greedy(source: Path, dest: Path) -> Path:
+    """``source``'s rows with verl's per-sample ``__do_sample__`` = False (greedy rollouts) written to ``dest``."""
+    frame = pd.read_parquet(source)
+    frame["__do_sample__"] = False
+    frame.to_parquet(dest)
+    return dest
+
+
+def copy_checkpoint_step(ckpt: Path, step: int, dest: Path) -> None:
+    """``ckpt/global_step_<step>`` alone into ``dest``, verl's tracker naming it: a resume starts from it."""
+    shutil.copytree(ckpt / f"global_step_{step}", dest / f"global_step_{step}")
+    (dest / "latest_checkpointed_iteration.txt").write_text(str(step))
+
+
 @pytest.fixture(scope="module")
 def greedy_train(tmp_path_factory):
-    frame = pd.read_parquet(REPO_ROOT / "data" / "tiny" / "train.parquet")
-    frame["__do_sample__"] = False
     path = tmp_path_factory.mktemp("greedy") / "train.parquet"
-    frame.to_parquet(path)
-    return [f"data.train_files={path}"]
+    return [f"data.train_files={write_greedy(REPO_ROOT / 'data' / 'tiny' / 'train.parquet', path)}"]
 
 
 def capture_hook(folder: Path) -> dict:
@@ -490,12 +502,9 @@ def test_lora_resumes_from_adapters_only_and_refuses_another_base(lora_run, tmp_
     architecture and tokenizer, other weights) the resume is refused naming the digest; onto the run's base it
     trains step 5 from the restored AdamW state (on every rank, every adapter's step count is 5, not 1: the
     moments were loaded)."""
-    import shutil
-
     from recipe.atesd.tools.tiny_model import build_tiny_model
 
-    shutil.copytree(lora_run[1] / "global_step_4", tmp_path / "ckpt" / "global_step_4")
-    (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").write_text("4")  # the run went on to 5
+    copy_checkpoint_step(lora_run[1], 4, tmp_path / "ckpt")  # the run went on to 5
     resume = [*LORA, f"trainer.total_training_steps={LORA_STEPS}", "trainer.resume_mode=auto"]
     other = build_tiny_model(tmp_path / "other-base", seed=1)
     refused, _ = launch(tmp_path, "lora-other-base", [*resume, f"actor_rollout_ref.model.path={other}"])

@@ -232,17 +232,14 @@ PER_DIFFICULTY = [
 
 @pytest.fixture(scope="module")
 def per_difficulty(toy_model, tmp_path_factory):
-    import pandas as pd
-    from test_atesd_cpu_e2e import launch, metrics_rows
+    from test_atesd_cpu_e2e import copy_checkpoint_step, launch, metrics_rows, write_greedy
 
     from recipe.atesd.toy.build_data import build
 
     workdir = tmp_path_factory.mktemp("toy_per_difficulty")
     data = workdir / "data"
     build(data, seed=0)
-    frame = pd.read_parquet(data / "train.parquet")
-    frame["__do_sample__"] = False
-    frame.to_parquet(data / "train.parquet")
+    write_greedy(data / "train.parquet", data / "train.parquet")
     common = [
         *PER_DIFFICULTY,
         f"actor_rollout_ref.model.path={toy_model}",
@@ -254,8 +251,7 @@ def per_difficulty(toy_model, tmp_path_factory):
     assert first.returncode == 0 and not first.timed_out, first.describe()
     uninterrupted = metrics_rows(workdir / "run.jsonl")
     again = workdir / "resume"
-    shutil.copytree(ckpt / "global_step_2", again / "ckpt" / "global_step_2")
-    (again / "ckpt" / "latest_checkpointed_iteration.txt").write_text("2")
+    copy_checkpoint_step(ckpt, 2, again / "ckpt")
     shutil.copy(workdir / "run.jsonl", again / "run.jsonl")
     resumed, _ = launch(again, "resumed", [*common, "trainer.resume_mode=auto"], history="run")
     assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
