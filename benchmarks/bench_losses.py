@@ -17,11 +17,12 @@ Time = the fastest of ``--repeats`` runs after one warm-up. A point whose estima
 cap — ``--mem-cap-gib`` if given, else 85 % of the memory free *at that point* (re-read before each
 point: the machine may be shared) — prints "skipped (cap)" with both figures instead of running out
 of memory: before an implementation's first point the
-estimate is analytic (``PER_TOKEN_VOCAB_BUFFERS`` fp32 [T, V] buffers), afterwards the larger of that
-and a linear extrapolation of the implementation's measured peak extra per token at its largest
-measured T (an over-estimate for the fused path, whose extra is constant in T).
+estimate is analytic (``PER_TOKEN_VOCAB_BUFFERS`` fp32 [T, V] buffers, an upper bound), afterwards a
+linear extrapolation of the implementation's measured peak extra per token at its largest measured T,
+times ``EXTRAPOLATION_MARGIN`` (an over-estimate for the fused path, whose extra is constant in T).
 
     python benchmarks/bench_losses.py                          # CPU, fp32, T = 2048 8192 16384 (tens of GiB)
+    python benchmarks/bench_losses.py --threads 2 --mem-cap-gib 21.5   # idle 24 GiB box: docs/design.md table (29 min)
     python benchmarks/bench_losses.py --threads 1 --tokens 512 2048 --mem-cap-gib 7   # shared 24 GiB box
     python benchmarks/bench_losses.py --tokens 512 1024        # a quick check of the script (minutes)
     python benchmarks/bench_losses.py --device cuda --dtype bf16 --hidden 4096 --tokens 8192 32768
@@ -51,6 +52,7 @@ IMPLS = ("naive", "chunked", "fused")
 # naive keeps the autograd graph of log_softmax / exp / product / clamp over both sides; chunked keeps
 # the student logits, the teacher logits, their gradient and the matmul's gradient; fused none.
 PER_TOKEN_VOCAB_BUFFERS = {"naive": 10, "chunked": 4, "fused": 0}
+EXTRAPOLATION_MARGIN = 1.3
 
 
 def naive_clipped_forward_kl(student, teacher, tau, temperature):
@@ -154,10 +156,11 @@ def estimated_need(args, impl, tokens, measured: dict) -> int:
     done = sorted(t for (name, t), r in measured.items() if name == impl and "extra" in r)
     if not done:
         return inputs + analytic
-    # the larger of the two: naive's extra grows faster than linearly from a small T (seen: 1.44 GiB at
-    # T=512, 7.51 GiB at T=2048, 1.3x the extrapolation), and the analytic count is an upper bound
+    # measured beats the analytic count (an upper bound: chunked held 2.9 and naive 6.5 of its 4 and 10
+    # [T, V] buffers at T=2048, 2026-11-29); extrapolated linearly with a margin of 1.3, the superlinear
+    # growth seen for naive from T=512 to 2048 (1.44 -> 7.51 GiB, 1.3x the extrapolation)
     per_token = max(measured[(impl, done[-1])]["extra"], 0) / done[-1]
-    return inputs + max(analytic, int(per_token * tokens))
+    return inputs + int(EXTRAPOLATION_MARGIN * per_token * tokens) + chunk_buffers
 
 
 def memory_cap(args) -> int:
