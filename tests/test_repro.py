@@ -17,6 +17,7 @@ from matplotlib.image import imread
 from recipe.atesd.tools import repro_claims as rc
 from recipe.atesd.tools import repro_plots as rp
 from recipe.atesd.tools import repro_report as rr
+from recipe.atesd.tools import repro_rows as rw
 from recipe.atesd.tools import repro_sweep as rs
 
 KEY = "val-core/toy_sum/acc/mean@1"
@@ -72,7 +73,7 @@ def make_run(
     d = rs.run_dir(root, method, seed)
     d.mkdir(parents=True)
     m = rs.METHODS[method]
-    per_bucket = rr.mode(method) == rc.PER_BUCKET_MODE
+    per_bucket = rw.mode(method) == rc.PER_BUCKET_MODE
     kl = kl or tuple(0.5 - 0.001 * s for s in range(steps))
     cmd = rs.command(method, rs.overrides(method, seed, steps, test_freq or steps, d, "toy", []), python="py")
     (d / rs.RUN).write_text(json.dumps({"method": method, "seed": seed, "steps": steps, "command": cmd}))
@@ -252,7 +253,7 @@ def test_dry_run_lists_every_run(tmp_path, capsys):
 def test_run_row_adaptive(tmp_path):
     kl = (0.5, 0.4, 0.3, 0.2)
     d = make_run(tmp_path, "adaptive", 1, kl=kl, wall=100.0)
-    row = rr.run_row("adaptive", 1, d, rr.load_difficulties(val_file(tmp_path)))
+    row = rw.run_row("adaptive", 1, d, rw.load_difficulties(val_file(tmp_path)))
     assert (
         row["status"] == "done" and row["steps"] == 4 and row["mode"] == "adaptive" and row["alpha"] is None
     )
@@ -272,7 +273,7 @@ def test_run_row_adaptive(tmp_path):
     assert row["acc_by_difficulty_after"] == {"2": 1.0, "3": 0.5}
     assert row["dump_mismatch"] == []  # dumped means 0.5 and 0.75 = the logged accuracies
     bad = make_run(tmp_path, "adaptive", 2, acc=(0.5, 0.8))  # logged 0.8, dumped 0.75
-    assert rr.run_row("adaptive", 2, bad, rr.load_difficulties(val_file(tmp_path)))["dump_mismatch"] == [
+    assert rw.run_row("adaptive", 2, bad, rw.load_difficulties(val_file(tmp_path)))["dump_mismatch"] == [
         [4, 0.75, 0.8]
     ]
     # wall = outside + Σ timing_s/step + Σ timing_s/testing
@@ -286,7 +287,7 @@ def test_run_row_per_difficulty(tmp_path):
     trainer logs NaN for it with K > 1), per-level accuracies from the dumps as for every arm."""
     kl = (0.5, 0.4, 0.3, 0.2)
     d = make_run(tmp_path, "adaptive_per_difficulty", 0, kl=kl)
-    row = rr.run_row("adaptive_per_difficulty", 0, d, rr.load_difficulties(val_file(tmp_path)))
+    row = rw.run_row("adaptive_per_difficulty", 0, d, rw.load_difficulties(val_file(tmp_path)))
     assert row["mode"] == "adaptive_per_difficulty" and row["alpha"] is None and row["status"] == "done"
     # 4 steps, hold 2: windows 0 and 1, α per bucket as written, exposure/alpha their mean
     assert row["alpha_per_bucket_per_window"] == [bucket_alphas(0), bucket_alphas(1)]
@@ -300,9 +301,9 @@ def test_run_row_per_difficulty(tmp_path):
     assert row["acc_by_difficulty_before"] == {"2": 1.0, "3": 0.0}
     assert row["acc_by_difficulty_after"] == {"2": 1.0, "3": 0.5}
     # the batch-level arms keep [] in the per-bucket fields
-    batch = rr.run_row("adaptive", 0, make_run(tmp_path, "adaptive", 0), None)
+    batch = rw.run_row("adaptive", 0, make_run(tmp_path, "adaptive", 0), None)
     assert batch["mode"] == "adaptive" and batch["beta_mean_per_decision"]
-    assert all(batch[f] == [] for f in ("alpha_per_bucket_per_window", *rr.BUCKET_MEANS))
+    assert all(batch[f] == [] for f in ("alpha_per_bucket_per_window", *rw.BUCKET_MEANS))
 
 
 def _rewrite(metrics, edit):
@@ -322,10 +323,10 @@ def test_per_difficulty_missing_bucket_key_is_an_error_naming_it(tmp_path):
 
     _rewrite(metrics, drop_step3_bucket1)
     with pytest.raises(ValueError, match=r"metrics.jsonl: step 3: missing 'exposure/alpha_bucket_1'"):
-        rr.run_row("adaptive_per_difficulty", 0, d, None)
+        rw.run_row("adaptive_per_difficulty", 0, d, None)
     _rewrite(metrics, lambda r: r | {"data": {k: v for k, v in r["data"].items() if "alpha_bucket" not in k}})
     with pytest.raises(ValueError, match=r"metrics.jsonl: no 'exposure/alpha_bucket_\{k\}' metric"):
-        rr.run_row("adaptive_per_difficulty", 0, d, None)
+        rw.run_row("adaptive_per_difficulty", 0, d, None)
     d2 = make_run(tmp_path, "adaptive_per_difficulty", 1)
 
     def nan_step2_bucket0(r):
@@ -335,21 +336,21 @@ def test_per_difficulty_missing_bucket_key_is_an_error_naming_it(tmp_path):
 
     _rewrite(d2 / rs.METRICS, nan_step2_bucket0)
     with pytest.raises(ValueError, match=r"step 2: 'exposure/alpha_bucket_0' is nan, not a finite number"):
-        rr.run_row("adaptive_per_difficulty", 1, d2, None)
+        rw.run_row("adaptive_per_difficulty", 1, d2, None)
 
 
 def test_run_row_fixed_grpo_and_incomplete(tmp_path):
-    fixed = rr.run_row("fixed-0.75", 0, make_run(tmp_path, "fixed-0.75", 0), None)
+    fixed = rw.run_row("fixed-0.75", 0, make_run(tmp_path, "fixed-0.75", 0), None)
     assert (
         fixed["alpha"] == 0.75
         and fixed["beta_mean_per_decision"] == []
         and fixed["alpha_per_window"] == [0.75] * 2
     )
     assert fixed["acc_by_difficulty_after"] is None  # no held-out file given
-    grpo = rr.run_row("grpo", 0, make_run(tmp_path, "grpo", 0), None)
+    grpo = rw.run_row("grpo", 0, make_run(tmp_path, "grpo", 0), None)
     assert grpo["mismatch_step0"] is None and grpo["alpha_per_window"] == [] and grpo["steps"] == 4
     assert grpo["acc_after"] == 0.75
-    part = rr.run_row("random", 0, make_run(tmp_path, "random", 0, done=False), None)
+    part = rw.run_row("random", 0, make_run(tmp_path, "random", 0, done=False), None)
     assert part["status"] == "incomplete" and part["acc_after"] is None and part["wall_s"] is None
     assert part["acc_before"] == 0.5  # what it logged is kept
     # an ATESD run that died before its first training step (a worker crash in the step-0 validation): listed
@@ -357,33 +358,33 @@ def test_run_row_fixed_grpo_and_incomplete(tmp_path):
     early = make_run(tmp_path, "adaptive_per_difficulty", 1, done=False)
     head = (early / rs.METRICS).read_text().splitlines()[:2]  # the boundary record, the step-0 validation
     (early / rs.METRICS).write_text("\n".join(head) + "\n")
-    died = rr.run_row("adaptive_per_difficulty", 1, early, None)
+    died = rw.run_row("adaptive_per_difficulty", 1, early, None)
     assert (died["status"], died["steps"], died["attempts"], died["acc_before"]) == ("incomplete", 0, 1, 0.5)
     assert died["alpha_per_bucket_per_window"] == [] and died["acc_after"] is None
     (early / rs.DONE).write_text(json.dumps({"wall_s": 1.0}))
     with pytest.raises(ValueError, match=r"metrics.jsonl: no ATESD training rows"):
-        rr.run_row("adaptive_per_difficulty", 1, early, None)
+        rw.run_row("adaptive_per_difficulty", 1, early, None)
 
 
 def test_difficulty_needs_exactly_one_problem(tmp_path):
     path = tmp_path / "0.jsonl"
     path.write_text(json.dumps({"input": "user\nadd 9 mod 10\n", "score": 1.0}) + "\n")
     with pytest.raises(ValueError, match=r"0.jsonl:1: the input names 0 held-out problems"):
-        rr.accuracy_by_difficulty(path, rr.load_difficulties(val_file(tmp_path)))
+        rw.accuracy_by_difficulty(path, rw.load_difficulties(val_file(tmp_path)))
 
 
 def test_discover_names_foreign_directories(tmp_path):
     make_run(tmp_path, "grpo", 0)
     (tmp_path / "grpo" / "seed0.incomplete-20260101T000000Z").mkdir()
-    found = rr.discover(tmp_path)
+    found = rw.discover(tmp_path)
     assert [(m, s) for m, s, _ in found.runs] == [("grpo", 0)] and len(found.aside) == 1
     (tmp_path / "grpo" / "notes").mkdir()
     with pytest.raises(ValueError, match="notes: neither a run"):
-        rr.discover(tmp_path)
+        rw.discover(tmp_path)
     (tmp_path / "grpo" / "notes").rmdir()
     (tmp_path / "ppo").mkdir()
     with pytest.raises(ValueError, match="ppo: not a method of the sweep"):
-        rr.discover(tmp_path)
+        rw.discover(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- claims
@@ -393,7 +394,7 @@ def row(method, seed, **kw):
     m = rs.METHODS[method]
     base = {
         "method": method,
-        "mode": rr.mode(method),
+        "mode": rw.mode(method),
         "alpha": m.alpha,
         "seed": seed,
         "status": "done",

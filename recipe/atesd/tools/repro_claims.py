@@ -1,5 +1,5 @@
 """The claims of the toy-world reproduction (issue 13) and issue 14's per-difficulty comparison, as pure
-functions of the report's rows (recipe/atesd/tools/repro_report.py :func:`run_row`): each returns its verdict
+functions of the report's rows (recipe/atesd/tools/repro_rows.py :func:`run_row`): each returns its verdict
 with the stated criterion's inputs; recipe/atesd/tools/repro_report.py renders them.
 
 "Beyond noise" (:func:`compare`): a difference of seed means above :data:`NOISE` standard errors, SE from the
