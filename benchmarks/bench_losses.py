@@ -151,16 +151,16 @@ def estimated_need(args, impl, tokens, measured: dict) -> int:
     """Bytes a point needs: inputs + gradients + the estimated peak extra (module docstring)."""
     elt = DTYPES[args.dtype].itemsize
     inputs = (3 * tokens * args.hidden + 3 * args.vocab * args.hidden) * elt  # h_S, h_T, ∂h_S, W_S, W_T, ∂W_S
-    chunk_buffers = 8 * args.chunk_size * args.vocab * 4
-    analytic = PER_TOKEN_VOCAB_BUFFERS[impl] * tokens * args.vocab * 4 + chunk_buffers
     done = sorted(t for (name, t), r in measured.items() if name == impl and "extra" in r)
     if not done:
-        return inputs + analytic
+        chunk_buffers = 8 * args.chunk_size * args.vocab * 4
+        return inputs + PER_TOKEN_VOCAB_BUFFERS[impl] * tokens * args.vocab * 4 + chunk_buffers
     # measured beats the analytic count (an upper bound: chunked held 2.9 and naive 6.5 of its 4 and 10
     # [T, V] buffers at T=2048, 2026-11-29); extrapolated linearly with a margin of 1.3, the superlinear
-    # growth seen for naive from T=512 to 2048 (1.44 -> 7.51 GiB, 1.3x the extrapolation)
+    # growth seen for naive from T=512 to 2048 (1.44 -> 7.51 GiB, 1.3x the extrapolation); the measured
+    # extra already holds the chunk buffers
     per_token = max(measured[(impl, done[-1])]["extra"], 0) / done[-1]
-    return inputs + int(EXTRAPOLATION_MARGIN * per_token * tokens) + chunk_buffers
+    return inputs + int(EXTRAPOLATION_MARGIN * per_token * tokens)
 
 
 def memory_cap(args) -> int:
