@@ -73,7 +73,7 @@ def make_run(
     d = rs.run_dir(root, method, seed)
     d.mkdir(parents=True)
     m = rs.METHODS[method]
-    per_bucket = rw.mode(method) == rc.PER_BUCKET_MODE
+    per_bucket = rw.mode(method) == rw.PER_BUCKET_MODE
     kl = kl or tuple(0.5 - 0.001 * s for s in range(steps))
     cmd = rs.command(method, rs.overrides(method, seed, steps, test_freq or steps, d, "toy", []), python="py")
     (d / rs.RUN).write_text(json.dumps({"method": method, "seed": seed, "steps": steps, "command": cmd}))
@@ -595,7 +595,7 @@ def test_report_lists_every_run_and_draws(tmp_path):
     assert [r["mode"] for r in per] == ["adaptive_per_difficulty"] * 2
     assert all(r["alpha_per_bucket_per_window"] == [bucket_alphas(0), bucket_alphas(1)] for r in per)
     assert all(r["alpha_per_bucket_per_window"] == [] for r in results if r not in per)
-    assert [r["method"] for r in rp.adaptive_rows(results)] == ["adaptive", "adaptive"]
+    assert [r["method"] for r in rw.adaptive_rows(results)] == ["adaptive", "adaptive"]
     section = md.split("## Exposure per difficulty (issue 14)\n")[1].split("\n## ")[0]
     assert "| per-bucket adaptive (`adaptive_per_difficulty`) | 2 |" in section
     assert "| batch-level adaptive (`adaptive`) | 2 |" in section and "| OPSD (α = 1)" in section

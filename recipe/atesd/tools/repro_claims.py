@@ -11,14 +11,10 @@ from __future__ import annotations
 import math
 import statistics
 
-from recipe.atesd.tools.repro_plots import done_rows, per_difficulty_rows
+from recipe.atesd.tools.repro_rows import PER_BUCKET_MODE, done_rows, per_difficulty_rows
 from recipe.atesd.tools.repro_sweep import FIXED_ALPHAS, METHODS
 
 NOISE = 2.0  # "beyond noise": a difference of means above NOISE standard errors (Welch, seed stds)
-# issue 14: the results.json mode of the arm run with repro_sweep.PER_DIFFICULTY
-PER_BUCKET_MODE = "adaptive_per_difficulty"
-# step 1's rollouts, compared across the fixed-α runs of a seed: same values = (very likely) the same samples
-ROLLOUT = ("response_length/mean", "critic/score/mean")
 
 
 def compare(a: list[float], b: list[float]) -> dict:

@@ -1,9 +1,10 @@
 """The PNG plots of the toy-world reproduction report (recipe/atesd/tools/repro_report.py), drawn from its
-results.json rows only (:func:`draw`), and the row selections the plots and the report's tables share.
+results.json rows only (:func:`draw`), and the summaries the plots and the report's tables share
+(:func:`mean_std`, :func:`difficulty_table`).
 
 The batch-level ``adaptive`` arm has its own plots (α and Beta mean per decision, Beta density, controller
-rewards: :func:`adaptive_rows`); the per-difficulty arm (``mode`` ``adaptive_per_difficulty``, issue 14,
-docs/method.md §2.4) has the plot of its α per bucket over hold windows (:func:`per_difficulty_rows`).
+rewards); the per-difficulty arm (``mode`` ``adaptive_per_difficulty``, issue 14, docs/method.md §2.4) has the
+plot of its α per bucket over hold windows. The row selections are recipe/atesd/tools/repro_rows.py's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from matplotlib import colormaps
 
 from recipe.atesd.tools.report import _figure, _save, beta_pdf
+from recipe.atesd.tools.repro_rows import adaptive_rows, done_rows, per_difficulty_rows
 from recipe.atesd.tools.repro_sweep import FIXED_ALPHAS, METHODS
 
 PLOTS = {
@@ -32,20 +34,6 @@ PLOTS = {
 def mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (None for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def done_rows(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["status"] == "done"]
-
-
-def adaptive_rows(rows: list[dict]) -> list[dict]:
-    """The batch-level ``adaptive`` runs with hold windows (not the per-difficulty arm: its mode differs)."""
-    return [r for r in rows if r["mode"] == "adaptive" and r["alpha_per_window"]]
-
-
-def per_difficulty_rows(rows: list[dict]) -> list[dict]:
-    """The runs with α per bucket per hold window (``adaptive_per_difficulty``, finished or not)."""
-    return [r for r in rows if r["alpha_per_bucket_per_window"]]
 
 
 def difficulty_table(rows: list[dict]) -> dict[str, dict[str, float]]:

@@ -32,8 +32,6 @@ from pathlib import Path
 
 from recipe.atesd.tools.repro_claims import (
     NOISE,
-    PER_BUCKET_MODE,
-    ROLLOUT,
     claim_a,
     claim_b,
     claim_c,
@@ -41,16 +39,17 @@ from recipe.atesd.tools.repro_claims import (
     per_difficulty,
     same_rollouts,
 )
-from recipe.atesd.tools.repro_plots import (
-    PLOTS,
+from recipe.atesd.tools.repro_plots import PLOTS, difficulty_table, draw, mean_std
+from recipe.atesd.tools.repro_rows import (
+    PER_BUCKET_MODE,
+    ROLLOUT,
     adaptive_rows,
-    difficulty_table,
+    discover,
     done_rows,
-    draw,
-    mean_std,
+    load_difficulties,
     per_difficulty_rows,
+    run_row,
 )
-from recipe.atesd.tools.repro_rows import discover, load_difficulties, run_row
 from recipe.atesd.tools.repro_sweep import (
     CONTROLLER,
     METHODS,

@@ -3,7 +3,8 @@
 recipe/atesd/tools/repro_sweep.py writes ``ROOT/<method>/seed<s>/`` (run.json, metrics JSONL, validation
 generations, done.json); :func:`discover` lists them (aside directories of restarted runs included),
 :func:`run_row` turns one into the ``results.json`` row that recipe/atesd/tools/repro_claims.py,
-recipe/atesd/tools/repro_plots.py and recipe/atesd/tools/repro_report.py consume. The definitions of every
+recipe/atesd/tools/repro_plots.py and recipe/atesd/tools/repro_report.py consume; the row selections they share
+(finished runs, the adaptive arms) are at the end. The definitions of every
 field (accuracy, mismatch, wall-time split) are in recipe/atesd/tools/repro_report.py's docstring and
 docs/metrics.md.
 """
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipe.atesd.tools.report import ALPHA, hold_windows, series, value
-from recipe.atesd.tools.repro_claims import PER_BUCKET_MODE, ROLLOUT
 from recipe.atesd.tools.repro_sweep import DONE, GENERATIONS, METHODS, METRICS, PER_DIFFICULTY, RUN
 from recipe.atesd.tools.run_history import read_history
 from recipe.atesd.tools.summarize import read_metrics, validations, windows
@@ -26,6 +26,10 @@ from recipe.atesd.tools.summarize import read_metrics, validations, windows
 MISMATCH, TOP1 = "distill/kl_mean", "distill/top1_disagreement"
 PROBE_NLL, REWARD, SCORE = "probe/nll", "controller/reward", "critic/score/mean"
 STEP_TIME, TEST_TIME = "timing_s/step", "timing_s/testing"
+# issue 14: the results.json mode of the arm run with repro_sweep.PER_DIFFICULTY
+PER_BUCKET_MODE = "adaptive_per_difficulty"
+# step 1's rollouts, compared across the fixed-α runs of a seed: same values = (very likely) the same samples
+ROLLOUT = ("response_length/mean", "critic/score/mean")
 # issue 14: the per-bucket keys of the PER_BUCKET_MODE arm (docs/metrics.md)
 BUCKET_ALPHA = "exposure/alpha_bucket_{k}"
 BUCKET_MEANS = {
@@ -255,3 +259,21 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
                 if logged is None or abs(overall - logged) > 1e-9:  # the same scores, summed in another order
                     row["dump_mismatch"].append([step, overall, logged])
     return row
+
+
+# ---------------------------------------------------------------------------------------------- selecting
+
+
+def done_rows(rows: list[dict]) -> list[dict]:
+    """The finished runs (``status`` ``done``)."""
+    return [r for r in rows if r["status"] == "done"]
+
+
+def adaptive_rows(rows: list[dict]) -> list[dict]:
+    """The batch-level ``adaptive`` runs with hold windows (not the per-difficulty arm: its mode differs)."""
+    return [r for r in rows if r["mode"] == "adaptive" and r["alpha_per_window"]]
+
+
+def per_difficulty_rows(rows: list[dict]) -> list[dict]:
+    """The runs with α per bucket per hold window (``adaptive_per_difficulty``, finished or not)."""
+    return [r for r in rows if r["alpha_per_bucket_per_window"]]
