@@ -76,10 +76,12 @@ data-paper: setup
 		--max-teacher-length 16384
 
 # The toy world (docs/toy.md): its parquet files and its pretrained Qwen3 (stamped: rebuilt only when the
-# seed or the pretraining settings change).
+# seed or the pretraining settings change). TOY_SPEC names a build in recipe/atesd/toy/pretrain.py's SPECS.
+TOY_SPEC ?= default
+
 toy: setup
 	test -f data/toy/train.parquet || $(PY) -m recipe.atesd.toy.build_data --out data/toy --seed 0
-	$(PY) -m recipe.atesd.toy.pretrain --out artifacts/toy-qwen3 --seed 0
+	$(PY) -m recipe.atesd.toy.pretrain --out artifacts/toy-qwen3 --seed 0 --spec $(TOY_SPEC)
 
 demo: toy
 	mkdir -p $(DEMO_DIR)
@@ -102,6 +104,8 @@ REPRO_TEST_FREQ ?= 10
 REPRO_EXTRA ?=
 REPRO_REPORT ?= docs/toy-reproduction.md
 
+# The committed reproduction was measured on the `long` build: the target (and `toy` under it) builds that one.
+reproduce-toy: TOY_SPEC = long
 reproduce-toy: toy
 	rc=0; $(PY) -m recipe.atesd.tools.repro_sweep --root $(REPRO_DIR) --steps $(REPRO_STEPS) \
 		--seeds $(REPRO_SEEDS) --methods $(REPRO_METHODS) --test-freq $(REPRO_TEST_FREQ) \

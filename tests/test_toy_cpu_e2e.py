@@ -32,6 +32,10 @@ STACK_TIMEOUT_S = 600
 PROBS_DIFF_MEAN_TOL = 0.01
 PROBS_DIFF_MAX_TOL = 0.5
 PROBLEM = re.compile(r"add [0-9 ]+ mod 10")
+# Remainder NLL per token below which "falls with α" is not asked: the context already gives every remaining
+# token >= 99.9 % probability, and what is left between two α (~1e-4 nats, measured 2.0e-4 vs 2.4e-4 at
+# α = 0.75 / 1 for one seed's model, docs/toy.md) is which tokens remain (the answer line, the end token), not exposure.
+NLL_FLOOR = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,7 @@ def toy(toy_model, tmp_path_factory):
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(900)  # building the toy model on a fresh machine takes ~8 min
+@pytest.mark.timeout(900)  # building the toy model on a fresh machine takes ~4 min
 def test_privileged_context_helps_at_the_pretrained_checkpoint(toy_model):
     """The world's premise, on held-out problems (16 per difficulty): greedy accuracy from c_T(α=1) exceeds
     c_T(α=0)'s by at least 0.1 (measured difference: see docs/toy.md; 0.1 is 11 of 112 rows, far more than the
@@ -97,9 +101,11 @@ def test_privileged_context_helps_at_the_pretrained_checkpoint(toy_model):
     result = curve(model, tok, held_out())
     acc = {a: mean_over_difficulties(result["teacher"][str(a)]["accuracy"]) for a in ALPHAS}
     nll = [mean_over_difficulties(result["teacher"][str(a)]["remainder_nll"]) for a in ALPHAS]
-    print(f"accuracy by alpha {acc}; remainder NLL {nll}")
+    student = mean_over_difficulties(result["student"]["accuracy"])
+    print(f"student accuracy {student}; accuracy by alpha {acc}; remainder NLL {nll}")
+    assert student >= 0.3 and acc[1.0] >= student + 0.15, (student, acc)
     assert acc[1.0] >= acc[0.0] + 0.1, acc
-    assert all(b < a for a, b in zip(nll, nll[1:], strict=False)), nll
+    assert all(b < a or max(a, b) < NLL_FLOOR for a, b in zip(nll, nll[1:], strict=False)), nll
     departing = {a: mean_over_difficulties(result["teacher"][str(a)]["departing_agreement"]) for a in ALPHAS}
     assert all(v >= 0.95 for v in departing.values()), departing
 
@@ -139,6 +145,10 @@ def test_vllm_greedy_answers_are_the_hf_models(toy):
 def test_rollout_probs_match_the_fsdp_actor(toy):
     for step in (1, 2):
         m = toy["metrics"][step]
+        print(
+            f"step {step}: |p_vLLM - p_FSDP| mean {m['training/rollout_probs_diff_mean']:.4f}"
+            f" max {m['training/rollout_probs_diff_max']:.3f}"
+        )
         assert m["training/rollout_probs_diff_valid"] == 1.0
         assert m["training/rollout_probs_diff_mean"] < PROBS_DIFF_MEAN_TOL, m
         assert m["training/rollout_probs_diff_max"] < PROBS_DIFF_MAX_TOL, m

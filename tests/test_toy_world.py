@@ -323,3 +323,66 @@ def test_world_config_mirrors_the_task_prompt_config(tok):
     )
     response = max(len(tok.encode(p["reference_solution"], add_special_tokens=False)) + 1 for p in longest)
     assert response <= world["data"]["max_response_length"]
+
+
+def _sft_examples(tok, spec, steps, n_per_step, seed=0):
+    """(step, prompt text, response text) of the SFT stream ``_example`` draws for ``steps``."""
+    from recipe.atesd.toy.pretrain import _example
+
+    rng, cfg = random.Random(seed), task.prompt_config()
+    for step in steps:
+        for _ in range(n_per_step):
+            prompt, response = _example(rng, tok, cfg, spec, step)
+            yield step, tok.decode(prompt), tok.decode(response, skip_special_tokens=True)
+
+
+def test_sft_stream_curriculum_and_alpha0_lengths(tok):
+    """The default build's stream: during the curriculum no problem is longer than ``_max_terms`` (3 terms
+    at step 1, the full 8 only at its end); after it every difficulty appears; a teacher-format example of
+    more than ``student_max`` terms always reveals at least one step line (α = 0 is kept to the student's
+    lengths; at α ≥ 0.25 such a problem reveals round(α·(k−1)) ≥ 1 of its k − 1 ≥ 5 lines)."""
+    from recipe.atesd.toy.pretrain import PretrainSpec, _max_terms
+
+    spec = PretrainSpec()
+    assert _max_terms(spec, 1, 8) == 3 and _max_terms(spec, spec.curriculum_steps, 8) == 7
+    assert _max_terms(spec, spec.curriculum_steps + 1, 8) == 8 and _max_terms(spec, 1, 5) == 3
+    long_teacher = 0
+    seen = set()
+    for step, prompt, _ in _sft_examples(tok, spec, [1, 150, 300, 301, 900], 200):
+        k = len(task.parse_problem(re.search(r"add [\d ]+ mod 10", prompt).group(0)))
+        teacher = "\nref\n" in prompt
+        assert k <= _max_terms(spec, step, 8 if teacher else spec.student_max), (step, prompt)
+        if step > spec.curriculum_steps:
+            seen.add(k)
+        if teacher and k > spec.student_max:
+            long_teacher += 1
+            assert sum(bool(STEP.match(line)) for line in prompt.split("\n")) >= 1, prompt
+    assert seen == set(task.DIFFICULTIES) and long_teacher > 50
+
+
+def test_batch_backward_in_parts_matches_one_batch(tok):
+    """Sorted, 4-part back-propagation (each part padded to its own longest) gives the one-batch mean loss
+    and its gradient. The model runs in fp64, but transformers' loss casts the logits to fp32
+    (transformers/loss/loss_utils.py): the loss value is an fp32 sum in another order (~6e-8 relative per
+    addition over ~700 response tokens; measured 1e-7, bound 1e-5), while each token's gradient is the same
+    fp32 row computation with the same divisor, and the rest is fp64 (measured 3.5e-16 of the largest
+    entry, bound 1e-10). A wrong normaliser (a mean per part: ×4 on some parts) or one dropped token
+    (1/700 = 1.4e-3) lies far outside both."""
+    import torch
+
+    from recipe.atesd.toy.pretrain import PretrainSpec, _example, batch_backward, build_model
+
+    spec = PretrainSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+    rng, cfg = random.Random(1), task.prompt_config()
+    examples = [_example(rng, tok, cfg, spec, 1000) for _ in range(24)]
+    grads, losses = [], []
+    for parts in (1, 4):
+        model = build_model(tok, spec, seed=0).double()
+        losses.append(batch_backward(model, examples, tok.pad_token_id, parts).item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    scale = grads[0].abs().max().item()
+    print(f"loss {losses}, max grad diff / max grad {(grads[0] - grads[1]).abs().max().item() / scale:.2e}")
+    assert scale > 0 and abs(losses[0] - losses[1]) <= 1e-5 * losses[0]
+    assert (grads[0] - grads[1]).abs().max().item() <= 1e-10 * scale
+    lengths = sorted(len(p) + len(r) for p, r in examples)
+    assert lengths[0] < lengths[-1]  # the parts really are padded to different widths
