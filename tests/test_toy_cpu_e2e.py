@@ -85,13 +85,15 @@ def toy(toy_model, tmp_path_factory):
 @pytest.mark.integration
 @pytest.mark.timeout(900)  # building the toy model on a fresh machine takes ~4 min
 def test_privileged_context_helps_at_the_pretrained_checkpoint(toy_model):
-    """The world's premise, on held-out problems (16 per difficulty): greedy accuracy from c_T(α=1) exceeds
-    c_T(α=0)'s by at least 0.1 (measured difference: see docs/toy.md; 0.1 is 11 of 112 rows, far more than the
-    few greedy flips a CPU's last-bit differences can cause), and the remainder NLL falls at every α step
-    (measured gaps >= 0.017 nats against fp32 noise ~1e-6). And the teacher does not copy the reference's
-    digits into a correct solution that took the other order: given c_T(α) it predicts that solution's step
-    results top-1 (measured 1.000 at every α; the model pretrained without other-order teacher examples
-    scored 0.794 at α >= 0.5 and taught the student wrong sums, docs/toy.md); 0.95 allows a few argmax flips."""
+    """The world's premise, on held-out problems (16 per difficulty): the student is partially competent
+    (c_S accuracy ≥ 0.3 and at least 0.15 below c_T(α=1)'s; measured 0.589 vs 1.000, docs/toy.md), greedy
+    accuracy from c_T(α=1) exceeds c_T(α=0)'s by at least 0.1 (measured 0.705 → 1.000; 0.1 is 11 of 112 rows,
+    far more than the few greedy flips a CPU's last-bit differences can cause), and the remainder NLL falls
+    at every α step until it reaches NLL_FLOOR (measured 0.105, 0.024, then 5e-4 .. 2e-4; fp32 noise ~1e-6).
+    And the teacher does not copy the reference's digits into a correct solution that took the other order:
+    given c_T(α) it predicts that solution's step results top-1 (measured 1.000 at every α; the model
+    pretrained without other-order teacher examples scored 0.794 at α >= 0.5 and taught the student wrong
+    sums, docs/toy.md); 0.95 allows a few argmax flips."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from recipe.atesd.toy.exposure_curve import ALPHAS, curve, held_out, mean_over_difficulties
