@@ -86,7 +86,8 @@ class PretrainSpec:
 
 # Named builds (``--spec``). ``default`` is what ``make toy`` builds; ``long`` is the 2500-step build that
 # docs/toy-reproduction.md was measured on (one right-padded batch, no curriculum, α = 0 on every length),
-# kept so that ``make reproduce-toy`` rebuilds exactly the model its committed runs used.
+# kept so that ``make reproduce-toy`` rebuilds the model its committed runs used — bit for bit only on a CPU
+# that rounds like theirs (on another one it built a model that fails the premise: docs/toy.md).
 SPECS: dict[str, PretrainSpec] = {
     "default": PretrainSpec(),
     "long": PretrainSpec(
