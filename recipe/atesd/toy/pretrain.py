@@ -122,8 +122,8 @@ def _example(rng: random.Random, tok, cfg, spec: PretrainSpec, step: int) -> tup
     problem, reference = task.problem_text(terms), task.solution(terms, order)
     target = reference
     if teacher:
-        # alpha0_within_student: beyond the student's lengths nothing is revealed only as often as the
-        # student format shows them (never), so c_T(0) is as lost there as c_S (the premise, docs/toy.md)
+        # alpha0_within_student: no α = 0 example beyond student_max, so c_T(0) has seen those lengths as
+        # rarely as c_S (never) and the reveal is what helps there (the premise, docs/toy.md)
         alphas = ALPHAS[1:] if spec.alpha0_within_student and k > spec.student_max else ALPHAS
         prompt = teacher_prompt_ids(
             tok, problem, reference, rng.choice(alphas), cfg, answer=task.answer_of(terms)
@@ -158,7 +158,7 @@ def batch_backward(model, examples, pad_id: int, parts: int = 1) -> torch.Tensor
     by length and cut into ``parts`` contiguous groups, each padded only to its own longest (a toy batch is
     ~46 % padding in one piece), each group's summed NLL divided by the batch's token count
     (``num_items_in_batch``) — the same loss and gradient up to the order of additions
-    (``tests/test_toy_world.py`` compares them in fp64).
+    (``tests/test_toy_world.py`` compares them).
     """
     if parts <= 1:
         ids, mask, labels = sft_batch(examples, pad_id)
