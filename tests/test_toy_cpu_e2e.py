@@ -119,9 +119,8 @@ def test_vllm_greedy_answers_are_the_hf_models(toy):
     """Row by row, vLLM's greedy held-out outputs equal HF transformers' greedy outputs of the same bf16 weights
     (run in fp32 here). Measured: 99 of 112 rows identical on the `default` build; 103 on the `long` build (102
     with HF in bf16: different kernels round differently, and a row whose top-2 logits are within rounding takes
-    another path). A tokenizer or chat
-    template difference changes nearly every row — measured: 0 of 112 when verl rendered the prompts without
-    the thinking-off block — so the bound is 75 % of the rows."""
+    another path). A tokenizer or chat template difference changes nearly every row — measured: 0 of 112 when
+    verl rendered the prompts without the thinking-off block — so the bound is 75 % of the rows."""
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

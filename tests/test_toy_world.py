@@ -326,14 +326,13 @@ def test_world_config_mirrors_the_task_prompt_config(tok):
 
 
 def _sft_examples(tok, spec, steps, n_per_step, seed=0):
-    """(step, prompt text, response text) of the SFT stream ``_example`` draws for ``steps``."""
+    """(step, prompt ids, response ids) of the SFT stream ``_example`` draws for ``steps``."""
     from recipe.atesd.toy.pretrain import _example
 
     rng, cfg = random.Random(seed), task.prompt_config()
     for step in steps:
         for _ in range(n_per_step):
-            prompt, response = _example(rng, tok, cfg, spec, step)
-            yield step, tok.decode(prompt), tok.decode(response, skip_special_tokens=True)
+            yield step, *_example(rng, tok, cfg, spec, step)
 
 
 def test_sft_stream_curriculum_and_alpha0_lengths(tok):
@@ -348,10 +347,12 @@ def test_sft_stream_curriculum_and_alpha0_lengths(tok):
     assert _max_terms(spec, spec.curriculum_steps + 1, 8) == 8 and _max_terms(spec, 1, 5) == 3
     long_teacher = 0
     seen = set()
-    for step, prompt, _ in _sft_examples(tok, spec, [1, 150, 300, 301, 900], 200):
+    for step, prompt_ids, _ in _sft_examples(tok, spec, [1, 150, 300, 301, 900], 200):
+        prompt = tok.decode(prompt_ids)
         k = len(task.parse_problem(re.search(r"add [\d ]+ mod 10", prompt).group(0)))
         teacher = "\nref\n" in prompt
-        assert k <= _max_terms(spec, step, 8 if teacher else spec.student_max), (step, prompt)
+        full = task.MAX_DIFFICULTY if teacher else spec.student_max
+        assert k <= _max_terms(spec, step, full), (step, prompt)
         if step > spec.curriculum_steps:
             seen.add(k)
         if teacher and k > spec.student_max:
@@ -364,17 +365,16 @@ def test_batch_backward_in_parts_matches_one_batch(tok):
     """Sorted, 4-part back-propagation (each part padded to its own longest) gives the one-batch mean loss
     and its gradient. The model runs in fp64, but transformers' loss casts the logits to fp32
     (transformers/loss/loss_utils.py): the loss value is an fp32 sum in another order (~6e-8 relative per
-    addition over ~700 response tokens; measured 1e-7, bound 1e-5), while each token's gradient is the same
-    fp32 row computation with the same divisor, and the rest is fp64 (measured 3.5e-16 of the largest
-    entry, bound 1e-10). A wrong normaliser (a mean per part: ×4 on some parts) or one dropped token
+    addition over ~700 response tokens; measured 0 to 1e-7 on two draws, bound 1e-5), while each token's
+    gradient is the same fp32 row computation with the same divisor, and the rest is fp64 (measured 1.8e-16
+    to 3.5e-16 of the largest entry, bound 1e-10). A wrong normaliser (a mean per part: ×4 on some parts) or one dropped token
     (1/700 = 1.4e-3) lies far outside both."""
     import torch
 
-    from recipe.atesd.toy.pretrain import PretrainSpec, _example, batch_backward, build_model
+    from recipe.atesd.toy.pretrain import PretrainSpec, batch_backward, build_model
 
     spec = PretrainSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
-    rng, cfg = random.Random(1), task.prompt_config()
-    examples = [_example(rng, tok, cfg, spec, 1000) for _ in range(24)]
+    examples = [(p, r) for _, p, r in _sft_examples(tok, spec, [1000], 24, seed=1)]
     grads, losses = [], []
     for parts in (1, 4):
         model = build_model(tok, spec, seed=0).double()

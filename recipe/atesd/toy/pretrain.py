@@ -154,7 +154,8 @@ def sft_batch(examples, pad_id: int):
 def batch_backward(model, examples, pad_id: int, parts: int = 1) -> torch.Tensor:
     """Back-propagate the batch's mean response-token NLL; return it (detached).
 
-    ``parts == 1``: one right-padded batch, transformers' own mean loss. ``parts > 1``: the examples sorted
+    ``parts == 1``: one right-padded batch, transformers' own mean loss (the ``long`` build's path, kept so its
+    bits stay those its recorded runs used). ``parts > 1``: the examples sorted
     by length and cut into ``parts`` contiguous groups, each padded only to its own longest (a toy batch is
     ~46 % padding in one piece), each group's summed NLL divided by the batch's token count
     (``num_items_in_batch``) — the same loss and gradient up to the order of additions
