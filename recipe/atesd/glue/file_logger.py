@@ -36,9 +36,10 @@ def history_path(project_name: str, experiment_name: str) -> str:
     return path
 
 
-def use_resumable_file_logger(resume_step: int) -> None:
+def use_resumable_file_logger(resume_step: int, model: dict | None = None) -> None:
     """From now on, ``Tracking(..., default_backend=[..., "file"])`` in this process opens the history
-    for an attempt starting at checkpoint step ``resume_step`` (0: a fresh run)."""
+    for an attempt starting at checkpoint step ``resume_step`` (0: a fresh run) whose boundary record names
+    ``model`` (``recipe/atesd/data/manifest.py::model_record``)."""
     verify(TARGET)
 
     class ResumableFileLogger(VERL_FILE_LOGGER):
@@ -48,6 +49,6 @@ def use_resumable_file_logger(resume_step: int) -> None:
             self.project_name, self.experiment_name = project_name, experiment_name
             self.filepath = history_path(project_name, experiment_name)
             print(f"[atesd] metrics history at {os.path.abspath(self.filepath)} (resume step {resume_step})")
-            self.fp, self.attempt = open_history(self.filepath, resume_step)
+            self.fp, self.attempt = open_history(self.filepath, resume_step, model=model)
 
     tracking.FileLogger = ResumableFileLogger

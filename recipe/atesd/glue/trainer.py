@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 
 import numpy as np
 import ray
@@ -26,6 +27,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.debug import marked_timer
 
+from recipe.atesd.data.manifest import read_run_model
 from recipe.atesd.glue.config_check import plain, resolve_bucket_edges, uses_lora
 from recipe.atesd.glue.controller_actor import spawn_controller
 from recipe.atesd.glue.file_logger import use_resumable_file_logger
@@ -202,7 +204,9 @@ class ATESDTrainer(PPOTrainerSync):
 
     def init(self):
         self._setup()  # loads the checkpoint: global_steps is the resume step from here on
-        use_resumable_file_logger(resume_step=self.global_steps)  # fit() opens the metrics history
+        # fit() opens the metrics history; its attempt record names the model (the entry point wrote model.json)
+        model = read_run_model(self.config.trainer.default_local_dir)
+        use_resumable_file_logger(resume_step=self.global_steps, model=model)
         self._init_atesd()
         self.on_init_end()
 
@@ -241,13 +245,13 @@ class ATESDTrainer(PPOTrainerSync):
         """Controller + ATESD driver state go into the step folder before verl marks it complete."""
         folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
         os.makedirs(folder, exist_ok=True)
-        state = {
-            "controller": ray.get(self.controller.state_dict.remote()),
-            "skipped_steps": self._skipped_steps,
-            "last_finite": self._last_finite,
-            "bucket_edges": list(self._bucket_edges),
-        }
-        torch.save(state, os.path.join(folder, STATE_FILE))
+        save_atesd_state(
+            folder,
+            ray.get(self.controller.state_dict.remote()),
+            self._skipped_steps,
+            self._last_finite,
+            self._bucket_edges,
+        )
         if self._adapters_only():
             record_base_model(folder, self.config.actor_rollout_ref.model.path)
         super()._save_checkpoint()
@@ -272,12 +276,7 @@ class ATESDTrainer(PPOTrainerSync):
         return uses_lora(ref.model) and bool(ref.actor.checkpoint.get("save_lora_only", False))
 
     def _restore_atesd_state(self):
-        path = os.path.join(self._resume_folder, STATE_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"resuming from {self._resume_folder}: no {STATE_FILE} (not an ATESD checkpoint?)"
-            )
-        state = torch.load(path, weights_only=False)
+        state = load_atesd_state(self._resume_folder)
         saved = tuple(state.get("bucket_edges", ()))  # checkpoints before issue 14: batch-level, no edges
         if saved != tuple(self._bucket_edges):
             raise ValueError(
@@ -291,6 +290,36 @@ class ATESDTrainer(PPOTrainerSync):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def save_atesd_state(folder: str, controller: dict, skipped_steps: int, last_finite, bucket_edges) -> None:
+    """``STATE_FILE`` of checkpoint ``folder``: the controller's ``state_dict`` (tensors and plain containers,
+    recipe/atesd/method/controller/core.py) and the driver's counters, all loadable by :func:`load_atesd_state`."""
+    state = {
+        "controller": controller,
+        "skipped_steps": skipped_steps,
+        "last_finite": last_finite,
+        "bucket_edges": list(bucket_edges),
+    }
+    torch.save(state, os.path.join(folder, STATE_FILE))
+
+
+def load_atesd_state(folder: str) -> dict:
+    """:func:`save_atesd_state`'s state, read with ``torch.load(weights_only=True)``: a file holding any other
+    pickled object (which could run code while it is unpickled) is refused, naming the file. verl's own files of
+    the step are loaded by verl with pickle (docs/launching.md, "Trust boundary")."""
+    path = os.path.join(folder, STATE_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"resuming from {folder}: no {STATE_FILE} (not an ATESD checkpoint?)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: refused: it holds pickled Python objects besides tensors and plain containers, and "
+            "unpickling them could run arbitrary code (torch.load(weights_only=True) refused it, see the cause). "
+            "This recipe never writes such a file: it is untrusted or was altered; resume only checkpoints you "
+            'trust (docs/launching.md, "Trust boundary")'
+        ) from err
 
 
 def exposure_table(decision, edges) -> ExposureTable:

@@ -47,6 +47,7 @@ from recipe.atesd.tools.repro_rows import (
     discover,
     done_rows,
     load_difficulties,
+    one_model,
     per_difficulty_rows,
     run_row,
 )
@@ -216,6 +217,17 @@ def render(
         ),
         "## What was run",
         "",
+        *(
+            [
+                f"- Model: `{rows[0]['model_sha256']}` (the model hash every run recorded, "
+                "recipe/atesd/data/manifest.py)."
+                if rows[0]["model_sha256"]
+                else "- Model: **not recorded** — these runs predate the model hash in `run.json` (issue 26); "
+                "the weights they used are not tied to them, so they cannot be regenerated as they were."
+            ]
+            if rows
+            else []
+        ),
         f"- {len(rows)} run directories ({len(done)} finished), methods "
         + (", ".join(f"`{m}`" for m in METHODS if any(r["method"] == m for r in rows)) or "none")
         + f"; seeds {seeds}; step budget {budgets} per run (the same for every method).",
@@ -454,6 +466,7 @@ def write(root: str | Path, out: str | Path, val_file: str | Path | None) -> lis
     found = discover(root)
     difficulties = load_difficulties(val_file) if val_file else None
     rows = [run_row(m, s, d, difficulties) for m, s, d in found.runs]
+    one_model(rows)  # before anything is written
     out = Path(out)
     folder = out.with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)

@@ -154,6 +154,19 @@ def bucket_fields(rows: list[dict], path: Path) -> dict:
     return out
 
 
+def one_model(rows: list[dict]) -> str | None:
+    """The model hash every row shares (None: none recorded); runs of two models in one table are a
+    ValueError naming both hashes and a run of each."""
+    first = rows[0] if rows else None
+    for row in rows[1:]:
+        if row["model_sha256"] != first["model_sha256"]:
+            raise ValueError(
+                f"runs of different models cannot share one table: {first['directory']} used model "
+                f"{first['model_sha256'] or '(not recorded)'}, {row['directory']} used {row['model_sha256'] or '(not recorded)'}"
+            )
+    return first["model_sha256"] if first else None
+
+
 def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int] | None) -> dict:
     """The results.json row of one run directory (nulls where the run logged nothing). The per-bucket fields
     (:func:`bucket_fields`) are ``[]`` in every row but those of :data:`PER_BUCKET_MODE`."""
@@ -168,6 +181,7 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         "mode": mode(method),
         "alpha": m.alpha,
         "seed": seed,
+        "model_sha256": (meta.get("model") or {}).get("sha256"),  # None: not recorded (runs before issue 26)
         "status": "done" if done else "incomplete",
         "steps_budget": meta["steps"],
         "steps": 0,

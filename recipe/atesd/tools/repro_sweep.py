@@ -17,13 +17,18 @@ validated before training, every ``--test-freq`` steps and at the last step (gre
 data/toy/val.parquet), and verl dumps each validation's generations (``trainer.validation_data_dir``) so the
 report can split accuracy by difficulty. A checkpoint is saved at the last step only.
 
-Run directory ``<root>/<method>/seed<s>/``: ``run.json`` (written first: method, seed, the command),
+Every run starts from ``--model`` (default ``artifacts/toy-qwen3``, where ``make toy`` installs the shipped
+model), passed as ``actor_rollout_ref.model.path``; its hash (``recipe/atesd/data/manifest.py::model_record``)
+is taken once before the sweep and recorded in each ``run.json``.
+
+Run directory ``<root>/<method>/seed<s>/``: ``run.json`` (written first: method, seed, the command, the model),
 ``metrics.jsonl`` (verl's file logger via ``VERL_FILE_LOGGER_PATH``, as ``make demo``), ``train.log``,
 ``checkpoints/``, ``val_generations/<step>.jsonl`` and ``done.json`` (written last, atomically: wall time,
 start/end times). Resumability (:func:`run_state`):
 
 - ``done.json`` present → the run is finished and skipped, provided ``run.json`` names the same command
-  (same overrides, so the same budget); a different command is an error naming the run, never a silent reuse;
+  (same overrides, so the same budget) and the same model hash; a different command or model (or none
+  recorded) is an error naming the run and both, never a silent reuse;
 - a directory without ``done.json`` (killed, crashed, or failed) is **restarted from scratch**: it is moved
   aside to ``<root>/<method>/seed<s>.incomplete-<UTC time>/`` (kept, listed by the report, never read as a
   result) and the run starts fresh. Checkpoints are written at the last step only, so there is nothing to
@@ -51,6 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recipe.atesd import REPO_ROOT
+from recipe.atesd.data.manifest import model_record
 from recipe.atesd.tools.summarize import validations
 
 RUN, DONE, METRICS, LOG = "run.json", "done.json", "metrics.jsonl", "train.log"
@@ -109,9 +115,17 @@ def run_dir(root: str | Path, method: str, seed: int) -> Path:
 
 
 def overrides(
-    method: str, seed: int, steps: int, test_freq: int, directory: Path, world: str, extra: list[str]
+    method: str,
+    seed: int,
+    steps: int,
+    test_freq: int,
+    directory: Path,
+    world: str,
+    extra: list[str],
+    model: Path,
 ) -> list[str]:
-    """The hydra overrides of one run (``directory`` absolute: the entry points run from the repository root)."""
+    """The hydra overrides of one run (``directory`` and ``model`` absolute: the entry points run from the
+    repository root)."""
     m = METHODS[method]
     seeds = [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}"]
     if m.mode != "grpo":
@@ -129,6 +143,7 @@ def overrides(
         f"trainer.experiment_name=repro-{method}-seed{seed}",
         f"trainer.default_local_dir={directory / CHECKPOINTS}",
         f"trainer.validation_data_dir={directory / GENERATIONS}",
+        f"actor_rollout_ref.model.path={model}",
         *extra,
     ]
 
@@ -137,14 +152,21 @@ def command(method: str, run_overrides: list[str], python: str = sys.executable)
     return [python, "-m", METHODS[method].entry, *run_overrides]
 
 
-def run_state(directory: Path, cmd: list[str]) -> str:
-    """``"absent"``, ``"done"`` (``done.json`` written and ``run.json`` names ``cmd`` past the interpreter) or
-    ``"incomplete"``; a finished run made with another command is a ValueError naming both."""
+def run_state(directory: Path, cmd: list[str], model: dict | None = None) -> str:
+    """``"absent"``, ``"done"`` (``done.json`` written and ``run.json`` names ``cmd`` past the interpreter and,
+    given ``model``, the same model hash) or ``"incomplete"``; a finished run made with another command or
+    another model is a ValueError naming both."""
     if not directory.exists():
         return "absent"
     if not (directory / DONE).exists():
         return "incomplete"
-    recorded = json.loads((directory / RUN).read_text(encoding="utf-8"))["command"]
+    meta = json.loads((directory / RUN).read_text(encoding="utf-8"))
+    recorded = meta["command"]
+    if model is not None and (meta.get("model") or {}).get("sha256") != model["sha256"]:
+        raise ValueError(
+            f"{directory} was finished with another model: {(meta.get('model') or {}).get('sha256') or '(not recorded)'}"
+            f", not {model['sha256']} ({model['path']}): use another --root, or move it away"
+        )
     if recorded[1:] != cmd[1:]:
         raise ValueError(
             f"{directory} was finished with another command:\n  {' '.join(recorded[1:])}\nnot\n  "
@@ -196,11 +218,18 @@ def execute(cmd: list[str], directory: Path, log: Path) -> int:
 
 
 def run_one(
-    method: str, seed: int, cmd: list[str], directory: Path, steps: int, runner=execute
+    method: str,
+    seed: int,
+    cmd: list[str],
+    directory: Path,
+    steps: int,
+    runner=execute,
+    model: dict | None = None,
 ) -> tuple[str, str]:
     """Skip a finished run, restart an incomplete one, else run it; (outcome, detail) with outcome one of
-    ``skipped``, ``done``, ``failed``. ``runner(cmd, directory, log) -> exit status`` runs the stack."""
-    state = run_state(directory, cmd)
+    ``skipped``, ``done``, ``failed``. ``runner(cmd, directory, log) -> exit status`` runs the stack;
+    ``model`` (``recipe/atesd/data/manifest.py::model_record``) goes into ``run.json``."""
+    state = run_state(directory, cmd, model)
     if state == "done":
         return "skipped", f"{directory}: finished earlier"
     detail = ""
@@ -208,7 +237,9 @@ def run_one(
         detail = f"incomplete earlier attempt moved to {move_aside(directory)}; "
     directory.mkdir(parents=True)
     started = datetime.now(UTC)
-    _write_json(directory / RUN, {"method": method, "seed": seed, "steps": steps, "command": cmd})
+    _write_json(
+        directory / RUN, {"method": method, "seed": seed, "steps": steps, "command": cmd, "model": model}
+    )
     t0 = time.monotonic()
     rc = runner(cmd, directory, directory / LOG)
     wall = time.monotonic() - t0
@@ -234,6 +265,12 @@ def main(argv: list[str] | None = None) -> None:
         "--test-freq", type=int, default=10, help="validate every N steps (and at 0 and the end)"
     )
     parser.add_argument("--world", default="toy", help="the +world=<name> config group")
+    parser.add_argument(
+        "--model",
+        default="artifacts/toy-qwen3",
+        help="the model every run starts from (where `make toy` installs the shipped one); its hash goes "
+        "into each run.json",
+    )
     parser.add_argument("--extra", nargs="*", default=[], help="hydra overrides appended to every run")
     parser.add_argument("--dry-run", action="store_true", help="print each run's state and command only")
     args = parser.parse_args(argv)
@@ -244,23 +281,30 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         parser.error(str(err))
     root = (REPO_ROOT / args.root).resolve()
+    model_path = (REPO_ROOT / args.model).resolve()
+    model = model_record(model_path)
+    if model["sha256"] is None:
+        parser.error(
+            f"--model {model_path}: no model hash ({model['source']}); `make toy` installs the toy model"
+        )
+    print(f"[repro] model {model['sha256']} ({model['path']}, {model['source']})")
     plan = []
     for seed in args.seeds:  # seed-major: a partial sweep still covers every method for the first seeds
         for method in methods:
             directory = run_dir(root, method, seed)
             run_overrides = overrides(
-                method, seed, args.steps, args.test_freq, directory, args.world, args.extra
+                method, seed, args.steps, args.test_freq, directory, args.world, args.extra, model_path
             )
             plan.append((method, seed, command(method, run_overrides), directory))
     print(f"[repro] {len(plan)} runs ({len(methods)} methods × seeds {args.seeds}), {args.steps} steps each")
     if args.dry_run:
         for method, seed, cmd, directory in plan:
-            print(f"{method} seed {seed}: {run_state(directory, cmd)}\n  {' '.join(cmd[1:])}")
+            print(f"{method} seed {seed}: {run_state(directory, cmd, model)}\n  {' '.join(cmd[1:])}")
         return
     outcomes = []
     for n, (method, seed, cmd, directory) in enumerate(plan, 1):
         print(f"[repro] run {n}/{len(plan)}: {method} seed {seed}", flush=True)
-        outcome, detail = run_one(method, seed, cmd, directory, args.steps)
+        outcome, detail = run_one(method, seed, cmd, directory, args.steps, model=model)
         print(f"[repro] {outcome}: {detail}", flush=True)
         outcomes.append((outcome, detail))
     failed = [d for o, d in outcomes if o == "failed"]

@@ -11,7 +11,11 @@ JSONL. Each start of a run (an *attempt*) opens that history with :func:`open_hi
 - either way it appends one boundary record and returns a handle that appends:
 
       {"step": s0, "data": {}, "attempt": {"number": k, "resumed_from_step": s0,
-                                           "dropped_steps": [...], "started": "<UTC ISO time>"}}
+                                           "dropped_steps": [...], "started": "<UTC ISO time>",
+                                           "model": {"path", "sha256", "source"} | null}}
+
+``model`` is the model the run started from (``recipe/atesd/data/manifest.py::model_record``; null in
+histories written before issue 26).
 
 Readers that only look at ``data`` (verl's format) see an empty record; :func:`read_history` returns
 the metric rows and the attempts separately. The rewrite is atomic (temporary file + ``os.replace``).
@@ -34,6 +38,7 @@ class Attempt:
     resumed_from_step: int
     dropped_steps: list[int] = field(default_factory=list)
     started: str = ""
+    model: dict | None = None
 
 
 @dataclass
@@ -67,7 +72,7 @@ def read_history(path: str | Path) -> History:
     return History([r for r in records if "attempt" not in r], attempts or [Attempt(1, 0)])
 
 
-def open_history(path: str | Path, resume_step: int, now: datetime | None = None):
+def open_history(path: str | Path, resume_step: int, now: datetime | None = None, model: dict | None = None):
     """Prepare ``path`` for the attempt that starts at checkpoint step ``resume_step`` (0: fresh) and
     return ``(handle, attempt)``: a binary append handle positioned after the new boundary record."""
     path = Path(path)
@@ -84,7 +89,7 @@ def open_history(path: str | Path, resume_step: int, now: datetime | None = None
             aside = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
             os.replace(path, aside)
             print(f"[atesd] fresh run: the previous metrics history {path} was moved to {aside}")
-    attempt = Attempt(number, resume_step, dropped, stamp)
+    attempt = Attempt(number, resume_step, dropped, stamp, model)
     boundary = {"step": resume_step, "data": {}, "attempt": attempt.__dict__}
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
