@@ -81,7 +81,7 @@ toy: setup
 	test -f data/toy/train.parquet || $(PY) -m recipe.atesd.toy.build_data --out data/toy --seed 0
 	$(PY) -m recipe.atesd.toy.shipped install
 
-# Rebuild the toy model from scratch (~4 min): pretrain build TOY_SPEC (recipe/atesd/toy/pretrain.py's SPECS) with
+# Rebuild the toy model from scratch (4-5 min on 2 cores): pretrain build TOY_SPEC (recipe/atesd/toy/pretrain.py's SPECS) with
 # TOY_SEED into TOY_BUILD_DIR, measure its exposure figures, print them beside the shipped model's and say whether
 # the world's premise holds on what this CPU built (exit 1 if not). Use it with
 # actor_rollout_ref.model.path=$(CURDIR)/$(TOY_BUILD_DIR); docs/toy.md says when a rebuild is worth it.

@@ -14,7 +14,7 @@
     .venv/bin/python benchmarks/bench_trainer.py [--steps 11] [--hold-window 5] [--skip-stacks] [--world toy]
 
 ``--world toy`` runs the three stacks on the toy world (``+world=toy``, docs/toy.md: batch 16, 64 response
-tokens, 111-token vocabulary; ``make toy`` first) instead of the tiny random model.
+tokens, 111-token vocabulary; ``make toy`` installs it) instead of the tiny random model.
 """
 
 from __future__ import annotations

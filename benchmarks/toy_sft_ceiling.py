@@ -2,7 +2,7 @@
 
 ``python benchmarks/toy_sft_ceiling.py [--lr 1e-3] [--steps 400] [--batch 16] [--eval-every 100]``
 
-Starts from the model ``make toy`` builds (``artifacts/toy-qwen3``) and trains it, in the *student* format c_S,
+Starts from the model ``make toy`` installs (``artifacts/toy-qwen3``; ``--model`` for another) and trains it, in the *student* format c_S,
 on reference solutions of fresh train-split problems of every difficulty 2..8 (``recipe/atesd/toy/task.py``,
 seed 1) — what distillation could at best teach, with the answers given. Every ``--eval-every`` steps it prints
 greedy held-out accuracy per difficulty and its mean (``recipe/atesd/toy/exposure_curve.py``: 16 eval problems

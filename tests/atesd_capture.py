@@ -9,14 +9,21 @@ both sides' response-row logits (with ``distill.fused``: each chunk's, as the ke
 loss, the response mask, the reduction constants and the (α, window) the worker used (α per bucket
 under ``per_difficulty``). The production
 worker carries no hook.
+
+With ``$ATESD_KILL_AFTER_CHECKPOINT=<s>`` it also SIGKILLs the trainer's process right after step ``s``'s
+checkpoint is complete (verl's tracker names it) and before verl logs step ``s``'s metrics — the kill the
+metrics history must survive (``lost_steps``, recipe/atesd/tools/run_history.py) at a known point, not a race
+with a poll of the tracker.
 """
 
 import functools
 import os
+import signal
 
 from verl_patches.import_hook import when_imported
 
 CAPTURE_DIR_VAR = "ATESD_CAPTURE_DIR"
+KILL_VAR = "ATESD_KILL_AFTER_CHECKPOINT"
 
 
 def _patch(module) -> None:
@@ -98,5 +105,22 @@ def _patch(module) -> None:
     module.ATESDWorker._token_losses = capturing
 
 
+def _kill_after_checkpoint(module) -> None:
+    step = int(os.environ[KILL_VAR])
+    save = module.ATESDTrainer._save_checkpoint
+
+    @functools.wraps(save)
+    def save_then_die(self):
+        save(
+            self
+        )  # the controller state, verl's shards and (last) verl's tracker: the checkpoint is complete
+        if self.global_steps == step:
+            os.kill(os.getpid(), signal.SIGKILL)  # fit() logs the step's metrics only after this returns
+
+    module.ATESDTrainer._save_checkpoint = save_then_die
+
+
 if os.environ.get(CAPTURE_DIR_VAR):
     when_imported("recipe.atesd.glue.worker", _patch)
+if os.environ.get(KILL_VAR):
+    when_imported("recipe.atesd.glue.trainer", _kill_after_checkpoint)

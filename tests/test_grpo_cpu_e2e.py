@@ -33,8 +33,10 @@ def read_metrics(path: Path) -> dict[int, dict]:
     return steps
 
 
-def grpo(workdir: Path, model: Path, name: str, *overrides: str):
+def grpo(workdir: Path, model: Path, name: str, *overrides: str, history: str | None = None):
+    """One GRPO stack; its metrics history is ``<history or name>.jsonl`` (read back merged per step)."""
     ckpt = workdir / "ckpt"
+    history_file = workdir / f"{history or name}.jsonl"
     result = run_stack(
         python_module(
             "recipe.atesd.main_grpo",
@@ -49,11 +51,11 @@ def grpo(workdir: Path, model: Path, name: str, *overrides: str):
         ),
         workdir,
         timeout_s=STACK_TIMEOUT_S,
-        env={"VERL_FILE_LOGGER_PATH": str(workdir / f"{name}.jsonl")},
+        env={"VERL_FILE_LOGGER_PATH": str(history_file)},
         name=name,
     )
     assert result.returncode == 0 and not result.timed_out, result.describe()
-    return read_metrics(workdir / f"{name}.jsonl"), result
+    return read_metrics(history_file), result
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,7 @@ def runs(tmp_path_factory):
         "trainer.val_before_train=false",
         "trainer.save_freq=-1",
         "trainer.test_freq=-1",
+        history="run1",  # the resumed attempt appends to the first run's history
     )
     print(
         f"run1 {first_result.wall_s:.0f}s peak PSS {first_result.peak_pss_bytes / 2**30:.2f} GiB; "
@@ -125,9 +128,24 @@ def test_checkpoint_written_and_weights_changed(runs):
 @pytest.mark.integration
 @pytest.mark.timeout(2 * STACK_TIMEOUT_S + 120)
 def test_resumed_run_continues_global_step(runs):
-    resumed = runs["resumed"]
-    train_steps = sorted(s for s, m in resumed.items() if "training/global_step" in m)
-    assert train_steps == [3], train_steps
+    """The resumed attempt trains step 3 only, and it appends to the run's metrics history instead of
+    truncating it (verl's own file logger opened it with "wb"): attempt 1's steps are kept verbatim, each
+    attempt's boundary record names the model the run started from (recipe/atesd/glue/sync_trainer.py)."""
+    from recipe.atesd.data.manifest import model_record
+    from recipe.atesd.tools.run_history import read_history
+
+    first, resumed = runs["first"], runs["resumed"]
+    history = read_history(runs["workdir"] / "run1.jsonl")
+    assert [(a.number, a.resumed_from_step, a.dropped_steps) for a in history.attempts] == [
+        (1, 0, []),
+        (2, 2, []),
+    ]
+    train_steps = [r["step"] for r in history.records if "training/global_step" in r["data"]]
+    assert train_steps == [1, 2, 3], train_steps
+    for step in (1, 2):  # kept as the first attempt logged them
+        assert resumed[step] == first[step]
+    digest = model_record(runs["model"])["sha256"]
+    assert [a.model["sha256"] for a in history.attempts] == [digest, digest]
     assert resumed[3]["actor/grad_norm"] > 0
     assert resumed[3]["training/rollout_probs_diff_max"] < SYNC_TOL
 

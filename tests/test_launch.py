@@ -230,7 +230,9 @@ exit 0
 """
 FAKES = {
     # srun: record; `hostname --ip-address` / `--all-ip-addresses` answer FAKE_HOST_IP / FAKE_ALL_IPS.
+    # (and the Ray metrics switch each srun'd command inherits, to FAKE_LOG.env)
     "srun": 'echo "srun $(printf "%q " "$@")" >> "$FAKE_LOG"\n'
+    'echo "${RAY_enable_open_telemetry-unset}" >> "$FAKE_LOG.env"\n'
     'case " $* " in\n'
     '    *" hostname --ip-address "*) echo "${FAKE_HOST_IP-10.1.2.3}" ;;\n'
     '    *" hostname --all-ip-addresses "*) echo "${FAKE_ALL_IPS-}" ;;\n'
@@ -327,6 +329,9 @@ def test_slurm_starts_one_head_one_worker_per_other_node_and_submits(fake_bin, t
     assert {"ray-head.log", "ray-worker-node2.log", "ray-worker-node3.log", "job.log"} <= {
         p.name for p in (tmp_path / "run").iterdir()
     }
+    # every ray start runs with ray's OpenTelemetry metrics path off (recipe/atesd/glue/platform.py::RAY_ENV)
+    switch = Path(fake_bin["FAKE_LOG"] + ".env").read_text().split()
+    assert len(switch) == len([c for c in log if c[0] == "srun"]) and set(switch) == {"0"}, switch
 
 
 # The old script ran `ray job submit` in the foreground and exited with its status: 0 for all of these

@@ -47,6 +47,7 @@ def test_fresh_history_starts_with_a_boundary_and_appends(tmp_path):
             "dropped_steps": [],
             "started": "20260102T030405Z",
             "model": model,
+            "lost_steps": [],
         },
     }
     assert second == train_row(1) and attempt.number == 1
@@ -142,6 +143,34 @@ def test_verl_tracking_file_backend_appends_after_the_swap(tmp_path, monkeypatch
         (4, 0.75),
     ]
     assert history.attempts[-1].dropped_steps == [3]
+
+
+def test_a_step_checkpointed_but_never_logged_is_recorded_as_lost(tmp_path, capsys):
+    """verl saves step s's checkpoint before it logs step s: a kill between the two resumes from s with no
+    record of s. The resumed attempt names it (lost_steps), says so, and the summary shows it; a step that
+    was logged is never called lost."""
+    path = tmp_path / "m.jsonl"
+    handle, _ = open_history(path, 0, now=T0)
+    for step in (1, 2, 3):  # step 4's checkpoint was saved, then the process died before logging it
+        log(handle, train_row(step))
+    handle.close()
+    handle, attempt = open_history(path, 4, now=T0)
+    handle.close()
+    assert (attempt.resumed_from_step, attempt.dropped_steps, attempt.lost_steps) == (4, [], [4])
+    assert "steps [4] were checkpointed but never logged" in capsys.readouterr().out
+    rows, attempts = read_metrics(path)
+    assert attempts[-1].lost_steps == [4]
+    assert "resumed from step 4 at 20260102T030405Z; LOST steps [4] (checkpointed, never logged" in summary(
+        rows, None, attempts
+    )
+    # the ordinary case: everything up to the checkpoint logged, nothing lost
+    handle, attempt = open_history(path, 3, now=T0)
+    handle.close()
+    assert attempt.lost_steps == []
+    # a resume whose history file is new (another VERL_FILE_LOGGER_PATH): every earlier step is missing here
+    handle, attempt = open_history(tmp_path / "new.jsonl", 2, now=T0)
+    handle.close()
+    assert attempt.lost_steps == [1, 2]
 
 
 def test_summary_reports_attempts_and_refuses_repeated_steps(tmp_path):

@@ -235,7 +235,7 @@ def per_difficulty(toy_model, tmp_path_factory):
     shutil.copy(workdir / "run.jsonl", again / "run.jsonl")
     resumed, _ = launch(again, "resumed", [*common, "trainer.resume_mode=auto"], history="run")
     assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
-    return uninterrupted, metrics_rows(again / "run.jsonl"), ckpt, data
+    return uninterrupted, metrics_rows(again / "run.jsonl"), ckpt, data, again / "run.jsonl"
 
 
 @pytest.mark.integration
@@ -243,17 +243,29 @@ def per_difficulty(toy_model, tmp_path_factory):
 def test_per_difficulty_exposure_runs_and_resumes(per_difficulty):
     import pandas as pd
 
-    from recipe.atesd.glue.trainer import STATE_FILE
+    from recipe.atesd.glue.trainer import load_atesd_state
     from recipe.atesd.method.difficulty import quantile_edges
+    from recipe.atesd.tools.run_history import read_history
 
-    before, rows, ckpt, data = per_difficulty
+    before, rows, ckpt, data, history_path = per_difficulty
     assert sorted(before) == sorted(rows) == [1, 2, 3, 4]
     assert all(rows[s] == before[s] for s in (1, 2))  # the resumed attempt kept steps <= 2 of the history
+    # The resume folder started with the uninterrupted run's whole history (steps 1-4): the resumed attempt
+    # ran — its boundary record is there, it replaced steps 3 and 4 — and steps 3 and 4 are its own records,
+    # written after its boundary (an attempt that exited early would leave no records after it).
+    history = read_history(history_path)
+    assert [(a.number, a.resumed_from_step, a.dropped_steps, a.lost_steps) for a in history.attempts] == [
+        (1, 0, [], []),
+        (2, 2, [3, 4], []),
+    ]
+    lines = [json.loads(line) for line in history_path.read_text().splitlines()]
+    boundary = next(i for i, r in enumerate(lines) if r.get("attempt", {}).get("number") == 2)
+    assert sorted({r["step"] for r in lines[boundary + 1 :] if r["data"]}) == [3, 4]
     k_range = range(PER_DIFFICULTY_K)
     levels = [float(x["difficulty"]) for x in pd.read_parquet(data / "train.parquet")["extra_info"]]
     edges = quantile_edges(levels, PER_DIFFICULTY_K)
     assert len(edges) == PER_DIFFICULTY_K - 1
-    state = torch.load(ckpt / "global_step_2" / STATE_FILE, weights_only=False)
+    state = load_atesd_state(ckpt / "global_step_2")
     assert state["bucket_edges"] == edges
     for step, m in rows.items():
         alphas = [m[f"exposure/alpha_bucket_{k}"] for k in k_range]

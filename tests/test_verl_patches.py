@@ -244,6 +244,22 @@ def test_configure_process_env_rejects_unknown(monkeypatch):
         configure_process_env()
 
 
+def test_ray_open_telemetry_is_off_unless_the_user_chose(monkeypatch):
+    """Both platforms default RAY_enable_open_telemetry to 0 (ray 2.60's OpenTelemetry metrics thread
+    segfaulted workers, recipe/atesd/glue/platform.py); an exported value is kept."""
+    from recipe.atesd.glue.platform import RAY_ENV, configure_process_env
+
+    (switch,) = RAY_ENV  # ray reads it case-sensitively: RAY_enable_open_telemetry
+    assert switch == "RAY_enable_open_telemetry"
+    for platform in ("cpu", "gpu"):
+        monkeypatch.delenv(switch, raising=False)
+        configure_process_env(platform)
+        assert os.environ[switch] == "0"
+    monkeypatch.setenv(switch, "1")
+    configure_process_env("gpu")
+    assert os.environ[switch] == "1"
+
+
 def test_platform_override_respects_user_choice():
     assert with_platform_override(["a=1"], "cpu") == ["a=1", "platform=cpu"]
     assert with_platform_override(["platform=gpu"], "cpu") == ["platform=gpu"]

@@ -88,11 +88,11 @@ def main(cfg: DictConfig) -> None:
         )
         return
     from recipe.atesd.data.manifest import record_run_model
-    from recipe.atesd.glue.runner import ATESDTaskRunner
+    from recipe.atesd.glue.runner import RecipeTaskRunner
 
     resuming = cfg.trainer.resume_mode != "disable"
     record_run_model(cfg.actor_rollout_ref.model.path, cfg.trainer.default_local_dir, resuming)
-    run_ppo(cfg, task_runner_class=ATESDTaskRunner)
+    run_ppo(cfg, task_runner_class=RecipeTaskRunner)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Picks the platform first (:mod:`recipe.atesd.glue.platform`: on a host without CUDA it exports the
 ``verl_patches`` activation variables *before* verl is imported and selects ``platform=cpu``), then
 composes ``recipe/atesd/config/grpo_trainer.yaml`` (verl's installed ``ppo_trainer`` + tiny defaults +
-the platform group) and runs verl's ``run_ppo`` with ``TaskRunnerV1``, as ``verl.trainer.main_ppo`` does.
+the platform group) and runs verl's ``run_ppo`` as ``verl.trainer.main_ppo`` does, with verl's V1 task runner in
+a process that has registered ``trainer.v1.trainer_mode=sync_history``: verl's sync trainer whose metrics history
+survives a resume (recipe/atesd/glue/sync_trainer.py).
 """
 
 import os
@@ -19,7 +21,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 @hydra.main(config_path="config", config_name="grpo_trainer", version_base=None)
 def main(config) -> None:
-    from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
+    from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
@@ -30,13 +32,17 @@ def main(config) -> None:
     validate_config(
         config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
     )
-    if not config.trainer.use_v1:
-        raise ValueError("trainer.use_v1 must be true: this entry point runs verl's V1 trainer")
+    if not config.trainer.use_v1 or config.trainer.v1.trainer_mode != "sync_history":
+        raise ValueError(
+            "trainer.use_v1 must be true and trainer.v1.trainer_mode 'sync_history': this entry point runs verl's "
+            "V1 sync trainer with the resumable metrics history (recipe/atesd/glue/sync_trainer.py)"
+        )
     from recipe.atesd.data.manifest import record_run_model
+    from recipe.atesd.glue.runner import RecipeTaskRunner
 
     resuming = config.trainer.resume_mode != "disable"
     record_run_model(config.actor_rollout_ref.model.path, config.trainer.default_local_dir, resuming)
-    run_ppo(config, task_runner_class=TaskRunnerV1)
+    run_ppo(config, task_runner_class=RecipeTaskRunner)
 
 
 if __name__ == "__main__":

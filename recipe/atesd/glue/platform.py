@@ -10,6 +10,11 @@ Every entry point (``recipe.atesd.main_grpo``, the ATESD trainer) calls :func:`c
   the patches reach every process. The hydra group ``platform=cpu`` carries the CPU overrides.
 - a CUDA device -> ``"gpu"``: nothing is exported and verl runs unpatched (``platform=gpu``).
 
+On both platforms ``RAY_enable_open_telemetry`` defaults to ``0`` (:data:`RAY_ENV`): ray 2.60's OpenTelemetry
+metrics path crashed a Ray worker with SIGSEGV in its metrics thread (``TemporalMetricStorage::buildMetrics``,
+opentelemetry-cpp) about once in 50 stack starts here; with it off, Ray records its metrics through its
+OpenCensus path instead (metrics still exported). A value the user exported wins.
+
 ``ATESD_PLATFORM=cpu|gpu`` forces the choice (e.g. to test the CPU path on a GPU host).
 This module must not import verl: the variables only take effect if set before ``import verl``.
 """
@@ -20,6 +25,7 @@ from recipe.atesd import REPO_ROOT
 
 PLATFORMS = ("cpu", "gpu")
 PATCH_MODULE = "verl_patches.activate"
+RAY_ENV = {"RAY_enable_open_telemetry": "0"}  # module docstring; also exported by launch/slurm/atesd.sbatch
 
 
 def detect_platform() -> str:
@@ -43,12 +49,15 @@ def _prepend_path(var: str, entry: str) -> None:
 def configure_process_env(platform: str | None = None) -> str:
     """Export the variables the chosen platform needs; return ``"cpu"`` or ``"gpu"``.
 
-    Idempotent. On ``"cpu"``: ``VERL_USE_EXTERNAL_MODULES`` gains ``verl_patches.activate``, ``VERL_PLATFORM=cpu``,
-    ``PYTHONPATH`` gains the repository root, ``VLLM_TARGET_DEVICE=cpu``, ``TOKENIZERS_PARALLELISM=false``.
+    Idempotent. Both: :data:`RAY_ENV` unless set. On ``"cpu"``: ``VERL_USE_EXTERNAL_MODULES`` gains
+    ``verl_patches.activate``, ``VERL_PLATFORM=cpu``, ``PYTHONPATH`` gains the repository root,
+    ``VLLM_TARGET_DEVICE=cpu``, ``TOKENIZERS_PARALLELISM=false``.
     """
     platform = platform or detect_platform()
     if platform not in PLATFORMS:
         raise ValueError(f"platform={platform!r}: expected one of {PLATFORMS}")
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
     if platform == "cpu":
         modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
         if PATCH_MODULE not in modules:

@@ -1,4 +1,6 @@
-"""Ray glue: verl's V1 task runner, in a process that has registered the ``atesd`` trainer mode."""
+"""Ray glue: verl's V1 task runner, in a process that has registered this recipe's trainer modes
+(``sync_history``: verl's sync trainer with the resumable metrics history, recipe/atesd/glue/sync_trainer.py;
+``atesd``: recipe/atesd/glue/trainer.py). Both entry points run through it."""
 
 from __future__ import annotations
 
@@ -6,11 +8,11 @@ import ray
 from verl.trainer.main_ppo import TaskRunnerV1
 
 
-class _ATESDRunner(TaskRunnerV1.__ray_actor_class__):
+class _RecipeRunner(TaskRunnerV1.__ray_actor_class__):
     def run(self, config):
-        import recipe.atesd.glue.trainer  # noqa: F401  (registers trainer mode "atesd")
+        import recipe.atesd.glue.trainer  # noqa: F401  (registers trainer modes "sync_history" and "atesd")
 
         return super().run(config)
 
 
-ATESDTaskRunner = ray.remote(_ATESDRunner)
+RecipeTaskRunner = ray.remote(_RecipeRunner)

@@ -24,14 +24,12 @@ import ray
 import torch
 from verl.trainer.ppo.utils import Role
 from verl.trainer.ppo.v1.trainer_base import register_trainer
-from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.debug import marked_timer
 
-from recipe.atesd.data.manifest import read_run_model
 from recipe.atesd.glue.config_check import plain, resolve_bucket_edges, uses_lora
 from recipe.atesd.glue.controller_actor import spawn_controller
-from recipe.atesd.glue.file_logger import use_resumable_file_logger
 from recipe.atesd.glue.lora_checkpoint import check_base_model, record_base_model
+from recipe.atesd.glue.sync_trainer import HistorySyncTrainer
 from recipe.atesd.glue.worker import ATESDWorker, TeacherSettings
 from recipe.atesd.method.controller import ControllerConfig, StepStats
 from recipe.atesd.method.difficulty import ExposureTable, bucket_occupancy, row_buckets
@@ -41,18 +39,8 @@ STATE_FILE = "atesd_state.pt"
 
 
 @register_trainer("atesd")
-class ATESDTrainer(PPOTrainerSync):
-    # verl's base class branches on ``trainer_mode == "sync"`` (replay buffer, batch refill, TransferQueue
-    # checkpoints, in-flight re-issue on resume). Selected as "atesd" by verl's trainer registry, ATESD is
-    # synchronous and colocated like PPOTrainerSync, so those branches must see "sync".
-    @property
-    def trainer_mode(self) -> str:
-        return "sync"
-
-    @trainer_mode.setter
-    def trainer_mode(self, configured: str) -> None:
-        if configured != "atesd":
-            raise ValueError(f"trainer.v1.trainer_mode must be 'atesd' for ATESDTrainer, got {configured!r}")
+class ATESDTrainer(HistorySyncTrainer):
+    mode_name = "atesd"  # synchronous like verl's PPOTrainerSync (recipe/atesd/glue/sync_trainer.py)
 
     # ------------------------------------------------------------------ the algorithm
 
@@ -204,9 +192,7 @@ class ATESDTrainer(PPOTrainerSync):
 
     def init(self):
         self._setup()  # loads the checkpoint: global_steps is the resume step from here on
-        # fit() opens the metrics history; its attempt record names the model (the entry point wrote model.json)
-        model = read_run_model(self.config.trainer.default_local_dir)
-        use_resumable_file_logger(resume_step=self.global_steps, model=model)
+        self._open_history()
         self._init_atesd()
         self.on_init_end()
 

@@ -11,8 +11,14 @@ JSONL. Each start of a run (an *attempt*) opens that history with :func:`open_hi
 - either way it appends one boundary record and returns a handle that appends:
 
       {"step": s0, "data": {}, "attempt": {"number": k, "resumed_from_step": s0,
-                                           "dropped_steps": [...], "started": "<UTC ISO time>",
+                                           "dropped_steps": [...], "lost_steps": [...],
+                                           "started": "<UTC ISO time>",
                                            "model": {"path", "sha256", "source"} | null}}
+
+``lost_steps`` are the training steps up to the checkpoint that the history holds no record of: verl saves a
+step's checkpoint *before* it logs the step's metrics, so a kill between the two resumes after a step whose
+metrics are gone for good (or the history file is not the one the checkpoints were made with). They are named
+here, printed, and shown by ``recipe/atesd/tools/summarize.py`` and the run report, never silently absent.
 
 ``model`` is the model the run started from (``recipe/atesd/data/manifest.py::model_record``; null in
 histories written before issue 26).
@@ -39,6 +45,7 @@ class Attempt:
     dropped_steps: list[int] = field(default_factory=list)
     started: str = ""
     model: dict | None = None
+    lost_steps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -79,17 +86,20 @@ def open_history(path: str | Path, resume_step: int, now: datetime | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     kept, dropped, number = [], [], 1
+    lost = list(range(1, resume_step + 1))  # until a record of the step is found
     if path.exists() and path.stat().st_size > 0:
         records = _parse(path)
         if resume_step > 0:
             kept = [r for r in records if r["step"] <= resume_step]
             dropped = sorted({r["step"] for r in records if r["step"] > resume_step and "attempt" not in r})
             number = max([r["attempt"]["number"] for r in records if "attempt" in r] or [1]) + 1
+            logged = {r["step"] for r in kept if "attempt" not in r and r["data"]}
+            lost = [s for s in lost if s not in logged]
         else:
             aside = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
             os.replace(path, aside)
             print(f"[atesd] fresh run: the previous metrics history {path} was moved to {aside}")
-    attempt = Attempt(number, resume_step, dropped, stamp, model)
+    attempt = Attempt(number, resume_step, dropped, stamp, model, lost)
     boundary = {"step": resume_step, "data": {}, "attempt": attempt.__dict__}
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
@@ -99,5 +109,10 @@ def open_history(path: str | Path, resume_step: int, now: datetime | None = None
     if dropped:
         print(
             f"[atesd] resuming from step {resume_step}: replaced steps {dropped} left by the interrupted attempt"
+        )
+    if lost:
+        print(
+            f"[atesd] resuming from step {resume_step}: steps {lost} were checkpointed but never logged in {path}; "
+            "their metrics are lost (recorded as lost_steps)"
         )
     return path.open("ab", buffering=0), attempt

@@ -42,12 +42,14 @@ def validations(path: str | Path) -> list[tuple[int, dict[str, float]]]:
 
 
 def describe_attempts(attempts: list[Attempt]) -> list[str]:
-    """One line per attempt: where it started, which steps of the one before it replaced, and its model
+    """One line per attempt: where it started, which steps of the one before it replaced or lost, and its model
     (hash and path, ``recipe/atesd/data/manifest.py``; "not recorded" in histories older than issue 26)."""
     lines = [f"history: {len(attempts)} attempt(s)"]
     for a in attempts:
         start = "fresh start" if a.resumed_from_step == 0 else f"resumed from step {a.resumed_from_step}"
         redo = f"; re-ran steps {a.dropped_steps} left by the interrupted attempt" if a.dropped_steps else ""
+        if a.lost_steps:
+            redo += f"; LOST steps {a.lost_steps} (checkpointed, never logged: no metrics)"
         if a.model is None:
             model = "model not recorded"
         else:
