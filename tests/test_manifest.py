@@ -95,6 +95,9 @@ def test_model_record_sources(tmp_path, monkeypatch):
 def test_resuming_a_run_from_another_model_is_refused(tmp_path):
     a, b = model_dir(tmp_path / "a"), model_dir(tmp_path / "b", {"config.json": "{1}"})
     root = tmp_path / "ckpt"
+    # a checkpoint without a record (older, or a step copied alone): resumed, and no record is made up for it
+    assert mf.record_run_model(b, root, resuming=True)["sha256"] == mf.model_record(b)["sha256"]
+    assert mf.read_run_model(root) is None
     first = mf.record_run_model(a, root, resuming=False)
     assert mf.read_run_model(root) == first
     assert mf.record_run_model(a, root, resuming=True) == first  # the same model: fine

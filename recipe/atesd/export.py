@@ -51,9 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipe.atesd.glue.platform import configure_process_env
+from recipe.atesd.tools.summarize import TRACKER
 
 STEP_DIR = re.compile(r"^global_step_(\d+)$")
-TRACKER = "latest_checkpointed_iteration.txt"
 MARKER = "export.json"
 DTYPES = ("bfloat16", "float32")
 # Files of huggingface/ that are not copied: the config is rewritten with the export's dtype, weights (present

@@ -55,7 +55,9 @@ def completed_step(cfg: DictConfig) -> int | None:
         or trainer.get("val_only", False)
     ):
         return None
-    tracker = Path(trainer.default_local_dir) / "latest_checkpointed_iteration.txt"
+    from recipe.atesd.tools.summarize import TRACKER
+
+    tracker = Path(trainer.default_local_dir) / TRACKER
     if not tracker.exists():
         return None
     step = int(tracker.read_text().strip())
@@ -87,11 +89,10 @@ def main(cfg: DictConfig) -> None:
             "train further, or start over with trainer.resume_mode=disable or a new trainer.default_local_dir."
         )
         return
-    from recipe.atesd.data.manifest import record_run_model
     from recipe.atesd.glue.runner import RecipeTaskRunner
+    from recipe.atesd.glue.sync_trainer import record_start_model
 
-    resuming = cfg.trainer.resume_mode != "disable"
-    record_run_model(cfg.actor_rollout_ref.model.path, cfg.trainer.default_local_dir, resuming)
+    record_start_model(cfg)
     run_ppo(cfg, task_runner_class=RecipeTaskRunner)
 
 

@@ -37,11 +37,10 @@ def main(config) -> None:
             "trainer.use_v1 must be true and trainer.v1.trainer_mode 'sync_history': this entry point runs verl's "
             "V1 sync trainer with the resumable metrics history (recipe/atesd/glue/sync_trainer.py)"
         )
-    from recipe.atesd.data.manifest import record_run_model
     from recipe.atesd.glue.runner import RecipeTaskRunner
+    from recipe.atesd.glue.sync_trainer import record_start_model
 
-    resuming = config.trainer.resume_mode != "disable"
-    record_run_model(config.actor_rollout_ref.model.path, config.trainer.default_local_dir, resuming)
+    record_start_model(config)
     run_ppo(config, task_runner_class=RecipeTaskRunner)
 
 

@@ -117,14 +117,21 @@ RUN_MODEL = "model.json"  # in a run's checkpoint root (trainer.default_local_di
 
 
 def record_run_model(model_path: str | Path, checkpoint_root: str | Path, resuming: bool) -> dict:
-    """Write :func:`model_record` of ``model_path`` to ``<checkpoint_root>/model.json`` and return it (the entry
-    points call this before training). When ``resuming`` and the root already names another model hash, that
-    is a ValueError naming both: the run's start and its teacher are that model, and resuming its checkpoints
-    from another would mix two runs."""
+    """The entry points call this before training: :func:`model_record` of ``model_path``, written to
+    ``<checkpoint_root>/model.json`` when the run starts, returned in any case. ``resuming`` (the start
+    continues from a checkpoint): the root's record must name the same model hash, else a ValueError naming
+    both (the run's start and its teacher are that model; resuming its checkpoints from another would mix two
+    runs); a root without a record (a checkpoint made before records existed, or copied without it) is
+    resumed without writing one — the model of that run's start is not known, and the attempt says so."""
     record = model_record(model_path)
     path = Path(checkpoint_root) / RUN_MODEL
     earlier = read_run_model(checkpoint_root)
-    if resuming and earlier is not None and earlier.get("sha256") != record["sha256"]:
+    if resuming and earlier is None:
+        print(
+            f"[atesd] resuming a run that recorded no model ({path} absent): its start model stays unrecorded"
+        )
+        return record
+    if resuming and earlier.get("sha256") != record["sha256"]:
         raise ValueError(
             f"{path}: this run started from model {earlier.get('sha256')} ({earlier.get('path')}), not "
             f"{record['sha256']} ({record['path']}): resume it with its own model, or start a new run "

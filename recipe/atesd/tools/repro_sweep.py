@@ -57,7 +57,7 @@ from pathlib import Path
 
 from recipe.atesd import REPO_ROOT
 from recipe.atesd.data.manifest import model_record
-from recipe.atesd.tools.summarize import validations
+from recipe.atesd.tools.summarize import TRACKER, validations
 
 RUN, DONE, METRICS, LOG = "run.json", "done.json", "metrics.jsonl", "train.log"
 CHECKPOINTS, GENERATIONS = "checkpoints", "val_generations"
@@ -192,7 +192,7 @@ def _write_json(path: Path, data: dict) -> None:
 def finished(directory: Path, steps: int) -> str | None:
     """None when the run reached ``steps``: verl's checkpoint tracker names it and the metrics history holds
     a validation at that step; else the reason it did not."""
-    tracker = directory / CHECKPOINTS / "latest_checkpointed_iteration.txt"
+    tracker = directory / CHECKPOINTS / TRACKER
     if not tracker.exists() or tracker.read_text().strip() != str(steps):
         return f"no checkpoint at step {steps} ({tracker})"
     metrics = directory / METRICS

@@ -113,9 +113,12 @@ def summary(
     return "\n".join(lines)
 
 
+TRACKER = "latest_checkpointed_iteration.txt"  # verl's checkpoint tracker: names the last complete step
+
+
 def latest_checkpoint(ckpt_dir: str | Path) -> str:
     """``<ckpt_dir>/global_step_<n>`` named by verl's ``latest_checkpointed_iteration.txt``, else "none written"."""
-    latest = Path(ckpt_dir) / "latest_checkpointed_iteration.txt"
+    latest = Path(ckpt_dir) / TRACKER
     return f"{ckpt_dir}/global_step_{latest.read_text().strip()}" if latest.exists() else "none written"
 
 
