@@ -50,6 +50,7 @@ KEPT_FROM_CPU_CONFIG = {
         "actor_rollout_ref.rollout.calculate_log_probs": "verl's GRPO needs rollout log-probs",
         "actor_rollout_ref.rollout.val_kwargs.n": "greedy validation: one sample",
         "trainer.use_v1": "verl's V1 trainer",
+        "trainer.v1.trainer_mode": "verl's sync trainer with the resumable metrics history",
         "trainer.val_before_train": "a step-0 validation",
     },
 }
