@@ -55,8 +55,7 @@ def summary(curve: dict) -> dict:
     """Mean over difficulties of every figure of ``exposure_curve.curve``: c_S accuracy and departing
     agreement; per α, c_T accuracy, remainder NLL and departing agreement (what a manifest records)."""
 
-    def mean(values: dict) -> float:
-        return sum(values.values()) / len(values)
+    from recipe.atesd.toy.exposure_curve import mean_over_difficulties as mean
 
     return {
         "student": {k: mean(v) for k, v in curve["student"].items()},
