@@ -101,14 +101,16 @@ demo: toy
 	VERL_FILE_LOGGER_PATH=$(CURDIR)/$(DEMO_DIR)/metrics.jsonl \
 		$(PY) -m recipe.atesd.main_atesd $(DEMO_OVERRIDES) $(DEMO_EXTRA) 2>&1 | tee -a $(DEMO_DIR)/train.log
 	$(PY) -m recipe.atesd.tools.summarize $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints
-	$(PY) -m recipe.atesd.report $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints --out $(DEMO_DIR)/report
+	$(PY) -m recipe.atesd.tools.run_report $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints --out $(DEMO_DIR)/report
 
 # The toy-world reproduction of the paper's claims (issue 13; docs/toy.md "Reproduction"): fixed alpha in
 # {0, .25, .5, .75, 1}, random, adaptive (the demo's H=2 L=3 B=2) and verl GRPO, REPRO_STEPS steps each, one
 # stack at a time, into $(REPRO_DIR)/<method>/seed<s>/; finished runs are skipped, an incomplete one is moved
 # aside and restarted. Run it in parts with REPRO_METHODS (names or groups: all, fixed, fixed-0.5, random,
-# adaptive, grpo) and REPRO_SEEDS. Then (also when a run failed) the report: docs/toy-reproduction.md,
-# docs/toy-reproduction/{results.json,*.png}; `make reproduce-toy-report` regenerates only the report.
+# adaptive, grpo) and REPRO_SEEDS. Then (also when a run failed) the run records the report reads are packed into
+# REPRO_RECORDS (recipe/atesd/tools/repro_archive.py; runs/ is not in git, the archive is) and the report is
+# written from it: docs/toy-reproduction.md, docs/toy-reproduction/{results.json,*.png}.
+# `make reproduce-toy-report` regenerates only the report, from REPRO_RECORDS (an archive or a sweep directory).
 REPRO_DIR ?= runs/toy-repro
 REPRO_STEPS ?= 40
 REPRO_SEEDS ?= 0 1 2
@@ -116,17 +118,21 @@ REPRO_METHODS ?= all
 REPRO_TEST_FREQ ?= 10
 REPRO_EXTRA ?=
 REPRO_REPORT ?= docs/toy-reproduction.md
+REPRO_RECORDS ?= $(basename $(REPRO_REPORT))/runs.tar.xz
 
-# The committed runs (runs/toy-repro, docs/toy-reproduction.md) were made on the `long` build, whose weights are gone:
-# they cannot be regenerated, and a sweep on the shipped model refuses to join them (another model hash).
+# The committed report's runs (docs/toy-reproduction/runs.tar.xz) were made on the `long` build, whose weights are
+# gone: they cannot be regenerated, only their report. A new sweep packs its own records over that archive.
 reproduce-toy: toy
 	rc=0; $(PY) -m recipe.atesd.tools.repro_sweep --root $(REPRO_DIR) --steps $(REPRO_STEPS) \
 		--seeds $(REPRO_SEEDS) --methods $(REPRO_METHODS) --test-freq $(REPRO_TEST_FREQ) \
 		$(if $(strip $(REPRO_EXTRA)),--extra $(REPRO_EXTRA)) || rc=$$?; \
-	$(PY) -m recipe.atesd.tools.repro_report $(REPRO_DIR) --out $(REPRO_REPORT); exit $$rc
+	$(PY) -m recipe.atesd.tools.repro_archive $(REPRO_DIR) $(REPRO_RECORDS); \
+	$(PY) -m recipe.atesd.tools.repro_report $(REPRO_RECORDS) --out $(REPRO_REPORT); exit $$rc
 
+# data/toy/val.parquet (held-out difficulties) as `make toy` builds it; the model is not needed.
 reproduce-toy-report: setup
-	$(PY) -m recipe.atesd.tools.repro_report $(REPRO_DIR) --out $(REPRO_REPORT)
+	test -f data/toy/val.parquet || $(PY) -m recipe.atesd.toy.build_data --out data/toy --seed 0
+	$(PY) -m recipe.atesd.tools.repro_report $(REPRO_RECORDS) --out $(REPRO_REPORT)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -71,7 +71,7 @@ CANDIDATES: dict[str, dict] = {
     "lr=1e-1": {"lr": 1e-1},
     "B=2": {"batch_decisions": 2},
     "reward_norm=none": {"reward_norm": "none"},
-    "lambda_gt=0": {"lambda_gt": 0.0},
+    "lambda_gt=0": {"reward_weights": {"lp": 1.0, "gt": 0.0}},
     "no entropy floor": {"entropy_floor": -10.0},
     "paper entropy band": {"entropy_target": -1.0, "entropy_floor": -10.0, "entropy_coef": 0.1},
 }

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from recipe.atesd.method.answer import last_box  # noqa: E402
 from recipe.atesd.rewards import math_grader as mg  # noqa: E402
 
 FILLER = "Let me consider the cases carefully. We have x = 3 and so 2x + 1 = 7, then check again. "
@@ -80,7 +81,7 @@ def in_process_latency(items: list[tuple[str, str, str]]) -> float:
     extraction = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
     start = time.perf_counter()
     for _, text, gold in items:
-        content, status = mg.extract_last_box(text, 1000, 32)
+        content, status = last_box(text, max_chars=1000, max_depth=32)
         if status == "ok":
             pred = parse(
                 f"${mg.normalize_answer(content, gold)}$", extraction, "no_fallback", parsing_timeout=None

@@ -88,12 +88,12 @@ def worker(args) -> dict:
     w_s = randn(args.vocab, args.hidden, scale=3 / args.hidden**0.5).requires_grad_()
     h_t = randn(tokens, args.hidden, scale=1.0)
     w_t = randn(args.vocab, args.hidden, scale=3 / args.hidden**0.5)
-    cfg = DistillLossConfig(clip_tau=args.tau, temperature=args.temperature, chunk_size=args.chunk_size)
+    cfg = DistillLossConfig(clip_tau=args.tau, chunk_size=args.chunk_size)
     grad_bytes = (h_s.numel() + w_s.numel()) * h_s.element_size()
 
     def step():
         if args.impl == "fused":
-            loss = fused_distill_loss(h_s, w_s, h_t, w_t, cfg)[0]
+            loss = fused_distill_loss(h_s, w_s, h_t, w_t, cfg, temperature=args.temperature)[0]
         else:
             student = h_s @ w_s.t()
             with torch.no_grad():
@@ -101,7 +101,7 @@ def worker(args) -> dict:
             if args.impl == "naive":
                 loss = naive_clipped_forward_kl(student, teacher, args.tau, args.temperature)
             else:
-                loss = distill_token_losses(student, teacher, cfg)[0]
+                loss = distill_token_losses(student, teacher, cfg, temperature=args.temperature)[0]
             del student, teacher
         loss.mean().backward()
         h_s.grad = w_s.grad = None

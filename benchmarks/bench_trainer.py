@@ -139,7 +139,16 @@ def stacks(
         f"OPSD/GRPO = {t_opsd / t_grpo:.3f}"
     )
     print(f"controller share of the ATESD step: {ctrl:.4f}s / {t_atesd:.2f}s = {100 * ctrl / t_atesd:.3f}%")
-    keys = ("gen", "update_actor", "teacher", "distill_loss", "probe", "probe_nll", "probe_ground")
+    keys = (
+        "gen",
+        "update_actor",
+        "distill_update",
+        "teacher",
+        "distill_loss",
+        "probe",
+        "probe_nll",
+        "probe_ground",
+    )
     print("stage (steady mean s, share of the step): ATESD | OPSD | GRPO(n=1)")
     for key in (*keys, "update_weights", "old_log_prob", "adv"):
         cells = []

@@ -150,12 +150,12 @@ def section_loss(args, device: torch.device) -> dict:
         w_in = w64.to(torch.float32)
         for temperature in (1.0, 0.7):
             for case in cases:
-                cfg = DistillLossConfig(temperature=temperature, chunk_size=args.loss_chunk, **case)
+                cfg = DistillLossConfig(chunk_size=args.loss_chunk, **case)
                 s = s_in.detach().clone().requires_grad_(True)
-                loss, _ = distill_token_losses(s, t_in, cfg, target_ids=target)
+                loss, _ = distill_token_losses(s, t_in, cfg, target_ids=target, temperature=temperature)
                 (loss * w_in).sum().backward()
                 s_ref = s_in.double().requires_grad_(True)
-                ref = tl._dense_loss(s_ref, t_in.double(), cfg, target)
+                ref = tl._dense_loss(s_ref, t_in.double(), cfg, target, temperature)
                 (ref * w_in.double()).sum().backward()
                 _sync(device)
                 l_abs, l_rel = _max_err(loss.detach(), ref.detach())

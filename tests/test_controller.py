@@ -13,7 +13,7 @@ import yaml
 
 from recipe.atesd.method.controller import AlphaDecision, ControllerConfig, ExposureController, StepStats
 from recipe.atesd.method.controller.policy import BetaPolicy, beta_entropy, beta_log_prob, sample_beta
-from recipe.atesd.method.controller.reward import grounding_return, lookahead_returns, progress_return
+from recipe.atesd.method.controller.reward import PendingDecision, grounding_return, progress_return
 
 YAML = Path(__file__).resolve().parents[1] / "recipe" / "atesd" / "config" / "controller" / "default.yaml"
 
@@ -97,16 +97,17 @@ def test_returns_on_hand_computed_sequence():
     assert progress_return([5.0, 4.0, 4.5, 3.5], 0.5) == pytest.approx(1.25)
     # g = −1, −2, −4: G_gt = (−1 − 1 − 1)/(1 + 0.5 + 0.25) = −3/1.75.
     assert grounding_return([-1.0, -2.0, -4.0], 0.5) == pytest.approx(-3.0 / 1.75)
-    assert lookahead_returns([5.0, 4.0, 4.5, 3.5], [-1.0, -2.0, -4.0], 0.5) == pytest.approx(
-        (1.25, -3.0 / 1.75)
-    )
-    with pytest.raises(ValueError, match="len"):
-        lookahead_returns([5.0, 4.0], [-1.0, -2.0], 0.5)
+    # the registered terms read the same sequences from a pending decision: ℓ_{t0} from its start, the rest after
+    decision = PendingDecision(state=[0.0], alpha_raw=[0.5])
+    for before, after, ground in ((5.0, 4.0, -1.0), (4.0, 4.5, -2.0), (4.5, 3.5, -4.0)):
+        decision.add({"probe_nll": before}, {"probe_nll": after, "teacher_ground": ground})
+    assert decision.complete(3) and not decision.complete(4)
+    assert decision.returns(["lp", "gt"], 0.5) == pytest.approx({"lp": 1.25, "gt": -3.0 / 1.75})
 
 
 def test_credit_assignment_with_overlapping_pending_decisions():
     """H = 2, L = 3 > H: decisions at t0 = 0, 2, 4, 6 overlap; each reward uses ℓ_{t0..t0+3}, g_{t0+1..t0+3}."""
-    cfg = ControllerConfig(hold_window=2, lookahead=3, gamma=0.5, lambda_gt=0.5)
+    cfg = ControllerConfig(hold_window=2, lookahead=3, gamma=0.5, reward_weights={"lp": 1.0, "gt": 0.5})
     ctrl = ExposureController(policy(cfg, mode="fixed", alpha=0.5), total_steps=8, seed=0)
     nll = [10.0, 9.0, 9.5, 7.0, 6.5, 6.5, 4.0, 3.9, 3.0]  # ℓ_0 … ℓ_8
     ctrl.observe_baseline(nll[0])
@@ -132,7 +133,9 @@ def test_credit_assignment_with_overlapping_pending_decisions():
     # completes at observe(t0)); decision 6 is still pending when the 8 steps run out (never completed).
     assert pending == [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     state = ctrl.state_dict()
-    assert [len(d["nll"]) for d in state["pending"]] == [3]  # the decision of t0 = 6 holds ℓ_6, ℓ_7, ℓ_8
+    (last,) = state["pending"]  # the decision of t0 = 6 holds ℓ_6 (start), ℓ_7, ℓ_8 and g_7, g_8
+    assert last["start"] == {"probe_nll": nll[6]} and last["after"]["probe_nll"] == nll[7:9]
+    assert last["after"]["teacher_ground"] == [-7.0, -8.0]
 
 
 def test_reinforce_loss_matches_formula():
@@ -156,8 +159,8 @@ def test_reinforce_loss_matches_formula():
     metrics = ctrl.observe(1, stats(2.5, ground=-2.0))  # R_1 = 0.4 + 0.1·(−2)
     net = BetaPolicy(len(cfg.state_features), cfg.hidden, cfg.layers, torch.Generator())
     net.load_state_dict(before["policy"])
-    (s0, x0, lp0, gt0), d1 = before["completed"][0], before["pending"][0]
-    assert lp0 + cfg.lambda_gt * gt0 == pytest.approx(0.0, abs=1e-12)
+    (s0, x0, r0), d1 = before["completed"][0], before["pending"][0]
+    assert r0["lp"] + cfg.reward_weights["gt"] * r0["gt"] == pytest.approx(0.0, abs=1e-12)
     states = torch.tensor([s0, d1["state"]], dtype=torch.float64)
     (x0,), (x1,) = x0, d1["alpha_raw"]  # K = 1: one raw α per decision
     x = torch.tensor([x0, x1], dtype=torch.float64)
@@ -181,7 +184,7 @@ def test_running_reward_norm_and_entropy_floor_match_formula():
         hold_window=1,
         lookahead=1,
         batch_decisions=2,
-        lambda_gt=0.5,
+        reward_weights={"lp": 1.0, "gt": 0.5},
         reward_norm="running",
         entropy_target=0.0,
         entropy_floor=-0.01,  # the initial Beta(1+ln2, 1+ln2) has H ≈ −0.07 < −0.01: the floor is active
@@ -200,7 +203,7 @@ def test_running_reward_norm_and_entropy_floor_match_formula():
     # R = z_lp + 0.5·z_gt = (−0.5, 0.5) → A = (−1, 1)/(0.5 + ε)·0.5
     net = BetaPolicy(len(cfg.state_features), cfg.hidden, cfg.layers, torch.Generator())
     net.load_state_dict(before["policy"])
-    (s0, x0, _, _), d1 = before["completed"][0], before["pending"][0]
+    (s0, x0, _), d1 = before["completed"][0], before["pending"][0]
     states = torch.tensor([s0, d1["state"]], dtype=torch.float64)
     (x0,), (x1,) = x0, d1["alpha_raw"]  # K = 1: one raw α per decision
     x = torch.tensor([x0, x1], dtype=torch.float64)
@@ -291,7 +294,7 @@ def test_state_dict_round_trip_continues_bit_identically():
     run.observe_baseline(3.0)
     _, _, nll = drive(run, range(100), 3.0)  # step 100 is mid-window (window 33 = steps 99..101)
     state = run.state_dict()
-    assert [len(d["nll"]) for d in state["pending"]] == [5, 2] and state["updates"] > 0  # t0 = 96, 99
+    assert [d["updates"] for d in state["pending"]] == [4, 1] and state["updates"] > 0  # t0 = 96, 99
     buffer = io.BytesIO()
     torch.save(state, buffer)
     drive(run, range(100, 150), nll)  # keep using the source object: the snapshot must not alias it

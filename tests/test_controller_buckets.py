@@ -10,7 +10,7 @@ import torch
 from test_controller import drive, stats
 
 from recipe.atesd.method.controller import ControllerConfig, ExposureController
-from recipe.atesd.method.controller.core import policy_inputs
+from recipe.atesd.method.controller.exposure import policy_inputs
 from recipe.atesd.method.controller.policy import BetaPolicy, beta_entropy, beta_log_prob
 
 
@@ -66,7 +66,7 @@ def test_reinforce_uses_the_joint_log_prob_of_the_buckets():
         hold_window=1,
         lookahead=1,
         batch_decisions=2,
-        lambda_gt=0.1,
+        reward_weights={"lp": 1.0, "gt": 0.1},
         reward_norm="none",
         entropy_target=-5.0,
         entropy_floor=-6.0,
@@ -82,7 +82,7 @@ def test_reinforce_uses_the_joint_log_prob_of_the_buckets():
     metrics = ctrl.observe(1, stats(2.5, ground=-2.0))  # R_1 = 0.4 + 0.1·(−2) = 0.2
     net = BetaPolicy(len(cfg.state_features) + 2, cfg.hidden, cfg.layers, torch.Generator())
     net.load_state_dict(before["policy"])
-    (s0, x0, _, _), d1 = before["completed"][0], before["pending"][0]
+    (s0, x0, _), d1 = before["completed"][0], before["pending"][0]
     adv = torch.tensor([-0.1, 0.1], dtype=torch.float64) / (0.1 + cfg.adv_eps)  # (R − mean)/(std + ε)
     joint, entropies = [], []
     for s, xs in ((s0, x0), (d1["state"], d1["alpha_raw"])):
@@ -126,8 +126,10 @@ def test_state_dict_round_trip_mid_window_with_buckets():
 
 def test_old_state_version_is_refused_with_the_reason():
     state = controller().state_dict()
-    state["version"] = 3
-    with pytest.raises(ValueError, match=r"version = 3, expected 4 \(version 4 stores per-bucket decisions"):
+    state["version"] = 4
+    with pytest.raises(
+        ValueError, match=r"version = 4, expected 5 \(version 5 keeps each decision's signals"
+    ):
         controller().load_state_dict(state)
 
 

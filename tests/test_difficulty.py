@@ -11,49 +11,33 @@ from recipe.atesd.method.difficulty import (
     bucket_occupancy,
     difficulty,
     quantile_edges,
-    require_inputs,
-    update_running_estimate,
+    row_buckets,
 )
 from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
 
 
 def test_dataset_level_reads_extra_info_and_names_a_missing_row():
     rows = [{"difficulty": 2}, {"difficulty": 8, "order": "x"}]
-    assert difficulty("dataset_level", {"extra_info": rows}) == [2.0, 8.0]
-    assert difficulty("dataset_level", {"extra_info": [{"level": 3}]}, {"level_key": "level"}) == [3.0]
+    assert difficulty("dataset_level", rows, "difficulty") == [2.0, 8.0]
+    assert difficulty("dataset_level", [{"level": 3}], "level") == [3.0]
     with pytest.raises(ValueError, match="row 1 has no extra_info.difficulty"):
-        difficulty("dataset_level", {"extra_info": [{"difficulty": 2}, {"order": "x"}]})
+        difficulty("dataset_level", [{"difficulty": 2}, {"order": "x"}], "difficulty")
+    with pytest.raises(ValueError, match="row 0 has no extra_info.level"):
+        difficulty("dataset_level", [{"difficulty": 2}], "level")  # the key is the caller's, never a default
     with pytest.raises(ValueError, match="row 0 extra_info.difficulty = 'hard'"):
-        difficulty("dataset_level", {"extra_info": [{"difficulty": "hard"}]})
+        difficulty("dataset_level", [{"difficulty": "hard"}], "difficulty")
+    with pytest.raises(ValueError, match="row 0 has difficulty inf, not finite"):
+        difficulty("dataset_level", [{"difficulty": float("inf")}], "difficulty")
 
 
-def test_rollout_pass_rate_groups_rollouts_by_problem():
-    uids = ["a", "b", "a", "b", "a", "c"]
-    correct = [1, 0, 1, 1, 0, 0]
-    # a: 2 of 3 correct -> 1/3 failure; b: 1 of 2 -> 1/2; c: 0 of 1 -> 1
-    a, b = 1.0 - 2.0 / 3.0, 1.0 - 1.0 / 2.0  # the failure rates as the signal computes them, exactly
-    assert difficulty("rollout_pass_rate", {"uid": uids, "correct": correct}) == [a, b, a, b, a, 1.0]
-    with pytest.raises(ValueError, match="row 1 has correct = 0.5"):
-        difficulty("rollout_pass_rate", {"uid": ["a", "a"], "correct": [1, 0.5]})
-
-
-def test_running_estimate_uses_prior_then_the_ema_of_visits():
-    history = update_running_estimate({}, ["a", "a", "b"], [1, 0, 1], decay=0.5)
-    assert history == {"a": 0.5, "b": 0.0}
-    history = update_running_estimate(history, ["a"], [0], decay=0.5)
-    assert history == {"a": 0.75, "b": 0.0}  # 0.5*0.5 + 0.5*1
-    assert difficulty("running_estimate", {"uid": ["a", "c"], "history": history}, {"prior": 0.3}) == [
-        0.75,
-        0.3,
-    ]
-
-
-def test_declared_needs_are_enforced_by_name():
-    assert set(SIGNALS) == {"dataset_level", "rollout_pass_rate", "running_estimate"}
-    with pytest.raises(ValueError, match=r"'rollout_pass_rate' needs \['correct'\]"):
-        require_inputs("rollout_pass_rate", ["uid", "extra_info"])
-    with pytest.raises(ValueError, match="controller.difficulty_signal = 'nll'"):
-        require_inputs("nll", ["uid"])
+def test_an_unknown_signal_names_the_key_and_the_known_signals():
+    assert set(SIGNALS) == {"dataset_level"}
+    with pytest.raises(
+        ValueError, match=r"controller\.difficulty_signal = 'nll' is not a registered.*\['dataset_level'\]"
+    ):
+        difficulty("nll", [{"difficulty": 2}], "difficulty")
+    with pytest.raises(ValueError, match=r"controller\.difficulty_signal = 'nll'"):
+        ExposureTable(0, (0.5, 0.5), (1.0,)).row_alphas([{"difficulty": 2}], "nll", "difficulty")
 
 
 def test_quantile_edges_balance_and_never_split_ties():
@@ -97,10 +81,8 @@ def test_each_sample_teacher_prompt_is_built_with_its_buckets_alpha(tokenizer):
         for level in (2, 5, 8, 3, 7)
     ]
     table = ExposureTable(window_id=4, bucket_alphas=(1.0, 0.5, 0.125), edges=(4.0, 7.0))
-    d = difficulty("dataset_level", {"extra_info": rows})
-    buckets = assign_buckets(d, table.edges)
+    alphas, buckets = table.row_alphas(rows, "dataset_level", "difficulty")
     assert buckets == [0, 1, 2, 0, 2] and bucket_occupancy(buckets, 3) == [2, 1, 2]
-    alphas = table.row_alphas(d)
     assert alphas == [1.0, 0.5, 0.125, 1.0, 0.125]
 
     def prompt(row, alpha):
@@ -111,8 +93,24 @@ def test_each_sample_teacher_prompt_is_built_with_its_buckets_alpha(tokenizer):
         assert built.ids == prompt(row, table.bucket_alphas[k]).ids
         others = [prompt(row, a).ids for j, a in enumerate(table.bucket_alphas) if j != k]
         assert all(ids != built.ids for ids in others)  # the bucket's α is visible in the prompt
-    # K = 1: the table of the batch-level controller gives every row the window's one α
-    assert ExposureTable(window_id=0, bucket_alphas=(0.3,)).row_alphas(d) == [0.3] * 5
+
+
+def test_row_alphas_places_each_row_by_its_level_and_one_bucket_never_reads_it():
+    """ExposureTable.row_alphas is the one (α_r, bucket_r) of the recipe (the teacher workers' and the probe's)."""
+    table = ExposureTable(window_id=2, bucket_alphas=(0.9, 0.4, 0.1), edges=(4.0, 7.0))
+    rows = [{"level": d} for d in (3.99, 4, 6.5, 7, 100)]
+    alphas, buckets = table.row_alphas(rows, "dataset_level", "level")
+    assert buckets == [0, 1, 1, 2, 2]  # edges are ≤-inclusive on the upper bucket
+    assert alphas == [0.9, 0.4, 0.4, 0.1, 0.1]
+    assert buckets == row_buckets(rows, table.edges, "dataset_level", "level")
+    with pytest.raises(ValueError, match=r"row 1 has no extra_info\.level"):
+        table.row_alphas([{"level": 1}, {"difficulty": 2}], "dataset_level", "level")
+    # one bucket (granularity: batch): the window's α for every row, the signal never read (rows lack the key,
+    # and even an unknown signal name is not looked up)
+    one = ExposureTable(window_id=0, bucket_alphas=(0.3,))
+    assert one.row_alphas(rows, "dataset_level", "no_such_key") == ([0.3] * 5, [0] * 5)
+    assert one.row_alphas(rows, "nll", "level") == ([0.3] * 5, [0] * 5)
+    assert one.row_alphas([], "dataset_level", "level") == ([], [])
 
 
 def test_exposure_table_rejects_bad_tables():

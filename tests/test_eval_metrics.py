@@ -17,8 +17,8 @@ from recipe.atesd.eval.metrics import (
     pass_at_k,
     vote_key,
 )
-from recipe.atesd.eval.report import benchmark_summary, render_markdown, summarize
 from recipe.atesd.eval.store import GenerationStore, check_run_config
+from recipe.atesd.eval.summary import benchmark_summary, render_markdown, summarize
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,6 @@ def rows():
 
 def table_worker(tokenizer, teacher, table: ExposureTable):
     worker = make_worker(tokenizer, teacher, EXPOSURE, alpha=None)
-    worker._difficulty = ("dataset_level", "difficulty")  # what init_teacher sets from TeacherSettings
     worker.set_exposure(table)
     return worker
 
@@ -90,7 +89,7 @@ def same_batch(a, b) -> bool:
 
 
 def test_each_rows_teacher_prompt_uses_its_buckets_alpha(tokenizer, rows, monkeypatch):
-    """Through verl's call of ``_loss_fn``: row r's teacher sequence is c_T(α_{bucket(d_r)}) ⊕ ŷ_r exactly."""
+    """Through the worker's loss (``StudentOutputLoss``): row r's teacher sequence is c_T(α_{bucket(d_r)}) ⊕ ŷ_r exactly."""
     vocab = len(tokenizer)
     student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
     responses = responses_for(len(rows), vocab, seed=7)
@@ -144,13 +143,6 @@ def test_bucket_assignment_from_extra_info_difficulty(rows):
     assert row_buckets([{"difficulty": 4}, {"difficulty": 7}], EDGES, "dataset_level", "difficulty") == [1, 2]
     with pytest.raises(ValueError, match=r"row 1 has no extra_info\.level"):
         row_buckets([{"level": 1}, {"difficulty": 2}], EDGES, "dataset_level", "level")
-
-
-def test_worker_refuses_a_table_its_signal_cannot_place(tokenizer):
-    worker = make_worker(tokenizer, None, EXPOSURE, alpha=None)
-    worker._difficulty = ("rollout_pass_rate", "difficulty")
-    with pytest.raises(ValueError, match="rollout_pass_rate"):
-        worker.set_exposure(ExposureTable(0, BUCKET_ALPHAS, EDGES))
 
 
 # ---------------------------------------------------------------- (d) K = 1 table = the scalar path, bit for bit

@@ -26,18 +26,20 @@ def _inputs(n_tok=N_TOK, hidden=HIDDEN, vocab=VOCAB, dtype=torch.float64, seed=0
     return h_s, w_s, h_t, w_t, tgt, weights
 
 
-def _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights, scale=0.2):
+def _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights, scale=0.2, temperature=1.0):
     """(weighted loss, diag, ∂/∂h_S, ∂/∂W_S) of scale · Σ output."""
     h_s, w_s = h_s.clone().requires_grad_(True), w_s.clone().requires_grad_(True)
-    loss, diag = fused_distill_loss(h_s, w_s, h_t, w_t, cfg, weights=weights, target_ids=tgt)
+    loss, diag = fused_distill_loss(
+        h_s, w_s, h_t, w_t, cfg, weights=weights, target_ids=tgt, temperature=temperature
+    )
     (loss.sum() * scale).backward()
     return loss.detach(), diag, h_s.grad, w_s.grad
 
 
-def _dense(h_s, w_s, h_t, w_t, cfg, tgt, weights, scale=0.2):
+def _dense(h_s, w_s, h_t, w_t, cfg, tgt, weights, scale=0.2, temperature=1.0):
     """The same objective with full [T, V] logits and autograd (test_losses._dense_loss)."""
     h_s, w_s = h_s.clone().requires_grad_(True), w_s.clone().requires_grad_(True)
-    loss = _dense_loss(h_s @ w_s.t(), h_t @ w_t.t(), cfg, tgt) * weights
+    loss = _dense_loss(h_s @ w_s.t(), h_t @ w_t.t(), cfg, tgt, temperature) * weights
     (loss.sum() * scale).backward()
     return loss.detach(), h_s.grad, w_s.grad
 
@@ -52,16 +54,16 @@ FP64_TOL = 1e-10
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_matches_dense_reference_fp64(case, temperature):
     h_s, w_s, h_t, w_t, tgt, weights = _inputs()
-    cfg = DistillLossConfig(temperature=temperature, chunk_size=4, **case)
-    loss, diag, g_h, g_w = _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights)
-    ref_loss, ref_h, ref_w = _dense(h_s, w_s, h_t, w_t, cfg, tgt, weights)
+    cfg = DistillLossConfig(chunk_size=4, **case)
+    loss, diag, g_h, g_w = _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights, temperature=temperature)
+    ref_loss, ref_h, ref_w = _dense(h_s, w_s, h_t, w_t, cfg, tgt, weights, temperature=temperature)
     assert loss.dtype == torch.float64 and g_h.dtype == torch.float64 and g_w.dtype == torch.float64
     torch.testing.assert_close(loss, ref_loss, atol=FP64_TOL, rtol=0)
     torch.testing.assert_close(g_h, ref_h, atol=FP64_TOL, rtol=0)
     torch.testing.assert_close(g_w, ref_w, atol=FP64_TOL, rtol=0)
     assert g_h.abs().max() > 1e-3 and g_w.abs().max() > 1e-3  # non-trivial gradients were compared
     # the diagnostics are the logit path's on the weighted rows, 0 on the skipped ones
-    _, want = distill_token_losses(h_s @ w_s.t(), h_t @ w_t.t(), cfg, target_ids=tgt)
+    _, want = distill_token_losses(h_s @ w_s.t(), h_t @ w_t.t(), cfg, target_ids=tgt, temperature=temperature)
     kept = weights != 0
     for key, val in diag.items():
         torch.testing.assert_close(val[kept], want[key][kept].to(val.dtype), atol=FP64_TOL, rtol=0)
@@ -73,11 +75,11 @@ def test_chunk_size_does_not_change_results(case):
     """Chunking changes only which rows share a matmul, so results agree to fp64 rounding (bound as above)."""
     h_s, w_s, h_t, w_t, tgt, weights = _inputs()
     ref = _fused(
-        h_s, w_s, h_t, w_t, DistillLossConfig(chunk_size=N_TOK, temperature=1.1, **case), tgt, weights
+        h_s, w_s, h_t, w_t, DistillLossConfig(chunk_size=N_TOK, **case), tgt, weights, temperature=1.1
     )
     for chunk in (1, 4, N_TOK + 5):
-        cfg = DistillLossConfig(chunk_size=chunk, temperature=1.1, **case)
-        got = _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights)
+        cfg = DistillLossConfig(chunk_size=chunk, **case)
+        got = _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights, temperature=1.1)
         for name, a, b in zip(
             ("loss", "grad_h", "grad_w"), (got[0], got[2], got[3]), (ref[0], ref[2], ref[3]), strict=True
         ):
@@ -93,9 +95,9 @@ def test_masked_rows_contribute_exactly_nothing(mode):
     h_s2, h_t2, tgt2 = h_s.clone(), h_t.clone(), tgt.clone()
     h_s2[masked], h_t2[masked] = torch.nan, torch.inf
     tgt2[masked] = (tgt[masked] + 1) % VOCAB
-    cfg = DistillLossConfig(mode=mode, topk=5, chunk_size=3, temperature=0.9)
-    a = _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights)
-    b = _fused(h_s2, w_s, h_t2, w_t, cfg, tgt2, weights)
+    cfg = DistillLossConfig(mode=mode, topk=5, chunk_size=3)
+    a = _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights, temperature=0.9)
+    b = _fused(h_s2, w_s, h_t2, w_t, cfg, tgt2, weights, temperature=0.9)
     assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2]) and torch.equal(a[3], b[3])
     assert all(torch.equal(a[1][k], b[1][k]) for k in a[1])
     assert torch.count_nonzero(a[0][masked]) == 0 and torch.count_nonzero(a[2][masked]) == 0
@@ -109,7 +111,7 @@ def test_tied_embeddings_and_a_shared_teacher_head():
     emb = (torch.randn(VOCAB, HIDDEN, generator=g, dtype=torch.float64) * 0.7).requires_grad_(True)
     mix = torch.randn(HIDDEN, HIDDEN, generator=g, dtype=torch.float64).requires_grad_(True)
     ids_s, ids_t = torch.randint(0, VOCAB, (2, N_TOK), generator=g)
-    cfg = DistillLossConfig(chunk_size=5, temperature=1.1)
+    cfg = DistillLossConfig(chunk_size=5)
 
     def body(ids):
         return torch.tanh(emb[ids] @ mix) * 3
@@ -118,9 +120,9 @@ def test_tied_embeddings_and_a_shared_teacher_head():
         emb.grad = mix.grad = None
         h_s, h_t = body(ids_s), body(ids_t)
         if fused:
-            loss, _ = fused_distill_loss(h_s, emb, h_t, emb, cfg)
+            loss, _ = fused_distill_loss(h_s, emb, h_t, emb, cfg, temperature=1.1)
         else:
-            loss = _dense_loss(h_s @ emb.t(), (h_t @ emb.t()).detach(), cfg)
+            loss = _dense_loss(h_s @ emb.t(), (h_t @ emb.t()).detach(), cfg, temperature=1.1)
         (loss.sum() / N_TOK).backward()
         return emb.grad.clone(), mix.grad.clone()
 
@@ -136,8 +138,8 @@ def test_identical_inputs_give_exactly_zero(case, dtype):
     """method.md §1 sanity invariant: teacher = student (same hidden states, same head) → loss and both
     gradients exactly 0 (the two projections are the same matmul on the same bits)."""
     h_s, w_s, _, _, tgt, _ = _inputs(dtype=dtype)
-    cfg = DistillLossConfig(chunk_size=4, temperature=1.1, **case)
-    loss, diag, g_h, g_w = _fused(h_s, w_s, h_s.clone(), w_s.clone(), cfg, tgt, None)
+    cfg = DistillLossConfig(chunk_size=4, **case)
+    loss, diag, g_h, g_w = _fused(h_s, w_s, h_s.clone(), w_s.clone(), cfg, tgt, None, temperature=1.1)
     assert torch.count_nonzero(loss) == 0 and torch.count_nonzero(diag["token_kl"]) == 0
     assert torch.count_nonzero(g_h) == 0 and torch.count_nonzero(g_w) == 0
 
@@ -152,10 +154,10 @@ def test_bf16_matches_the_logit_path():
     h_s, w_s, h_t, w_t, tgt, weights = _inputs(n_tok=24, hidden=16, vocab=300, dtype=torch.bfloat16)
     weights = weights.float()
     for mode in MODES:
-        cfg = DistillLossConfig(mode=mode, topk=8, chunk_size=5, temperature=1.1)
-        loss, _, g_h, g_w = _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights)
+        cfg = DistillLossConfig(mode=mode, topk=8, chunk_size=5)
+        loss, _, g_h, g_w = _fused(h_s, w_s, h_t, w_t, cfg, tgt, weights, temperature=1.1)
         s, w = h_s.clone().requires_grad_(True), w_s.clone().requires_grad_(True)
-        ref_loss, _ = distill_token_losses(s @ w.t(), h_t @ w_t.t(), cfg, target_ids=tgt)
+        ref_loss, _ = distill_token_losses(s @ w.t(), h_t @ w_t.t(), cfg, target_ids=tgt, temperature=1.1)
         ((ref_loss * weights).sum() * 0.2).backward()
         assert loss.dtype == torch.float32 and g_h.dtype == torch.bfloat16 and g_w.dtype == torch.bfloat16
         for name, got, want in (
@@ -222,6 +224,8 @@ def test_input_errors():
         )
     with pytest.raises(ValueError, match="chunk_size"):
         fused_distill_loss(h_s, w_s, h_t, w_t, DistillLossConfig(chunk_size=0))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        fused_distill_loss(h_s, w_s, h_t, w_t, cfg, temperature=0.0)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -233,13 +237,13 @@ def test_no_allocation_scales_with_tokens_times_vocab(mode):
     h_s.requires_grad_(True)
     w_s.requires_grad_(True)
     full = n_tok * vocab * 4
-    cfg = DistillLossConfig(mode=mode, topk=5, chunk_size=chunk, temperature=1.1)
+    cfg = DistillLossConfig(mode=mode, topk=5, chunk_size=chunk)
 
     def fused():
-        fused_distill_loss(h_s, w_s, h_t, w_t, cfg, target_ids=tgt)[0].mean().backward()
+        fused_distill_loss(h_s, w_s, h_t, w_t, cfg, target_ids=tgt, temperature=1.1)[0].mean().backward()
 
     def dense():
-        _dense_loss(h_s @ w_s.t(), h_t @ w_t.t(), cfg, tgt).mean().backward()
+        _dense_loss(h_s @ w_s.t(), h_t @ w_t.t(), cfg, tgt, 1.1).mean().backward()
 
     assert _large_allocations(fused, full // 4) == []
     assert len(_large_allocations(dense, full // 4)) > 3  # the probe does see full-size intermediates
@@ -254,12 +258,16 @@ def test_runs_under_bf16_autocast_as_verl_calls_it(dtype):
     h_s, w_s, h_t, w_t, tgt, weights = _inputs(n_tok=24, hidden=16, vocab=300, dtype=dtype)
     weights = weights.float()
     for mode in MODES:
-        cfg = DistillLossConfig(mode=mode, topk=8, chunk_size=5, temperature=1.1)
+        cfg = DistillLossConfig(mode=mode, topk=8, chunk_size=5)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             s, w = h_s.clone().requires_grad_(True), w_s.clone().requires_grad_(True)
-            loss, diag = fused_distill_loss(s, w, h_t, w_t, cfg, weights=weights, target_ids=tgt)
+            loss, diag = fused_distill_loss(
+                s, w, h_t, w_t, cfg, weights=weights, target_ids=tgt, temperature=1.1
+            )
             r_s, r_w = h_s.clone().requires_grad_(True), w_s.clone().requires_grad_(True)
-            ref_loss, ref_diag = distill_token_losses(r_s @ r_w.t(), h_t @ w_t.t(), cfg, target_ids=tgt)
+            ref_loss, ref_diag = distill_token_losses(
+                r_s @ r_w.t(), h_t @ w_t.t(), cfg, target_ids=tgt, temperature=1.1
+            )
             ref_loss = ref_loss * weights
         (loss.sum() * 0.2).backward()
         (ref_loss.sum() * 0.2).backward()

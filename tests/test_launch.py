@@ -55,7 +55,6 @@ SHARED = {
 DISTILL = {
     "actor_rollout_ref.rollout.n": 1,
     "actor_rollout_ref.rollout.temperature": 1.1,
-    "distill.temperature": 1.1,
     "data.max_response_length": 1024,
     "distill.mode": "forward_kl",
     "teacher.kind": "frozen",

@@ -33,6 +33,12 @@ def test_the_layer_graph_has_the_expected_arrows():
     """The glue uses the core; the entry points use the glue; launch uses the entry points' glue; nothing
     points back up (method, data and rewards import no other recipe layer above them)."""
     graph = arrows()
-    assert {("glue", "method"), ("entry", "glue"), ("eval", "method"), ("data", "method")} <= set(graph)
+    assert {
+        ("glue", "method"),
+        ("entry", "glue"),
+        ("eval", "method"),
+        ("data", "method"),
+        ("rewards", "method"),
+    } <= set(graph)
     assert not [edge for edge in graph if edge[0] == "method"]
     assert [edge for edge in graph if edge[1] in ("entry", "launch")] == [("launch", "entry")]

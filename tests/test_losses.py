@@ -19,10 +19,10 @@ YAML_PATH = Path(__file__).resolve().parents[1] / "recipe" / "atesd" / "config" 
 
 
 # ---------------------------------------------------------------- naive dense references (autograd)
-def _dense_loss(s, t, cfg, target_ids=None):
+def _dense_loss(s, t, cfg, target_ids=None, temperature=1.0):
     """Straightforward full-[T, V] autograd implementation of every mode (method.md §1)."""
-    lps = torch.log_softmax(s / cfg.temperature, -1)
-    lpt = torch.log_softmax(t.detach() / cfg.temperature, -1)
+    lps = torch.log_softmax(s / temperature, -1)
+    lpt = torch.log_softmax(t.detach() / temperature, -1)
     ps, pt = lps.exp(), lpt.exp()
     mode, beta, tau = cfg.mode, cfg.jsd_beta, cfg.clip_tau
     if mode == "jsd" and beta in (0.0, 1.0):
@@ -57,18 +57,18 @@ def _logits(n_tok=13, vocab=37, dtype=torch.float64, scale=3.0, seed=0):
     return s, t, tgt
 
 
-def _run(s, t, cfg, tgt, weights=None):
+def _run(s, t, cfg, tgt, weights=None, temperature=1.0):
     """(loss, student grad of Σ w·loss) from the chunked implementation."""
     s = s.detach().clone().requires_grad_(True)
-    loss, diag = distill_token_losses(s, t, cfg, target_ids=tgt)
+    loss, diag = distill_token_losses(s, t, cfg, target_ids=tgt, temperature=temperature)
     w = torch.ones_like(loss) if weights is None else weights
     (loss * w).sum().backward()
     return loss.detach(), s.grad, diag
 
 
-def _run_dense(s, t, cfg, tgt, weights=None):
+def _run_dense(s, t, cfg, tgt, weights=None, temperature=1.0):
     s = s.detach().clone().requires_grad_(True)
-    loss = _dense_loss(s, t, cfg, tgt)
+    loss = _dense_loss(s, t, cfg, tgt, temperature)
     w = torch.ones_like(loss) if weights is None else weights
     (loss * w).sum().backward()
     return loss.detach(), s.grad
@@ -97,10 +97,10 @@ def case_id(case: dict) -> str:
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_matches_dense_reference_fp64(case, temperature):
     s, t, tgt = _logits()
-    cfg = DistillLossConfig(temperature=temperature, chunk_size=4, **case)
+    cfg = DistillLossConfig(chunk_size=4, **case)
     weights = torch.rand(s.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    loss, grad, _ = _run(s, t, cfg, tgt, weights)
-    ref_loss, ref_grad = _run_dense(s, t, cfg, tgt, weights)
+    loss, grad, _ = _run(s, t, cfg, tgt, weights, temperature)
+    ref_loss, ref_grad = _run_dense(s, t, cfg, tgt, weights, temperature)
     assert loss.dtype == torch.float64
     torch.testing.assert_close(loss, ref_loss, atol=1e-6, rtol=0)
     torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=0)
@@ -157,8 +157,8 @@ def test_jsd_endpoints_equal_kl_and_interior_is_trl_convention():
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_identical_logits_give_exactly_zero_loss_and_grad(case, dtype):
     s, _, tgt = _logits(n_tok=9, vocab=1000, dtype=dtype)
-    cfg = DistillLossConfig(temperature=1.1, chunk_size=4, **case)
-    loss, grad, diag = _run(s, s.clone(), cfg, tgt)
+    cfg = DistillLossConfig(chunk_size=4, **case)
+    loss, grad, diag = _run(s, s.clone(), cfg, tgt, temperature=1.1)
     assert torch.count_nonzero(loss) == 0
     assert torch.count_nonzero(grad) == 0
     assert torch.count_nonzero(diag["token_kl"]) == 0
@@ -259,7 +259,7 @@ def test_topk_tail_is_a_proper_kl_where_truncated_kl_goes_negative():
 
 def test_diagnostics():
     s, t, tgt = _logits()
-    _, _, diag = _run(s, t, DistillLossConfig(mode="reverse_kl", temperature=0.7), tgt)
+    _, _, diag = _run(s, t, DistillLossConfig(mode="reverse_kl"), tgt, temperature=0.7)
     lps, lpt = torch.log_softmax(s / 0.7, -1), torch.log_softmax(t / 0.7, -1)
     torch.testing.assert_close(diag["token_kl"], (lpt.exp() * (lpt - lps)).sum(-1), atol=1e-10, rtol=0)
     torch.testing.assert_close(diag["student_entropy"], -(lps.exp() * lps).sum(-1), atol=1e-10, rtol=0)
@@ -269,9 +269,9 @@ def test_diagnostics():
 def test_bf16_inputs():
     s, t, tgt = _logits(n_tok=16, vocab=300, dtype=torch.bfloat16)
     for mode in MODES:
-        cfg = DistillLossConfig(mode=mode, topk=8, chunk_size=5, temperature=1.1)
-        loss, grad, diag = _run(s, t, cfg, tgt)
-        ref_loss, ref_grad, _ = _run(s.double(), t.double(), cfg, tgt)
+        cfg = DistillLossConfig(mode=mode, topk=8, chunk_size=5)
+        loss, grad, diag = _run(s, t, cfg, tgt, temperature=1.1)
+        ref_loss, ref_grad, _ = _run(s.double(), t.double(), cfg, tgt, temperature=1.1)
         assert loss.dtype == torch.float32 and grad.dtype == torch.bfloat16
         assert diag["token_kl"].dtype == torch.float32
         torch.testing.assert_close(loss.double(), ref_loss, atol=1e-4, rtol=1e-4)
@@ -351,7 +351,6 @@ def test_second_backward_is_refused():
         ("jsd_beta", 1.5),
         ("jsd_beta", -0.1),
         ("topk", 0),
-        ("temperature", 0.0),
         ("chunk_size", 0),
     ],
 )
@@ -362,6 +361,27 @@ def test_config_validation_names_the_key(key, value):
     s, t, _ = _logits()
     with pytest.raises(ValueError, match=key):
         distill_token_losses(s, t, cfg)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan")])
+def test_temperature_must_be_positive(temperature):
+    s, t, _ = _logits()
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        distill_token_losses(s, t, DistillLossConfig(), temperature=temperature)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_temperature_equals_logits_divided_by_it(case):
+    """``temperature=τ`` on raw logits is the loss of logits already divided by τ with none (the worker's
+    call, recipe/atesd/glue/worker.py), and its raw-logit gradient is the scaled logits' gradient ÷ τ."""
+    s, t, tgt = _logits()
+    cfg = DistillLossConfig(chunk_size=4, **case)
+    loss, grad, diag = _run(s, t, cfg, tgt, temperature=0.7)
+    scaled_loss, scaled_grad, scaled_diag = _run(s / 0.7, t / 0.7, cfg, tgt)
+    torch.testing.assert_close(loss, scaled_loss, atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad, scaled_grad / 0.7, atol=1e-12, rtol=0)
+    torch.testing.assert_close(diag["student_entropy"], scaled_diag["student_entropy"], atol=1e-12, rtol=0)
+    assert not torch.allclose(loss, _run(s, t, cfg, tgt)[0])  # τ = 0.7 is not τ = 1
 
 
 def test_yaml_mirrors_dataclass():
@@ -386,13 +406,13 @@ def test_only_the_gradient_is_a_full_size_allocation(mode):
     s, t, tgt = _logits(n_tok=n_tok, vocab=vocab, dtype=torch.float32)
     s.requires_grad_(True)
     full = n_tok * vocab * 4
-    cfg = DistillLossConfig(mode=mode, topk=5, chunk_size=chunk, temperature=1.1)
+    cfg = DistillLossConfig(mode=mode, topk=5, chunk_size=chunk)
 
     def chunked():
-        distill_token_losses(s, t, cfg, target_ids=tgt)[0].mean().backward()
+        distill_token_losses(s, t, cfg, target_ids=tgt, temperature=1.1)[0].mean().backward()
 
     def dense():
-        _dense_loss(s, t, cfg, tgt).mean().backward()
+        _dense_loss(s, t, cfg, tgt, 1.1).mean().backward()
 
     # every intermediate is per chunk (chunk/T = 1/8 of a full tensor); the one full-size buffer is the gradient
     assert _large_allocations(chunked, full // 4) == [full]
@@ -412,11 +432,11 @@ def test_torch_compiled_chunk_equals_eager(case):
     gen = torch.Generator().manual_seed(3)
     s, t = torch.randn(6, 50, generator=gen) * 3, torch.randn(6, 50, generator=gen) * 3
     tgt = torch.randint(0, 50, (6,), generator=gen)
-    cfg = DistillLossConfig(temperature=0.7, **case)
-    eager = _chunk_forward(s, t, tgt, cfg, True, torch.float32)
-    fused = _compiled_chunk_forward()(s, t, tgt, cfg, True, torch.float32)
+    cfg = DistillLossConfig(**case)
+    eager = _chunk_forward(s, t, tgt, cfg, 0.7, True, torch.float32)
+    fused = _compiled_chunk_forward()(s, t, tgt, cfg, 0.7, True, torch.float32)
     for name, a, b in zip(("loss", "token_kl", "agree", "entropy", "grad"), eager, fused, strict=True):
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
-    same = _compiled_chunk_forward()(s, s.clone(), tgt, cfg, True, torch.float32)
+    same = _compiled_chunk_forward()(s, s.clone(), tgt, cfg, 0.7, True, torch.float32)
     assert same[0].abs().max().item() == 0.0
     assert same[4].abs().max().item() < 1e-6

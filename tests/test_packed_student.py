@@ -1,16 +1,16 @@
 """The packed (``use_remove_padding=true``, the GPU presets) student path equals the padded one (CPU runs).
 
-verl's ``FSDPEngineWithLMHead.forward_step`` runs unchanged: ``prepare_model_inputs`` packs the micro-batch
-into one ``(1, nnz)`` row with per-sequence ``position_ids`` and no attention mask (packed) or right-pads it
-with an attention mask (padded); ``prepare_model_outputs`` hands the worker's logits processor the
-``[nnz, V]`` student logits in both cases. ``ATESDWorker._loss_fn`` aligns them with the teacher's
-left-padded rows (``recipe/atesd/method/scoring.py``). On CPU the packed batch runs under SDPA because
+verl's ``FSDPEngineWithLMHead.forward_step`` runs with the seam of ``verl_patches/student_output_loss.py``:
+``prepare_model_inputs`` (verl's) packs the micro-batch into one ``(1, nnz)`` row with per-sequence
+``position_ids`` and no attention mask (packed) or right-pads it with an attention mask (padded); the seam hands
+the worker's loss (``StudentOutputLoss``) the ``[nnz, V]`` student logits in both cases, which it aligns with
+the teacher's left-padded rows (``recipe/atesd/method/scoring.py``). On CPU the packed batch runs under SDPA because
 transformers 5 detects packing from ``position_ids`` when no mask is given (``masking_utils.
 find_packed_sequence_indices``); on GPU the same input goes to flash-attn varlen, which CPU cannot run.
 
 Checked per response token of every row, against a dense reference that scores each sequence alone: the
-distillation loss, the student log-probs (verl's ``response_from_nested`` slicing), the micro-batch loss
-and the gradient. Rows differ in prompt length, response length (1 to 11) and teacher-prompt length, so
+forward KL(p_T ‖ p_S) per token (the worker's ``distill/kl_*`` diagnostics), the micro-batch loss and the
+gradient. Rows differ in prompt length, response length (1 to 11) and teacher-prompt length, so
 the padded student rows (right) and the teacher rows (left) both carry padding. Controls show the bound
 sees a cross-sequence attention leak and a one-row shift of the alignment.
 """
@@ -70,12 +70,11 @@ def engine_for(student, monkeypatch):
 
 
 def student_pass(tokenizer, rows, responses, monkeypatch, *, packed: bool, contiguous_positions=False):
-    """One micro-batch through ``forward_step`` + backward; per-row response log-probs and token losses,
+    """One micro-batch through ``forward_step`` + backward; the per-token KL (response tokens in row order),
     the loss and the flat gradient. ``contiguous_positions`` numbers the whole pack 0..nnz-1 (control)."""
     from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import response_from_nested
 
-    from recipe.atesd.glue.worker import TOKEN_LOSS_KEY
+    from recipe.atesd.glue.worker import StudentOutputLoss
 
     student = tiny_qwen(len(tokenizer), 1)
     worker = make_worker(tokenizer, tiny_qwen(len(tokenizer), 2), EXPOSURE, alpha=ALPHA)
@@ -90,34 +89,27 @@ def student_pass(tokenizer, rows, responses, monkeypatch, *, packed: bool, conti
         else [torch.arange(n) for n in lengths]
     )
     td["position_ids"] = torch.nested.as_nested_tensor(positions, layout=torch.jagged)
-    tu.assign_non_tensor(
-        td,
-        use_remove_padding=packed,
-        pad_token_id=tokenizer.pad_token_id,
-        distillation_use_topk=True,  # what ATESDWorker.update_actor sets, except:
-        distillation_only=False,  # also return the student log-probs (the loss path ignores them)
-        calculate_entropy=False,
-    )
-    loss, output = engine_for(student, monkeypatch).forward_step(td, worker._loss_fn, forward_only=False)
+    tu.assign_non_tensor(td, use_remove_padding=packed, pad_token_id=tokenizer.pad_token_id)
+    engine = engine_for(student, monkeypatch)
+    loss, output = engine.forward_step(td, StudentOutputLoss(worker), forward_only=False)
     loss.backward()
-    out = output["model_output"]
+    assert list(output["model_output"]) == ["student_logits"]  # what the seam handed the loss, by name
     return {
-        "logp": list(response_from_nested(out["log_probs"], td["response_mask"]).unbind()),
-        "token_loss": list(response_from_nested(out[TOKEN_LOSS_KEY], td["response_mask"]).unbind()),
+        "token_kl": [torch.tensor(worker._report.token_kl, dtype=torch.float64)],
         "loss": loss.item(),
         "grad": torch.cat([p.grad.flatten() for p in student.parameters()]),
     }
 
 
 def dense(tokenizer, rows, responses):
-    """Each sequence alone, no padding: student log p(ŷ_j) and Σ_v min(p_T(log p_T − log p_S), τ) per token
-    (docs/method.md §1, forward KL, τ = 0.05), logits divided by the sampling temperature as verl stores it
-    (fp32: ``prepare_model_inputs``; the worker's teacher temperatures likewise)."""
+    """Each sequence alone, no padding: KL = Σ_v p_T(log p_T − log p_S) and the loss Σ_v min(p_T(log p_T −
+    log p_S), τ) per token (docs/method.md §1, forward KL, τ = 0.05), logits divided by the sampling temperature
+    as verl stores it (fp32: ``prepare_model_inputs``; the worker's teacher temperatures likewise)."""
     from recipe.atesd.method.prompts import student_prompt_ids
 
     student, teacher = tiny_qwen(len(tokenizer), 1), tiny_qwen(len(tokenizer), 2)
     temperature = torch.tensor(TEMPERATURE, dtype=torch.float32).double()
-    logp, token_loss = [], []
+    token_kl, token_loss = [], []
     with torch.no_grad():
         for info, resp in zip(rows, responses, strict=True):
             sp = student_prompt_ids(tokenizer, info["problem"], EXPOSURE)
@@ -127,9 +119,9 @@ def dense(tokenizer, rows, responses):
             s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / temperature
             t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / temperature
             log_s, log_t = torch.log_softmax(s, -1), torch.log_softmax(t, -1)
-            logp.append(log_s.gather(-1, torch.tensor(resp)[:, None])[:, 0])
+            token_kl.append((log_t.exp() * (log_t - log_s)).sum(-1))
             token_loss.append(torch.clamp(log_t.exp() * (log_t - log_s), max=0.05).sum(-1))
-    return {"logp": logp, "token_loss": token_loss, "loss": float(torch.cat(token_loss).mean())}
+    return {"token_kl": [torch.cat(token_kl)], "loss": float(torch.cat(token_loss).mean())}
 
 
 def max_row_gap(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -177,8 +169,7 @@ def passes(tokenizer, rows, responses):
 @pytest.mark.parametrize("layout", ["packed", "padded"])
 def test_student_path_matches_dense_reference_per_token(passes, reference, layout):
     got = passes[layout]
-    assert max_row_gap(got["logp"], reference["logp"]) <= FP64_ZERO
-    assert max_row_gap(got["token_loss"], reference["token_loss"]) <= FP64_ZERO
+    assert max_row_gap(got["token_kl"], reference["token_kl"]) <= FP64_ZERO
     assert got["loss"] == pytest.approx(reference["loss"], abs=FP64_ZERO)
 
 
@@ -190,15 +181,14 @@ def test_packed_and_padded_give_the_same_gradient(passes):
 
 def test_bound_sees_a_cross_sequence_leak(tokenizer, rows, responses, reference, monkeypatch):
     """Control: numbered as one sequence, the pack attends across rows (what SDPA does without packing
-    detection); log-probs and token losses then miss the reference by far more than the bound."""
+    detection); the per-token KL then misses the reference by far more than the bound."""
     leaked = student_pass(tokenizer, rows, responses, monkeypatch, packed=True, contiguous_positions=True)
-    assert max_row_gap(leaked["logp"], reference["logp"]) > 1e3 * FP64_ZERO
-    assert max_row_gap(leaked["token_loss"], reference["token_loss"]) > 1e3 * FP64_ZERO
+    assert max_row_gap(leaked["token_kl"], reference["token_kl"]) > 1e3 * FP64_ZERO
 
 
 def test_bound_sees_a_one_row_shift(tokenizer, rows, responses, reference, monkeypatch):
     """Control: student rows one earlier than ``packed_response_rows`` says (an off-by-one in the
-    alignment) pair each teacher row with the wrong student row; the token losses miss the reference."""
+    alignment) pair each teacher row with the wrong student row; the per-token KL misses the reference."""
     from recipe.atesd.glue import worker
     from recipe.atesd.method.scoring import packed_response_rows
 
@@ -206,4 +196,4 @@ def test_bound_sees_a_one_row_shift(tokenizer, rows, responses, reference, monke
         worker, "packed_response_rows", lambda cu, lengths: packed_response_rows(cu, lengths) - 1
     )
     shifted = student_pass(tokenizer, rows, responses, monkeypatch, packed=True)
-    assert max_row_gap(shifted["token_loss"], reference["token_loss"]) > 1e3 * FP64_ZERO
+    assert max_row_gap(shifted["token_kl"], reference["token_kl"]) > 1e3 * FP64_ZERO

@@ -31,7 +31,6 @@ KEPT_FROM_CPU_CONFIG = {
     "atesd_trainer.yaml": {
         "dry_run": "a launch switch, off",
         "rollout_poll_interval_s": "trainer polling period, not a size",
-        "distill.temperature": "interpolation: equals the rollout temperature",
         "data.filter_overlong_prompts": "data hygiene, not a size",
         "data.truncation": "data hygiene, not a size",
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": "interpolation: the actor's micro-batch",
@@ -43,6 +42,8 @@ KEPT_FROM_CPU_CONFIG = {
         "trainer.v1.trainer_mode": "selects the ATESD trainer",
         "trainer.val_before_train": "a step-0 validation",
         "actor_rollout_ref.actor.checkpoint.save_lora_only": "LoRA steps save adapters only (docs/config.md)",
+        "actor_rollout_ref.rollout.agent.default_agent_loop": "seeded requests: paired rollouts (docs/cpu.md)",
+        "actor_rollout_ref.rollout.agent.agent_loop_config_path": "registers the seeded agent loop",
     },
     "grpo_trainer.yaml": {
         "data.filter_overlong_prompts": "data hygiene, not a size",
@@ -52,6 +53,8 @@ KEPT_FROM_CPU_CONFIG = {
         "trainer.use_v1": "verl's V1 trainer",
         "trainer.v1.trainer_mode": "verl's sync trainer with the resumable metrics history",
         "trainer.val_before_train": "a step-0 validation",
+        "actor_rollout_ref.rollout.agent.default_agent_loop": "seeded requests: paired rollouts (docs/cpu.md)",
+        "actor_rollout_ref.rollout.agent.agent_loop_config_path": "registers the seeded agent loop",
     },
 }
 

@@ -16,11 +16,11 @@ from conftest import REPO_ROOT
 from recipe.atesd.data import prepare_eval, prepare_train
 from recipe.atesd.data.reference_stats import percentiles, qwen3_tokenizer_dir, reference_stats
 from recipe.atesd.data.schema import PARQUET_SCHEMA
+from recipe.atesd.method.answer import last_box
 from recipe.atesd.method.prompts import (
     SEGMENTERS,
     TeacherPromptConfig,
     build_student_messages,
-    extract_final_answer,
     split_segments,
     teacher_prompt_ids,
 )
@@ -300,7 +300,7 @@ def test_renamed_columns_need_the_field_map(tmp_path, capsys):
     for row in rows:  # the answer column is the solution here; the ground truth comes from its last box
         info = by_problem[row["question"]]["extra_info"]
         assert info["reference_solution"] == row["answer"]
-        assert info["answer"] == extract_final_answer(row["answer"])
+        assert info["answer"] == last_box(row["answer"]).answer
     with pytest.raises(SystemExit, match=r"no split 'test'; splits: \['train'\]"):
         prepare_train.main([*argv, "--out", str(tmp_path / "c"), "--hf-split", "test"])
     capsys.readouterr()

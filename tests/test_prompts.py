@@ -12,12 +12,12 @@ import yaml
 from conftest import REPO_ROOT
 from transformers import AutoTokenizer
 
+from recipe.atesd.method.answer import last_box
 from recipe.atesd.method.prompts import (
     SEGMENTERS,
     TeacherPromptConfig,
     build_student_messages,
     build_teacher_messages,
-    extract_final_answer,
     reveal,
     split_segments,
     student_prompt_ids,
@@ -66,11 +66,11 @@ def _canonical(answer: str) -> str:
 
 
 def test_extracted_answer_equals_answer_column(rows):
-    raw_mismatch = [r for r in rows if extract_final_answer(r["solution"]) != r["answer"]]
+    raw_mismatch = [r for r in rows if last_box(r["solution"]).answer != r["answer"]]
     # The only raw differences are AIME answers written zero-padded in the box (\boxed{015} vs "15"),
     # which the shared data README says were canonicalised; after the same canonicalisation none remain.
     assert all(r["id"].startswith("aime-") for r in raw_mismatch)
-    assert [r["id"] for r in rows if _canonical(extract_final_answer(r["solution"])) != r["answer"]] == []
+    assert [r["id"] for r in rows if _canonical(last_box(r["solution"]).answer) != r["answer"]] == []
 
 
 @pytest.mark.parametrize("segmenter", list(SEGMENTERS))
@@ -107,23 +107,6 @@ def test_reveal_without_final_answer_and_explicit_answer():
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("so $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
-        ("first \\boxed{1}, then \\fbox{ 22 }", "22"),
-        ("x = \\boxed 5.", "5"),
-        ("x = \\boxed {12}", "12"),
-        ("no box here", None),
-        ("\\boxed{unbalanced", None),
-        ("\\boxed{}", None),
-        ("\\boxed{3} and \\fboxsep=2pt", "3"),
-    ],
-)
-def test_extract_final_answer(text, expected):
-    assert extract_final_answer(text) == expected
-
-
-@pytest.mark.parametrize(
     ("call", "key"),
     [
         (lambda: reveal("a \\boxed{1}", -0.1), "alpha"),
@@ -137,7 +120,6 @@ def test_extract_final_answer(text, expected):
         (lambda: reveal("a \\boxed{1}", 0.5, segmenter="words"), "segmenter"),
         (lambda: reveal("a \\boxed{1}", 0.5, answer_statement_template="{ans}"), "answer_statement_template"),
         (lambda: split_segments("a", "chapters"), "segmenter"),
-        (lambda: extract_final_answer(None), "text"),
         (lambda: build_student_messages("", TeacherPromptConfig()), "problem"),
         (lambda: build_teacher_messages("p", None, TeacherPromptConfig()), "revealed_text"),
         (lambda: TeacherPromptConfig(segmenter="words"), "segmenter"),

@@ -1,4 +1,4 @@
-"""The run report (recipe/atesd/tools/report.py, ``python -m recipe.atesd.report``).
+"""The run report (recipe/atesd/tools/run_report.py, ``python -m recipe.atesd.tools.run_report``).
 
 tests/data/report_metrics.jsonl is a small committed metrics history in the trainer's format: 12 steps of an
 adaptive run (hold window 2, so 6 windows; rewards at steps 3, 5, 7, 9, 11; policy updates at steps 5 and 9,
@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO_ROOT
 from matplotlib.image import imread
 
-from recipe.atesd.tools.report import KEYS, NESTED, PLOTS, beta_pdf, write_report
+from recipe.atesd.tools.run_report import KEYS, NESTED, PLOTS, beta_pdf, write_report
 
 DATA = REPO_ROOT / "tests" / "data" / "report_metrics.jsonl"
 
@@ -135,7 +135,16 @@ def test_attempts_and_checkpoint_are_stated_by_the_command_line(tmp_path):
     (ckpt / "latest_checkpointed_iteration.txt").write_text("12\n")
     out = tmp_path / "report"
     done = subprocess.run(
-        [sys.executable, "-m", "recipe.atesd.report", str(DATA), "--ckpt", str(ckpt), "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "recipe.atesd.tools.run_report",
+            str(DATA),
+            "--ckpt",
+            str(ckpt),
+            "--out",
+            str(out),
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -198,14 +207,14 @@ def test_a_history_without_alpha_is_an_error_naming_file_and_key(tmp_path):
     with pytest.raises(ValueError, match=rf"^{re.escape(str(bad))}: .*'exposure/alpha'"):
         write_report(bad, tmp_path / "out")
     done = subprocess.run(
-        [sys.executable, "-m", "recipe.atesd.report", str(bad), "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "recipe.atesd.tools.run_report", str(bad), "--out", str(tmp_path / "out")],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 1
-    assert done.stderr.startswith(f"report: {bad}: ") and "'exposure/alpha'" in done.stderr
+    assert done.stderr.startswith(f"run_report: {bad}: ") and "'exposure/alpha'" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -7,13 +7,17 @@ run.json / done.json. No stack is started. Expected numbers are computed here fr
 
 import json
 import math
+import re
 import statistics
 import sys
+import tarfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from recipe.atesd.tools import repro_archive as ra
 from recipe.atesd.tools import repro_claims as rc
 from recipe.atesd.tools import repro_plots as rp
 from recipe.atesd.tools import repro_report as rr
@@ -307,8 +311,8 @@ def test_run_row_adaptive(tmp_path):
     )
     assert (row["acc_before"], row["acc_after"]) == (0.5, 0.75)
     assert row["acc_curve"] == [[0, 0.5], [4, 0.75]]
-    assert row["mismatch_step0"] == kl[0] and row["mismatch_mean"] == pytest.approx(statistics.fmean(kl))
-    assert row["top1_disagreement_step0"] == kl[0] / 10
+    assert row["kl_step1"] == kl[0] and row["kl_mean_over_steps"] == pytest.approx(statistics.fmean(kl))
+    assert row["top1_disagreement_step1"] == kl[0] / 10
     assert row["probe_nll_final"] == 1 / 4
     assert row["alpha_per_window"] == pytest.approx([0.1, 0.2])
     assert row["beta_mean_per_decision"] == pytest.approx(
@@ -319,9 +323,9 @@ def test_run_row_adaptive(tmp_path):
     # scores (1,0,1,0) then (1,1,1,0) over problems of difficulty 2, 3, 2, 3
     assert row["acc_by_difficulty_before"] == {"2": 1.0, "3": 0.0}
     assert row["acc_by_difficulty_after"] == {"2": 1.0, "3": 0.5}
-    assert row["dump_mismatch"] == []  # dumped means 0.5 and 0.75 = the logged accuracies
+    assert row["dump_vs_logged"] == []  # dumped means 0.5 and 0.75 = the logged accuracies
     bad = make_run(tmp_path, "adaptive", 2, acc=(0.5, 0.8))  # logged 0.8, dumped 0.75
-    assert rw.run_row("adaptive", 2, bad, rw.load_difficulties(val_file(tmp_path)))["dump_mismatch"] == [
+    assert rw.run_row("adaptive", 2, bad, rw.load_difficulties(val_file(tmp_path)))["dump_vs_logged"] == [
         [4, 0.75, 0.8]
     ]
     # wall = outside + Σ timing_s/step + Σ timing_s/testing
@@ -396,7 +400,7 @@ def test_run_row_fixed_grpo_and_incomplete(tmp_path):
     )
     assert fixed["acc_by_difficulty_after"] is None  # no held-out file given
     grpo = rw.run_row("grpo", 0, make_run(tmp_path, "grpo", 0), None)
-    assert grpo["mismatch_step0"] is None and grpo["alpha_per_window"] == [] and grpo["steps"] == 4
+    assert grpo["kl_step1"] is None and grpo["alpha_per_window"] == [] and grpo["steps"] == 4
     assert grpo["acc_after"] == 0.75
     part = rw.run_row("random", 0, make_run(tmp_path, "random", 0, done=False), None)
     assert part["status"] == "incomplete" and part["acc_after"] is None and part["wall_s"] is None
@@ -450,22 +454,22 @@ def row(method, seed, **kw):
         "acc_before": 0.5,
         "acc_by_difficulty_before": None,
         "acc_by_difficulty_after": None,
-        "mismatch_step0": None,
-        "mismatch_mean": None,
+        "kl_step1": None,
+        "kl_mean_over_steps": None,
         "alpha_per_window": [],
         "alpha_per_bucket_per_window": [],
     }
     return base | kw
 
 
-def fixed_rows(acc_by_alpha, mismatch=lambda a, s: a + 0.01 * s):
+def fixed_rows(acc_by_alpha, kl=lambda a, s: a + 0.01 * s):
     return [
         row(
             f"fixed-{a:g}",
             s,
             acc_after=acc_by_alpha[a][s],
-            mismatch_step0=mismatch(a, s),
-            mismatch_mean=mismatch(a, s),
+            kl_step1=kl(a, s),
+            kl_mean_over_steps=kl(a, s),
         )
         for a in rs.FIXED_ALPHAS
         for s in range(len(acc_by_alpha[a]))
@@ -482,20 +486,20 @@ def test_compare_is_welch():
 
 def test_claim_a_monotone_and_violations():
     rows = fixed_rows({a: [0.5, 0.5, 0.5] for a in rs.FIXED_ALPHAS})
-    a = rc.claim_a(rows, "mismatch_step0")
+    a = rc.claim_a(rows, "kl_step1")
     assert a["holds"] is True and a["seeds"] == [0, 1, 2] and a["violations"] == []
     # seed 1 is flat between 0.5 and 0.75: named with its values
     rows = fixed_rows(
         {a: [0.5, 0.5] for a in rs.FIXED_ALPHAS}, lambda a, s: 0.5 if (s == 1 and a == 0.75) else a
     )
-    a = rc.claim_a(rows, "mismatch_step0")
+    a = rc.claim_a(rows, "kl_step1")
     assert a["holds"] is False and a["violations"] == [[1, 0.5, 0.75, 0.5, 0.5]]
     # an incomplete α set: that seed is not evaluated; none complete → not evaluable
     partial = [r for r in rows if not (r["seed"] == 1 and r["alpha"] == 1.0)]
-    assert rc.claim_a(partial, "mismatch_step0")["incomplete_seeds"] == [1]
-    assert rc.claim_a([r for r in rows if r["alpha"] != 1.0], "mismatch_step0")["holds"] is None
+    assert rc.claim_a(partial, "kl_step1")["incomplete_seeds"] == [1]
+    assert rc.claim_a([r for r in rows if r["alpha"] != 1.0], "kl_step1")["holds"] is None
     # an unfinished run does not count
-    assert rc.claim_a([r | {"status": "incomplete"} for r in rows], "mismatch_step0")["holds"] is None
+    assert rc.claim_a([r | {"status": "incomplete"} for r in rows], "kl_step1")["holds"] is None
 
 
 def test_same_rollouts_per_seed():
@@ -606,7 +610,7 @@ def test_per_difficulty_comparison_and_reading():
 
 
 def sweep(root):
-    """All methods × 2 seeds; mismatch at step 1 grows with α; seed 1 of random left incomplete."""
+    """All methods × 2 seeds; KL at step 1 grows with α; seed 1 of random left incomplete."""
     for seed in (0, 1):
         for method, m in rs.METHODS.items():
             a = m.alpha if m.alpha is not None else 0.5
@@ -635,7 +639,7 @@ def test_report_lists_every_run_and_draws(tmp_path):
     assert len([line for line in every.splitlines() if line.startswith("| ")]) == 1 + 2 * len(rs.METHODS)
     assert "| random | 1 | incomplete | 4/4 |" in every
     assert (
-        "(a) mismatch grows monotonically" in md and md.count("**reproduces**") >= 2
+        "(a) KL(p_T ‖ p_S) grows monotonically" in md and md.count("**reproduces**") >= 2
     )  # claim (a), both keys
     assert "The lead's reading." in md
     # issue 14: the per-difficulty rows and section; the batch-level adaptive plots and claim (c) keep to adaptive
@@ -688,8 +692,94 @@ def test_report_without_adaptive_runs_removes_stale_plots(tmp_path):
 
 
 def test_cli_error_names_the_problem(tmp_path):
-    with pytest.raises(SystemExit, match="no such sweep directory"):
+    with pytest.raises(SystemExit, match="nowhere: no such sweep directory or archive"):
         rr.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.md"), "--val-file", ""])
+
+
+def test_report_from_the_archive_equals_the_report_from_the_directory(tmp_path, monkeypatch):
+    """The archive (recipe/atesd/tools/repro_archive.py) holds what the report reads and nothing else; read
+    back, it gives the same results.json, markdown and plots as the sweep directory, runs named as there."""
+    monkeypatch.chdir(tmp_path)
+    root, val = Path("runs") / "toy-repro", val_file(tmp_path)
+    sweep(root)
+    (root / "grpo" / "seed0.incomplete-20260101T000000Z").mkdir()
+    (root / "grpo" / "seed0.incomplete-20260101T000000Z" / rs.RUN).write_text("{}")
+    extra = [root / "fixed-1" / "seed0" / rs.GENERATIONS / "2.jsonl", root / "fixed-1" / "seed0" / rs.LOG]
+    for path in extra:
+        path.write_text("not read by the report\n")
+    archive = tmp_path / "packed" / "runs.tar.xz"
+    ra.main([str(root), str(archive)])
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert (
+        names[0] == "runs/toy-repro" and names[1] == "runs/toy-repro/grpo/seed0.incomplete-20260101T000000Z"
+    )
+    assert "runs/toy-repro/fixed-1/seed0/val_generations/4.jsonl" in names
+    aside_run = "runs/toy-repro/grpo/seed0.incomplete-20260101T000000Z/run.json"
+    assert not [n for n in names if n in [*map(str, extra), aside_run] or "/checkpoints" in n]
+    assert len([n for n in names if n.endswith("/" + rs.METRICS)]) == 2 * len(rs.METHODS)
+    ra.pack(root, tmp_path / "again.tar.xz")
+    assert (tmp_path / "again.tar.xz").read_bytes() == archive.read_bytes()  # no times, owners: same bytes
+
+    from_dir, from_archive = Path("a") / "report.md", Path("b") / "report.md"
+    assert rr.write(root, from_dir, val) == rr.write(archive, from_archive, val)
+    assert from_archive.read_text() == from_dir.read_text()
+    assert "`runs/toy-repro/grpo/seed0.incomplete-20260101T000000Z`" in from_archive.read_text()
+    results = json.loads((Path("b") / "report" / "results.json").read_text())
+    assert results[0]["directory"] == "runs/toy-repro/fixed-0/seed0"
+    for name in ["results.json", *rp.PLOTS]:
+        assert (Path("b/report") / name).read_bytes() == (Path("a/report") / name).read_bytes(), name
+
+
+def test_archive_errors_name_the_file(tmp_path, monkeypatch):
+    """A missing, corrupt or foreign archive, and a bad run inside one, are errors naming the archive (and
+    the run by its path in the archive, not the temporary directory it was unpacked into)."""
+    monkeypatch.chdir(tmp_path)
+    root, out = Path("runs"), tmp_path / "r.md"
+    make_run(root, "fixed-0", 0)
+    with pytest.raises(ValueError, match="relative to here"):
+        ra.pack(tmp_path / "runs", tmp_path / "abs.tar.xz")
+    good = tmp_path / "good.tar.xz"
+    ra.pack(root, good)
+    truncated = tmp_path / "truncated.tar.xz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "notes.txt").write_text("not an archive\n")
+    for path in (truncated, tmp_path / "notes.txt"):
+        with pytest.raises(
+            SystemExit, match=rf"{re.escape(str(path))}: not a readable \.tar\.xz archive of a sweep"
+        ):
+            rr.main([str(path), "--out", str(out), "--val-file", ""])
+    foreign = tmp_path / "foreign.tar.xz"
+    with tarfile.open(foreign, "w:xz") as tar:
+        tar.add(root / "fixed-0" / "seed0" / rs.RUN, arcname="run.json")
+    with pytest.raises(ValueError, match=f"{re.escape(str(foreign))}: its first member is not a directory"):
+        rr.write(foreign, out, None)
+    with tarfile.open(foreign, "w:xz") as tar:
+        tar.add(root, arcname="runs", recursive=False)
+        tar.add(root / "fixed-0" / "seed0" / rs.RUN, arcname="elsewhere/run.json")
+    with pytest.raises(
+        ValueError,
+        match=f"{re.escape(str(foreign))}: 'elsewhere/run.json' is outside the sweep directory 'runs'",
+    ):
+        rr.write(foreign, out, None)
+    (root / "fixed-0" / "seed0" / rs.RUN).unlink()
+    ra.pack(root, good)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(good))}: runs/fixed-0/seed0: no run.json"):
+        rr.write(good, out, None)
+    assert not out.exists()
+
+
+def test_the_committed_report_regenerates_from_its_archive(tmp_path, toy_repo):
+    """`make reproduce-toy-report` (the command docs/toy-reproduction/reading.md gives): the committed archive
+    of run records, with the held-out file `make toy` builds, gives the committed markdown and results.json."""
+    docs = rs.REPO_ROOT / "docs"
+    out = tmp_path / "toy-reproduction.md"
+    out.with_suffix("").mkdir()
+    (out.with_suffix("") / "reading.md").write_text((docs / "toy-reproduction" / "reading.md").read_text())
+    rr.write(docs / "toy-reproduction" / "runs.tar.xz", out, toy_repo / "data" / "toy" / "val.parquet")
+    assert out.read_text() == (docs / "toy-reproduction.md").read_text()
+    committed = (docs / "toy-reproduction" / "results.json").read_text()
+    assert (tmp_path / "toy-reproduction" / "results.json").read_text() == committed
 
 
 # ---------------------------------------------------------------------------------------------- real configs

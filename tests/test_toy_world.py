@@ -9,12 +9,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from recipe.atesd.glue.config_check import check_reference_rows
-from recipe.atesd.method.prompts import (
-    extract_final_answer,
-    split_segments,
-    student_prompt_ids,
-    teacher_prompt_ids,
-)
+from recipe.atesd.method.answer import last_box
+from recipe.atesd.method.prompts import split_segments, student_prompt_ids, teacher_prompt_ids
 from recipe.atesd.rewards.toy_grader import compute_score
 from recipe.atesd.toy import build_data, task
 from recipe.atesd.toy.tokenizer import IM_END, IM_START, PAD, build_tokenizer, main, vocabulary
@@ -59,7 +55,7 @@ def test_problem_and_reference_format():
         "order": "ltr",
     }
     assert task.solution((3, 7, 5, 2), "rtl") == "2+5=7\n7+7=4\n4+3=7\n\\boxed{7}"
-    assert extract_final_answer(p["reference_solution"]) == "7"
+    assert last_box(p["reference_solution"]).answer == "7"
     assert split_segments(p["reference_solution"], "lines") == [
         "3+7=0\n",
         "0+5=5\n",
@@ -91,7 +87,7 @@ def test_both_orders_correct_and_differ_somewhere():
         ltr, rtl = task.solution(terms, "ltr"), task.solution(terms, "rtl")
         assert check_solution(terms, ltr) == list(terms)
         assert check_solution(terms, rtl) == list(terms[::-1])
-        assert extract_final_answer(ltr) == extract_final_answer(rtl) == task.answer_of(terms)
+        assert last_box(ltr).answer == last_box(rtl).answer == task.answer_of(terms)
         assert task.all_solutions(terms) == list(dict.fromkeys([ltr, rtl]))
         differ += ltr != rtl
     assert differ > 250

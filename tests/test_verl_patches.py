@@ -263,3 +263,57 @@ def test_ray_open_telemetry_is_off_unless_the_user_chose(monkeypatch):
 def test_platform_override_respects_user_choice():
     assert with_platform_override(["a=1"], "cpu") == ["a=1", "platform=cpu"]
     assert with_platform_override(["platform=gpu"], "cpu") == ["platform=gpu"]
+
+
+# ---------------------------------------------------------------- the student-output loss seam (every platform)
+
+
+def unset_platform_env(monkeypatch):
+    """verl's engine module is imported in this process: without the CPU patches active, VERL_PLATFORM=cpu
+    (left in os.environ by the configure_process_env tests above) would make verl refuse the platform."""
+    for var in ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.mark.parametrize("target", ["FORWARD_STEP", "PREPARE_OUTPUTS"])
+def test_student_output_seam_refuses_changed_source(target, monkeypatch):
+    from verl_patches import student_output_loss
+
+    unset_platform_env(monkeypatch)
+
+    monkeypatch.setattr(
+        student_output_loss,
+        target,
+        dataclasses.replace(getattr(student_output_loss, target), source_sha="0" * 16),
+    )
+    engine = type("Engine", (), {"forward_step": len, "prepare_model_outputs": len})
+    with pytest.raises(
+        PatchTargetError, match=r"source of .*FSDPEngineWithLMHead\..* changed .*verl==0\.9\.1"
+    ):
+        student_output_loss.patch_class(engine, types.SimpleNamespace())
+    assert engine.forward_step is len  # nothing replaced
+
+
+def test_student_output_seam_leaves_other_losses_on_verls_path(monkeypatch):
+    """A loss function that declares no ``student_output`` takes verl's methods, unchanged; a wrong
+    declaration is refused naming the attribute."""
+    from verl_patches import student_output_loss
+
+    unset_platform_env(monkeypatch)
+
+    calls = []
+    engine = type(
+        "Engine",
+        (),
+        {
+            "forward_step": lambda self, mb, loss, fo: calls.append("verl step") or "verl",
+            "prepare_model_outputs": lambda self, o, a, mb, f: calls.append("verl outputs") or "verl",
+        },
+    )
+    student_output_loss.patch_class(engine, types.SimpleNamespace())
+    plain_loss = lambda **kw: None  # noqa: E731
+    assert engine().forward_step(None, plain_loss, False) == "verl"
+    assert engine().prepare_model_outputs(None, None, None, plain_loss) == "verl"
+    assert calls == ["verl step", "verl outputs"]
+    with pytest.raises(ValueError, match=r"student_output = 'probs'"):
+        student_output_loss.wants_student_output(types.SimpleNamespace(student_output="probs"))

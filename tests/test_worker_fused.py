@@ -1,10 +1,12 @@
 """``distill.fused`` through the worker: the same loss and gradient as the logit path (the reference).
 
-One micro-batch runs through verl's ``FSDPEngineWithLMHead.forward_step`` (as in tests/test_packed_student.py)
-into ``ATESDWorker._loss_fn``, then backward, once with ``distill.fused`` (the student's head hands verl
-hidden states, ``ATESDWorker.student_head``; the teacher returns hidden states, ``scoring.
-teacher_response_hidden``; ``method/fused_loss.py`` projects chunk by chunk) and once without (verl's
-[nnz, V] logits, ``losses.distill_token_losses``). Covered: packed and padded layouts, a separate teacher
+One micro-batch runs through verl's ``FSDPEngineWithLMHead.forward_step`` and the seam of
+``verl_patches/student_output_loss.py`` (as in tests/test_packed_student.py) into the worker's loss
+(``StudentOutputLoss``), then backward, once with ``distill.fused`` (the seam hands the loss the student's final
+hidden states, the head weight is recorded inside ``StudentOutputLoss.student_forward``; the teacher returns
+hidden states, ``scoring.teacher_response_hidden``; ``method/fused_loss.py`` projects chunk by chunk) and once
+without (the [nnz, V] logits, ``losses.distill_token_losses``). Per token the forward KL is compared (the
+worker's ``distill/kl_*`` diagnostics). Covered: packed and padded layouts, a separate teacher
 (frozen full-FT reference: its head weight is copied) and a teacher that is the student's module (LoRA
 adapters off / live: the head weight is shared), untied and tied embeddings, and the same under FSDP2
 (``verl.utils.fsdp_utils.apply_fsdp2``, gloo, world size 1), where the separately wrapped LM head is
@@ -78,11 +80,10 @@ def run(
     dp_size=1,
     dtype=torch.float64,
 ):
-    """One micro-batch: forward_step + backward under ``student_head()``; per-token losses, loss, gradient."""
+    """One micro-batch: forward_step + backward through the seam; per-token KL, loss, gradient."""
     from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import response_from_nested
 
-    from recipe.atesd.glue.worker import TOKEN_LOSS_KEY
+    from recipe.atesd.glue.worker import StudentOutputLoss
 
     vocab = len(tokenizer)
     student = tiny_qwen(vocab, 1, tied=tied).to(dtype)
@@ -111,14 +112,8 @@ def run(
     td["position_ids"] = torch.nested.as_nested_tensor(
         [torch.arange(n) for n in td["input_ids"].offsets().diff().tolist()], layout=torch.jagged
     )
-    tu.assign_non_tensor(  # what ATESDWorker.update_actor sets
-        td,
-        use_remove_padding=packed,
-        pad_token_id=tokenizer.pad_token_id,
-        distillation_use_topk=True,
-        distillation_only=True,
-        calculate_entropy=False,
-        dp_size=dp_size,  # the loss is Σ / batch tokens × dp_size: FSDP averages over ranks
+    tu.assign_non_tensor(  # the loss is Σ / batch tokens × dp_size: FSDP averages over ranks
+        td, use_remove_padding=packed, pad_token_id=tokenizer.pad_token_id, dp_size=dp_size
     )
     from recipe.atesd.glue import worker as worker_module
 
@@ -128,13 +123,13 @@ def run(
         monkeypatch.setattr(
             worker_module, name, lambda *a, _n=name, _f=real, **k: calls.append(_n) or _f(*a, **k)
         )
-    with worker.student_head():
-        loss, output = engine_for(student, monkeypatch).forward_step(td, worker._loss_fn, forward_only=False)
-        loss.backward()
+    engine = engine_for(student, monkeypatch)
+    loss, output = engine.forward_step(td, StudentOutputLoss(worker), forward_only=False)
+    loss.backward()
     assert calls == ["fused_distill_loss" if fused else "distill_token_losses"]
-    token_loss = response_from_nested(output["model_output"][TOKEN_LOSS_KEY], td["response_mask"])
+    assert list(output["model_output"]) == ["student_hidden" if fused else "student_logits"]
     return {
-        "token_loss": torch.cat(list(token_loss.unbind())),
+        "token_kl": torch.tensor(worker._report.token_kl, dtype=torch.float64),
         "loss": loss.item(),
         "grad": torch.cat([full(p.grad).flatten() for p in student.parameters() if p.requires_grad]),
         "report": worker._report,
@@ -143,15 +138,15 @@ def run(
 
 def gaps(fused, logits) -> dict:
     return {
-        "token_loss": float((fused["token_loss"] - logits["token_loss"]).abs().max()),
+        "token_kl": float((fused["token_kl"] - logits["token_kl"]).abs().max()),
         "loss": abs(fused["loss"] - logits["loss"]),
         "grad": float((fused["grad"] - logits["grad"]).abs().max()),
     }
 
 
 def assert_same(fused, logits):
-    assert fused["token_loss"].abs().max() > 1e3 * FUSED_VS_LOGITS  # losses to compare
-    assert float((fused["token_loss"] - logits["token_loss"]).abs().max()) <= FUSED_VS_LOGITS
+    assert fused["token_kl"].abs().max() > 1e3 * FUSED_VS_LOGITS  # KLs to compare
+    assert float((fused["token_kl"] - logits["token_kl"]).abs().max()) <= FUSED_VS_LOGITS
     assert fused["loss"] == pytest.approx(logits["loss"], abs=FUSED_VS_LOGITS)
     assert logits["grad"].abs().max() > 1e3 * FUSED_VS_LOGITS
     assert float((fused["grad"] - logits["grad"]).abs().max()) <= FUSED_VS_LOGITS
@@ -192,7 +187,7 @@ def test_bf16_fused_worker_path_matches_logit_path(tokenizer, rows, responses, m
         run(tokenizer, rows, responses, monkeypatch, fused=f, dtype=torch.bfloat16) for f in (True, False)
     )
     assert fused["grad"].dtype == torch.bfloat16
-    assert float((fused["token_loss"] - logits["token_loss"]).abs().max()) <= BF16_TOKEN
+    assert float((fused["token_kl"] - logits["token_kl"]).abs().max()) <= BF16_TOKEN
     scale = float(logits["grad"].float().abs().max())
     assert scale > 0
     assert float((fused["grad"].float() - logits["grad"].float()).abs().max()) <= BF16_GRAD_SHARE * scale
@@ -211,17 +206,18 @@ def test_bound_sees_the_teacher_scored_with_the_students_head(tokenizer, rows, r
     logits = run(tokenizer, rows, responses, monkeypatch, fused=False)
     monkeypatch.setattr(worker_module, "teacher_response_hidden", students_head)
     wrong = run(tokenizer, rows, responses, monkeypatch, fused=True)
-    assert gaps(wrong, logits)["token_loss"] > 1e3 * FUSED_VS_LOGITS
+    assert gaps(wrong, logits)["token_kl"] > 1e3 * FUSED_VS_LOGITS
     assert gaps(wrong, logits)["grad"] > 1e3 * FUSED_VS_LOGITS
 
 
 def test_head_is_restored_after_the_update(tokenizer, monkeypatch, rows, responses):
-    """``student_head`` swaps the head only for the update: afterwards the model gives logits again."""
+    """``student_forward`` swaps the head only around the student forward: afterwards the model gives logits."""
+    from recipe.atesd.glue.worker import StudentOutputLoss
+
     student = tiny_qwen(len(tokenizer), 1)
     worker = make_worker(tokenizer, student, EXPOSURE, alpha=ALPHA, fused=True)
-    worker.actor = SimpleNamespace(engine=SimpleNamespace(module=student))
     ids = torch.tensor([[1, 2, 3]])
-    with torch.no_grad(), worker.student_head():
+    with torch.no_grad(), StudentOutputLoss(worker).student_forward(student):
         assert student(input_ids=ids).logits.shape[-1] == student.config.hidden_size
     with torch.no_grad():
         assert student(input_ids=ids).logits.shape[-1] == len(tokenizer)

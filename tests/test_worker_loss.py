@@ -1,13 +1,13 @@
 """The worker's in-forward distillation loss, driven the way verl's engine drives it, without Ray.
 
-verl calls ``ATESDWorker._loss_fn`` twice per micro-batch: as a logits processor with the packed,
-temperature-scaled student logits, then as the loss with ``model_output`` (engine
-``prepare_model_outputs`` / ``forward_step``). These tests build verl-format micro-batches
+verl calls the worker's loss (``recipe/atesd/glue/worker.py::StudentOutputLoss``) once per micro-batch with the
+packed, temperature-scaled student logits as ``model_output["student_logits"]`` (the seam of
+``verl_patches/student_output_loss.py``; tests/test_packed_student.py runs verl's ``forward_step``). These
+tests build verl-format micro-batches
 (jagged nested tensors, ``extra_info`` per row) and check: parity with a dense reference,
 micro-batch invariance of loss and gradient, and the method's zero-loss sanity invariant.
 """
 
-from dataclasses import replace
 from types import SimpleNamespace
 
 import pandas as pd
@@ -39,10 +39,10 @@ def rows():
 def make_worker(
     tokenizer, teacher, exposure: TeacherPromptConfig, alpha: float, mode="forward_kl", fused=False
 ):
-    """An ATESDWorker with just the state ``_loss_fn`` reads (what ``init_teacher`` + ``set_exposure`` set).
+    """An ATESDWorker with just the state its loss reads (what ``init_teacher`` + ``set_exposure`` set).
 
-    ``fused=False`` (these tests feed ``_loss_fn`` logits): the reference path; tests/test_worker_fused.py
-    runs the fused one through verl's ``forward_step`` under ``ATESDWorker.student_head``."""
+    ``fused=False`` (these tests feed the loss logits): the reference path; tests/test_worker_fused.py
+    runs the fused one through verl's ``forward_step`` and the seam."""
     from recipe.atesd.glue.worker import ATESDWorker, UpdateReport  # imports verl: only when the test runs
     from recipe.atesd.method.difficulty import ExposureTable
 
@@ -51,11 +51,11 @@ def make_worker(
     w._prompt_cfg = exposure
     w._teacher_cfg = TeacherConfig()
     w._weights = "reference"
-    w._distill_cfg = DistillLossConfig(mode=mode, temperature=TEMPERATURE, fused=fused)
+    w._distill_cfg = DistillLossConfig(mode=mode, fused=fused)
     w._head_capture = None
-    w._loss_cfg = replace(w._distill_cfg, temperature=1.0)
     w._tokenizer = tokenizer
     w._exposure = None if alpha is None else ExposureTable(0, (alpha,))
+    w._difficulty = ("dataset_level", "difficulty")  # (controller.difficulty_signal, .difficulty_level_key)
     w._prompt_cache, w._report = {}, UpdateReport()
     w.ref = SimpleNamespace(engine=SimpleNamespace(module=teacher))
     return w
@@ -84,15 +84,14 @@ def micro_batch(tokenizer, exposure, infos, responses, batch_num_tokens):
 
 
 def run_micro_batch(worker, student, td, prompts, responses):
-    """Student forward per packed sequence (like verl's unpadded path), then both loss calls."""
-    from recipe.atesd.glue.worker import TOKEN_LOSS_KEY
+    """Student forward per packed sequence (like verl's unpadded path), then the loss call."""
+    from recipe.atesd.glue.worker import StudentOutputLoss
 
     seqs = [torch.tensor([p + r]) for p, r in zip(prompts, responses, strict=True)]
     logits = torch.cat([student(input_ids=s).logits[0] for s in seqs])
     logits = logits / torch.tensor(TEMPERATURE, dtype=torch.float32).to(logits.dtype)  # as verl scales it
-    per_row = worker._loss_fn(student_logits=logits.unsqueeze(0), data=td)[TOKEN_LOSS_KEY].squeeze(0)
-    nested = torch.nested.nested_tensor_from_jagged(per_row, td["input_ids"].offsets())
-    loss, _ = worker._loss_fn(model_output={TOKEN_LOSS_KEY: nested}, data=td)
+    loss, metrics = StudentOutputLoss(worker)(model_output={"student_logits": logits}, data=td)
+    assert metrics == {}
     return loss
 
 

@@ -2,8 +2,8 @@
 
 Layers, top to bottom (an import only ever points down; tests/test_layers.py checks it):
 
-- entry points ``main_atesd``, ``main_grpo`` (hydra, ``config/``), ``report`` (the run report), ``export``,
-  ``evaluate_run``, ``table`` (checkpoints → HF models → Average@k per step → the comparison table);
+- entry points ``main_atesd``, ``main_grpo`` (hydra, ``config/``), ``export``, ``evaluate_run``, ``table``
+  (checkpoints → HF models → Average@k per step → the comparison table);
 - ``glue/``   verl and Ray: trainer, worker + teacher, controller actor, platform switch, config checks;
 - ``eval/``   Average@k evaluation; ``tools/`` tiny-model builder, metrics history, run summary and report;
   ``toy/`` the toy world (generated task, tokenizer, pretraining);

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 
 from recipe.atesd.data.reference_stats import qwen3_tokenizer_dir, reference_stats
 from recipe.atesd.data.schema import iter_records, load_prompt_config, make_row, source_name, write_parquet
-from recipe.atesd.method.prompts import extract_final_answer
+from recipe.atesd.method.answer import last_box
 
 REASONS = (
     "invalid_json",
@@ -146,7 +146,7 @@ def _check_row(data: dict, fields_map: dict[str, str | None], max_solution_chars
         if row_id is not None and str(row_id).strip()
         else "auto-" + hashlib.sha1(fields["problem"].encode()).hexdigest()[:16]
     )
-    answer = answer.strip() if answer and answer.strip() else extract_final_answer(fields["solution"])
+    answer = answer.strip() if answer and answer.strip() else last_box(fields["solution"]).answer
     if answer is None:
         given = f"no {answer_key} and " if answer_key else ""
         return "no_final_answer", f"{given}no \\boxed{{}} in {fields_map['solution']}", fields

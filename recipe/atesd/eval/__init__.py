@@ -1,1 +1,1 @@
-"""Average@k evaluation of a model directory (docs/evaluation.md): generation, grading, resumable store, report."""
+"""Average@k evaluation of a model directory (docs/evaluation.md): generation, grading, resumable store, summary."""

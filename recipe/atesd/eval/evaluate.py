@@ -30,11 +30,11 @@ from pathlib import Path
 
 import hydra
 
-from recipe.atesd.eval.report import render_markdown, summarize
 from recipe.atesd.eval.store import GenerationStore, check_run_config
+from recipe.atesd.eval.summary import render_markdown, summarize
 from recipe.atesd.method.prompts import TeacherPromptConfig, build_student_messages, chat_ids
 from recipe.atesd.rewards.math_grader import GraderConfig, GradeResult, grade, grader_stats, shutdown_workers
-from recipe.atesd.rewards.toy_grader import last_boxed
+from recipe.atesd.rewards.toy_grader import toy_answer
 
 LOG_PREFIX = "[evaluate]"
 ENGINE_POLL_S = 2.0
@@ -51,7 +51,7 @@ class WorkItem:
 
 def toy_grade(text: str, ground_truth: str, cfg: GraderConfig | None = None) -> GradeResult:
     r"""The toy world's reward (``recipe/atesd/rewards/toy_grader.py``): exact match of the last ``\boxed{}``."""
-    answer = last_boxed(text)
+    answer = toy_answer(text)
     correct = answer is not None and answer == ground_truth.strip()
     return GradeResult(correct=correct, answer=answer, status="ok" if answer is not None else "no_answer")
 

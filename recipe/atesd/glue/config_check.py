@@ -7,17 +7,17 @@ submitting machine, never deep inside a Ray worker.
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from recipe.atesd.method.controller.config import ControllerConfig
-from recipe.atesd.method.difficulty import SIGNALS, difficulty, quantile_edges
+from recipe.atesd.method.difficulty import difficulty, quantile_edges
 from recipe.atesd.method.losses import DistillLossConfig
+from recipe.atesd.method.probe import REQUIRED_EXTRA_INFO
 from recipe.atesd.method.prompts import TeacherPromptConfig
 from recipe.atesd.method.teacher import TeacherConfig, teacher_weights
-
-REQUIRED_EXTRA_INFO = ("id", "problem", "reference_solution", "answer")
 
 
 def uses_lora(model_cfg) -> bool:
@@ -34,15 +34,9 @@ def check_atesd_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first bad key of the ATESD groups or of their verl neighbours."""
     TeacherPromptConfig(**plain(cfg.teacher_prompt))
     controller = ControllerConfig.from_mapping(plain(cfg.controller)).validate()
-    distill = DistillLossConfig(**plain(cfg.distill)).validate()
+    distill_config(plain(cfg.distill))
     teacher = TeacherConfig(**plain(cfg.teacher)).validate()
     teacher_weights(teacher.kind, uses_lora(cfg.actor_rollout_ref.model))
-    rollout = cfg.actor_rollout_ref.rollout
-    if distill.temperature != rollout.temperature:
-        raise ValueError(
-            f"distill.temperature={distill.temperature} must equal actor_rollout_ref.rollout.temperature="
-            f"{rollout.temperature}: verl scales the student logits by the rollout temperature"
-        )
     if not cfg.trainer.use_v1 or cfg.trainer.v1.trainer_mode != "atesd":
         raise ValueError("trainer.use_v1 must be true and trainer.v1.trainer_mode must be 'atesd'")
     if cfg.actor_rollout_ref.model.get("use_fused_kernels", False):
@@ -70,19 +64,27 @@ def check_atesd_config(cfg: DictConfig) -> None:
         _difficulties(controller, [cfg.probe.path], "probe.path")
 
 
+def distill_config(settings: dict) -> DistillLossConfig:
+    """The validated ``distill`` group; an unknown key is a ValueError naming it. ``distill.temperature``
+    (an old key) names the sampling temperature's one home, ``actor_rollout_ref.rollout.temperature``."""
+    known = {f.name for f in fields(DistillLossConfig)}
+    unknown = sorted(set(settings) - known)
+    if "temperature" in unknown:
+        raise ValueError(
+            "distill.temperature is not a key: the sampling temperature is actor_rollout_ref.rollout.temperature "
+            "(verl divides the student's logits by it, recipe/atesd/glue/worker.py the teacher's); set that instead"
+        )
+    if unknown:
+        raise ValueError(f"distill: unknown key(s) {unknown} (known: {sorted(known)})")
+    return DistillLossConfig(**settings).validate()
+
+
 def resolve_bucket_edges(controller: ControllerConfig, train_files) -> tuple[float, ...]:
     """The run's bucket edges (docs/method.md §2.4): () for one bucket; ``controller.bucket_edges`` when set;
     else the K-quantiles (``quantile_edges``) of the difficulty signal over every row of ``train_files``.
     ValueError naming the key when the signal cannot be read before training or the quantiles tie."""
     if controller.buckets == 1:
         return ()
-    signal = controller.difficulty_signal
-    if SIGNALS[signal].needs != ("extra_info",):
-        raise ValueError(
-            f"controller.difficulty_signal = {signal!r} needs {list(SIGNALS[signal].needs)}: the teacher workers "
-            "place each row in its bucket from the row's extra_info alone, so per_difficulty takes a signal that "
-            "needs only extra_info (dataset_level); rollout-based signals are not wired into the trainer"
-        )
     if controller.bucket_edges:
         return tuple(float(e) for e in controller.bucket_edges)
     files = [train_files] if isinstance(train_files, str) else list(train_files)
@@ -90,9 +92,9 @@ def resolve_bucket_edges(controller: ControllerConfig, train_files) -> tuple[flo
     edges = quantile_edges(values, controller.num_buckets)
     if len(edges) != controller.num_buckets - 1:
         raise ValueError(
-            f"controller.num_buckets = {controller.num_buckets}: the {signal!r} values of data.train_files "
-            f"({len(set(values))} distinct) give only {len(edges)} distinct quantile edges {edges}; set "
-            "controller.bucket_edges or lower controller.num_buckets"
+            f"controller.num_buckets = {controller.num_buckets}: the {controller.difficulty_signal!r} values of "
+            f"data.train_files ({len(set(values))} distinct) give only {len(edges)} distinct quantile edges "
+            f"{edges}; set controller.bucket_edges or lower controller.num_buckets"
         )
     return tuple(edges)
 
@@ -103,11 +105,7 @@ def _difficulties(controller: ControllerConfig, paths: list[str], key: str) -> l
     for path in paths:
         infos = pq.read_table(path, columns=["extra_info"]).column("extra_info").to_pylist()
         try:
-            values += difficulty(
-                controller.difficulty_signal,
-                {"extra_info": infos},
-                {"level_key": controller.difficulty_level_key},
-            )
+            values += difficulty(controller.difficulty_signal, infos, controller.difficulty_level_key)
         except ValueError as err:
             raise ValueError(f"{key} {path}: {err} (controller.difficulty_level_key)") from err
     return values

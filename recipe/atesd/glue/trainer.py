@@ -1,6 +1,7 @@
 """The ATESD trainer: verl 0.9.1's V1 synchronous trainer with the ATESD step.
 
-One update (docs/method.md §1–2; ``_step_once``):
+One update (docs/method.md §1–2): verl's own ``_step_once`` with two hooks overridden, ``_compute_old_log_prob``
+(skipped) and ``_update_actor`` (the ATESD step: α, the distillation update, the probe, the controller):
 
     ŷ ~ π_θ(·|c_S)                        rollout (vLLM), task reward for logging only
     α_t = controller(s_t)                 new hold window? broadcast α_t once to every teacher worker
@@ -10,7 +11,7 @@ One update (docs/method.md §1–2; ``_step_once``):
     controller.observe(t, stats)          delayed learning-progress reward → REINFORCE
 
 verl's ``fit()`` (validation, checkpoints, logging, weight sync to vLLM) is inherited unchanged;
-only the per-update pipeline, the worker class and the checkpoint extras are ours.
+only the two hooks of the step, the worker class and the checkpoint extras are ours.
 """
 
 from __future__ import annotations
@@ -44,34 +45,32 @@ class ATESDTrainer(HistorySyncTrainer):
 
     # ------------------------------------------------------------------ the algorithm
 
-    def _step_once(self, metrics: dict, timing_raw: dict, sample_batch_size: int):
-        """One ATESD update. Steps are named for the method; plumbing lives below."""
+    # verl's ``_step_once`` (trainer_base.py) runs the update: 1 rollout (``gen``), 2 task reward, 3 balance,
+    # 4 ``_compute_old_log_prob``, 7 advantage (GRPO's, logged only), 9 ``_update_actor``. ATESD overrides the
+    # two hooks that differ: 4 is skipped (the distillation loss needs no old log-probs) and 9 is the ATESD step
+    # below. Steps 5, 6, 8 (reference log-probs, critic) are off: ATESD sets no KL loss and no critic
+    # (``use_reference_policy`` and ``use_critic`` are False; recipe/atesd/glue/config_check.py).
+
+    def _compute_old_log_prob(self, batch, metrics: dict):
+        """Step 4 of verl's ``_step_once``: not needed, the distillation loss reads no old log-probs."""
+        return batch
+
+    def _update_actor(self, batch, metrics: dict):
+        """Step 9 of verl's ``_step_once``: one ATESD update (module docstring). Steps are named for the method."""
+        timing_raw = self._step_timing
         t = self.global_steps - 1  # the controller counts updates from 0
-        batch = self._rollout(metrics, timing_raw, sample_batch_size)
         decision = self._expose(t, metrics, timing_raw)
         if len(self._bucket_edges) > 0:
             metrics.update(self._bucket_batch_metrics(batch))
-        report = self._distill(batch, decision, metrics, timing_raw)
+        report = self._distill(batch, decision, metrics)
         signals = self._probe(metrics, timing_raw)
         self._observe(t, report, signals, metrics, timing_raw)
         return batch
 
-    def _rollout(self, metrics, timing_raw, sample_batch_size):
-        """Student samples ŷ from c_S (verl's rollout); rewards and GRPO advantages are logged only."""
-        with marked_timer("gen", timing_raw, color="red"):
-            self.on_sample_begin()
-            batch, off_policy_metrics = self.replay_buffer.sample(
-                global_steps=self.global_steps, partition_id="train", batch_size=sample_batch_size
-            )
-            metrics.update(off_policy_metrics)
-            batch.extra_info["temperature"] = self.config.actor_rollout_ref.rollout.temperature
-            self.on_sample_end()
-        if self.reward_loop_manager.reward_loop_worker_handles is None:
-            with marked_timer("reward", timing_raw, color="yellow"):
-                batch = self._compute_reward_colocate(batch, metrics=metrics)
-        batch = self._balance_batch(batch, metrics=metrics)
-        with marked_timer("adv", timing_raw, color="brown"):
-            return self._compute_advantage(batch, metrics=metrics)
+    def _step_once(self, metrics: dict, timing_raw: dict, sample_batch_size: int):
+        """verl's step, unchanged; ``timing_raw`` is kept for the ATESD step's own timers."""
+        self._step_timing = timing_raw
+        return super()._step_once(metrics, timing_raw, sample_batch_size)
 
     def _expose(self, t: int, metrics: dict, timing_raw: dict):
         """α_t from the controller (its one home); at a window start — or on the first step of a (resumed)
@@ -112,31 +111,17 @@ class ATESDTrainer(HistorySyncTrainer):
         buckets = row_buckets(infos, self._bucket_edges, cfg.difficulty_signal, cfg.difficulty_level_key)
         return bucket_batch_metrics(buckets, scores, len(self._bucket_edges) + 1)
 
-    def _distill(self, batch, decision, metrics: dict, timing_raw: dict) -> dict:
-        """Teacher scores ŷ under c_T(α_t); the student takes one distillation update (in the workers)."""
-        actor = self.config.actor_rollout_ref.actor
-        mini_batch = actor.ppo_mini_batch_size * self.config.actor_rollout_ref.rollout.n
-        batch.extra_info.update(
-            {
-                "global_batch_size": mini_batch,
-                "mini_batch_size": mini_batch,
-                "epochs": actor.ppo_epochs,
-                "seed": actor.data_loader_seed,
-                "dataloader_kwargs": {"shuffle": actor.shuffle},
-                "temperature": self.config.actor_rollout_ref.rollout.temperature,
-            }
-        )
-        with marked_timer("update_actor", timing_raw, color="red"):
-            output = self.actor_rollout_wg.update_actor(batch)
+    def _distill(self, batch, decision, metrics: dict) -> dict:
+        """Teacher scores ŷ under c_T(α_t); the student takes one distillation update in the workers, through
+        verl's own ``_update_actor`` (its mini-batch, epoch, seed and temperature settings, ``actor/*`` metrics)."""
+        with marked_timer("distill_update", self._step_timing, color="red"):
+            super()._update_actor(batch, metrics)
             reports = self.actor_rollout_wg.distill_report()
         _check_workers([r.exposure for r in reports], exposure_table(decision, self._bucket_edges))
-        grad_norm = _mean(output["metrics"].get("grad_norm", [float("nan")]))
-        summary = _summarise(reports, grad_norm)
+        summary = _summarise(reports, metrics.get("actor/grad_norm", float("nan")))
         self._skipped_steps += int(summary["distill/skipped"])
         summary["distill/skipped_total"] = float(self._skipped_steps)
         metrics.update(summary)
-        metrics["actor/grad_norm"] = grad_norm
-        metrics["actor/lr"] = _mean(output["metrics"].get("lr", [float("nan")]))
         return summary
 
     def _probe(self, metrics: dict, timing_raw: dict) -> dict:
@@ -158,7 +143,13 @@ class ATESDTrainer(HistorySyncTrainer):
                 -report["distill/student_entropy"],
             )
         loss, mismatch, confidence = self._last_finite
-        stats = StepStats(loss, mismatch, signals["probe_nll"], signals["teacher_ground"], confidence)
+        stats = StepStats(
+            distill_loss=loss,
+            mismatch=mismatch,
+            probe_nll=signals["probe_nll"],
+            teacher_ground=signals["teacher_ground"],
+            self_confidence=confidence,
+        )
         with marked_timer("controller_observe", timing_raw, color="purple"):
             metrics.update(ray.get(self.controller.observe.remote(t, stats)))
 
@@ -263,7 +254,7 @@ class ATESDTrainer(HistorySyncTrainer):
 
     def _restore_atesd_state(self):
         state = load_atesd_state(self._resume_folder)
-        saved = tuple(state.get("bucket_edges", ()))  # checkpoints before issue 14: batch-level, no edges
+        saved = tuple(state["bucket_edges"])
         if saved != tuple(self._bucket_edges):
             raise ValueError(
                 f"resuming from {self._resume_folder}: its difficulty bucket edges {list(saved)} differ from this "
@@ -336,11 +327,6 @@ def bucket_batch_metrics(buckets, scores, num_buckets: int) -> dict:
                 sum(s for s, b in zip(scores, buckets, strict=True) if b == k) / n
             )
     return out
-
-
-def _mean(values) -> float:
-    values = values if isinstance(values, list | tuple) else [values]
-    return float(np.mean(values)) if values else float("nan")
 
 
 def _summarise(reports, grad_norm: float) -> dict:

@@ -14,19 +14,20 @@
                                  log-prob of the unrevealed remainder, each probe row at its own bucket's
                                  α), after each update.
 
-The distillation loss runs *inside* the student's forward, through verl's logits-processor seam
-(``distillation_use_topk``): verl hands us the temperature-scaled student logits of the packed
-micro-batch; we run the teacher on ``c_T(α) ⊕ ŷ`` for the same micro-batch under ``no_grad`` and
-compute the chunked per-token loss (``recipe/atesd/method/losses.py``). Full-vocabulary teacher logits
-never leave the process.
+The distillation loss is verl's loss function of the update, reached through one seam that says what it is:
+``verl_patches/student_output_loss.py`` (applied when this module is imported). :class:`StudentOutputLoss`
+declares what it reads — the student's temperature-scaled logits ``[nnz, V]``, or with ``distill.fused`` its
+final hidden states h/τ ``[nnz, H]`` — and verl's forward step hands exactly that, by name, to the loss, which
+it calls once per micro-batch. The loss runs the teacher on ``c_T(α) ⊕ ŷ`` for the same micro-batch under
+``no_grad`` and computes the chunked per-token loss (``recipe/atesd/method/losses.py``). Full-vocabulary teacher
+logits never leave the process.
 
-``distill.fused`` (default): during ``update_actor`` the student's LM head returns its input, so what
-verl hands the logits processor are the final hidden states h/τ ``[nnz, H]`` (τ commutes with the head),
-plus a copy of the head weight W taken inside the head's forward, where FSDP has gathered it — once
-per micro-batch (``scoring.hidden_states_as_logits``); the teacher returns hidden states on response
-rows only (``scoring.teacher_response_hidden``: its head weight is the student's when the head module
-is shared — LoRA adapters off, live actor — else one more copy). ``method/fused_loss.py`` projects
-and scores chunk by chunk: neither model's [T, V] logits exist.
+``distill.fused`` (default): around each student forward of the update (``StudentOutputLoss.student_forward``)
+the LM head returns its input and records a copy of its weight W inside its forward, where FSDP has gathered it
+(``scoring.hidden_states_as_logits``); the teacher returns hidden states on response rows only
+(``scoring.teacher_response_hidden``: its head weight is the student's when the head module is shared — LoRA
+adapters off, live actor — else one more copy). ``method/fused_loss.py`` projects and scores chunk by chunk:
+neither model's [T, V] logits exist.
 
 Teacher weights (``teacher.kind``, placed by ``recipe/atesd/method/teacher.py::teacher_weights``):
 ``reference`` — verl's fused reference model in this worker (``frozen`` full fine-tuning; ``ema`` moves
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
@@ -46,11 +47,11 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
 from recipe.atesd.glue.config_check import uses_lora
-from recipe.atesd.method.difficulty import ExposureTable, require_inputs, row_buckets
+from recipe.atesd.method.difficulty import ExposureTable
 from recipe.atesd.method.fused_loss import fused_distill_loss
 from recipe.atesd.method.losses import DistillLossConfig, distill_token_losses
 from recipe.atesd.method.probe import ProbeSet
-from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
+from recipe.atesd.method.prompts import TeacherPromptConfig, row_teacher_prompt
 from recipe.atesd.method.scoring import (
     TeacherBatch,
     build_teacher_batch,
@@ -60,9 +61,10 @@ from recipe.atesd.method.scoring import (
     teacher_response_hidden,
     teacher_response_logits,
 )
-from recipe.atesd.method.teacher import TeacherConfig, ema_update_, teacher_weights
+from recipe.atesd.method.teacher import TeacherConfig, teacher_kind, teacher_weights
+from verl_patches import student_output_loss
 
-TOKEN_LOSS_KEY = "atesd_token_loss"
+student_output_loss.apply()  # the seam StudentOutputLoss goes through, in every process that holds this worker
 
 
 @dataclass
@@ -75,8 +77,8 @@ class TeacherSettings:
     probe_path: str | None
     probe_size: int | None
     probe_batch_size: int
-    difficulty_signal: str = "dataset_level"  # controller.difficulty_signal: places a row in a bucket
-    difficulty_level_key: str = "difficulty"  # controller.difficulty_level_key
+    difficulty_signal: str  # controller.difficulty_signal: places a row in a bucket
+    difficulty_level_key: str  # controller.difficulty_level_key (its one default: ControllerConfig)
 
 
 @dataclass
@@ -108,11 +110,9 @@ class ATESDWorker(ActorRolloutRefWorker):
         self._settings = settings
         self._prompt_cfg = TeacherPromptConfig(**settings.teacher_prompt)
         self._teacher_cfg = TeacherConfig(**settings.teacher).validate()
+        self._kind = teacher_kind(self._teacher_cfg.kind)
         self._weights = teacher_weights(self._teacher_cfg.kind, uses_lora(self.config.model))
-        # verl already divided the student logits by the rollout temperature; the teacher logits are
-        # divided by the same per-sample temperature in ``_token_losses``, so the loss runs at 1.0.
         self._distill_cfg = DistillLossConfig(**settings.distill).validate()
-        self._loss_cfg = replace(self._distill_cfg, temperature=1.0)
         self._tokenizer = hf_tokenizer(self.config.model.path)
         self._difficulty = (settings.difficulty_signal, settings.difficulty_level_key)
         self._exposure: ExposureTable | None = None  # from the last set_exposure
@@ -121,7 +121,7 @@ class ATESDWorker(ActorRolloutRefWorker):
         # (α per bucket, edges) → g, only while the teacher's weights never change
         self._ground_cache: dict[tuple, float] = {}
         self._report = UpdateReport()
-        self._head_capture = None  # set by student_head() while update_actor runs with distill.fused
+        self._head_capture = None  # set by StudentOutputLoss.student_forward around a fused student forward
         if self._weights == "reference" and self.ref is None:
             raise ValueError(f"teacher.kind={self._teacher_cfg.kind} needs the fused reference model")
         self._probe = (
@@ -129,15 +129,12 @@ class ATESDWorker(ActorRolloutRefWorker):
             if settings.probe_path
             else None
         )
-        self.actor.set_loss_fn(self._loss_fn)
+        self.actor.set_loss_fn(StudentOutputLoss(self))
         return True
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def set_exposure(self, table: ExposureTable) -> None:
-        """The controller's α per bucket for hold window ``table.window_id`` (decided, clipped and logged there).
-        A table with edges needs the run's difficulty signal to be computable from ``extra_info``."""
-        if table.edges:
-            require_inputs(self._difficulty[0], ["extra_info"])
+        """The controller's α per bucket for hold window ``table.window_id`` (decided, clipped and logged there)."""
         self._exposure = table
         self._prompt_cache.clear()
 
@@ -148,19 +145,14 @@ class ATESDWorker(ActorRolloutRefWorker):
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def update_actor(self, data):
-        """Distillation-only update: verl computes no log-probs, only calls our logits processor."""
-        tu.assign_non_tensor(
-            data, distillation_use_topk=True, distillation_only=True, calculate_entropy=False
-        )
+        """verl's update with our loss (:class:`StudentOutputLoss`); then the teacher kind's after-update step."""
         self._report = UpdateReport(exposure=self._exposure)
-        with self.student_head():
-            output = super().update_actor(data)
-        if self._teacher_cfg.kind == "ema":
-            ema_update_(
-                self.ref.engine.module.parameters(),
-                self.actor.engine.module.parameters(),
-                self._teacher_cfg.ema_rate,
-            )
+        output = super().update_actor(data)
+        if self._kind.after_update is not None:  # e.g. ema (recipe/atesd/method/teacher.py::TEACHER_KINDS)
+            with self._teacher_module() as teacher:
+                self._kind.after_update(
+                    teacher.parameters(), self.actor.engine.module.parameters(), self._teacher_cfg
+                )
         return output
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
@@ -184,7 +176,7 @@ class ATESDWorker(ActorRolloutRefWorker):
             return signals
         table = self._require_exposure()
         key = (table.bucket_alphas, table.edges)
-        fixed_teacher = self._teacher_cfg.kind == "frozen"  # live / ema weights change every update
+        fixed_teacher = not self._kind.moves  # live / ema weights change every update
         if fixed_teacher and key in self._ground_cache:
             g = self._ground_cache[key]
         else:
@@ -223,27 +215,24 @@ class ATESDWorker(ActorRolloutRefWorker):
 
     # ----------------------------------------------------------------- the loss (in the forward)
 
-    def _loss_fn(self, *, data, student_logits=None, model_output=None, dp_group=None):
-        """verl calls this twice per micro-batch: as logits processor, then as the loss."""
-        if student_logits is not None:
-            return {TOKEN_LOSS_KEY: self._token_losses(student_logits.squeeze(0), data).unsqueeze(0)}
-        token_loss = model_output[TOKEN_LOSS_KEY].values()
-        # Σ over this micro-batch's response tokens / tokens of the whole mini-batch (all dp ranks),
-        # × dp_size because FSDP averages gradients over ranks: micro-batch sums add to the batch mean.
+    def _loss(self, student: torch.Tensor, data) -> torch.Tensor:
+        """The micro-batch's loss: Σ over its response tokens / tokens of the whole mini-batch (all dp ranks),
+        × dp_size because FSDP averages gradients over ranks: micro-batch sums add to the batch mean."""
+        token_loss = self._token_losses(student, data)
         loss = token_loss.sum() / data["batch_num_tokens"] * data["dp_size"]
         if not torch.isfinite(loss):
             self._report.nonfinite_microbatches += (
                 1  # verl skips the optimizer step on a non-finite grad norm
             )
-        return loss, {}
+        return loss
 
     @contextmanager
-    def student_head(self):
-        """With ``distill.fused``: the actor's LM head hands verl hidden states (module docstring)."""
+    def _student_forward(self, module):
+        """With ``distill.fused``: the LM head of ``module`` returns its input and records W (module docstring)."""
         if not self._distill_cfg.fused:
             yield
             return
-        with hidden_states_as_logits(self.actor.engine.module) as capture:
+        with hidden_states_as_logits(module) as capture:
             self._head_capture = capture
             try:
                 yield
@@ -257,17 +246,13 @@ class ATESDWorker(ActorRolloutRefWorker):
 
     def _row_alphas(self, infos) -> tuple[list[float], list[int]]:
         """(α_r, bucket_r) of every row: α_r = the window's α of the row's difficulty bucket (§2.4)."""
-        table = self._require_exposure()
-        if not table.edges:  # one bucket: the window's one α, the difficulty signal is never read
-            return [table.bucket_alphas[0]] * len(infos), [0] * len(infos)
-        buckets = row_buckets(infos, table.edges, *self._difficulty)
-        return [table.bucket_alphas[k] for k in buckets], buckets
+        return self._require_exposure().row_alphas(infos, *self._difficulty)
 
     def _token_losses(self, logits: torch.Tensor, data) -> torch.Tensor:
         """Per-row loss for the packed micro-batch: non-zero only on response rows.
 
-        ``logits``: verl's temperature-scaled student logits ``[nnz, V]``, or with ``distill.fused`` the
-        student's final hidden states h/τ ``[nnz, H]`` (``student_head``)."""
+        ``logits``: the student's temperature-scaled logits ``[nnz, V]``, or with ``distill.fused`` its final
+        hidden states h/τ ``[nnz, H]`` (what :class:`StudentOutputLoss` declares)."""
         t0 = time.perf_counter()
         dev = logits.device
         responses = [r.tolist() for r in data["responses"].unbind()]
@@ -279,7 +264,7 @@ class ATESDWorker(ActorRolloutRefWorker):
         if self._distill_cfg.fused:
             if self._head_capture is None:
                 raise RuntimeError(
-                    "distill.fused: the loss ran outside ATESDWorker.student_head() (update_actor)"
+                    "distill.fused: the loss ran outside StudentOutputLoss.student_forward (no head weight)"
                 )
             head = self._head_capture.pop()  # this micro-batch's W, differentiable back to the head
             with self._teacher_module() as teacher:
@@ -292,7 +277,7 @@ class ATESDWorker(ActorRolloutRefWorker):
                 head,
                 t_hidden,
                 t_head,
-                self._loss_cfg,
+                self._distill_cfg,
                 weights=response_mask,
                 target_ids=target_ids,
             )
@@ -303,7 +288,7 @@ class ATESDWorker(ActorRolloutRefWorker):
             teacher_logits = teacher_logits / temperatures.to(teacher_logits.dtype)
             t1 = time.perf_counter()
             token_loss, diag = distill_token_losses(
-                logits[rows], teacher_logits, self._loss_cfg, target_ids=target_ids
+                logits[rows], teacher_logits, self._distill_cfg, target_ids=target_ids
             )
             token_loss = token_loss * response_mask
         out = torch.zeros(logits.shape[0], dtype=token_loss.dtype, device=logits.device)
@@ -348,14 +333,8 @@ class ATESDWorker(ActorRolloutRefWorker):
         """c_T(α) of one row, built once per (row, α) in a hold window (``set_exposure`` empties the cache)."""
         key = (info["id"], alpha)
         if key not in self._prompt_cache:
-            prompt = teacher_prompt_ids(
-                self._tokenizer,
-                info["problem"],
-                info["reference_solution"],
-                alpha,
-                self._prompt_cfg,
-                max_len=self._prompt_cfg.max_length,
-                answer=info["answer"],
+            prompt = row_teacher_prompt(
+                self._tokenizer, info, alpha, self._prompt_cfg, self._prompt_cfg.max_length
             )
             self._prompt_cache[key] = (prompt.ids, prompt.n_cut_segments)
         ids, n_cut = self._prompt_cache[key]
@@ -382,6 +361,22 @@ class ATESDWorker(ActorRolloutRefWorker):
         from verl.utils.device import get_device_name
 
         return torch.autocast(device_type=get_device_name(), dtype=torch.bfloat16)
+
+
+class StudentOutputLoss:
+    """The worker's loss as verl's loss function, through the seam of ``verl_patches/student_output_loss.py``:
+    ``student_output`` says what verl hands it (``"hidden"`` with ``distill.fused``, else ``"logits"``),
+    ``student_forward`` wraps each student forward, and verl calls it once per micro-batch as the loss."""
+
+    def __init__(self, worker: ATESDWorker):
+        self._worker = worker
+        self.student_output = "hidden" if worker._distill_cfg.fused else "logits"
+
+    def student_forward(self, module):
+        return self._worker._student_forward(module)
+
+    def __call__(self, *, model_output, data, dp_group=None):
+        return self._worker._loss(model_output[f"student_{self.student_output}"], data), {}
 
 
 class _AdaptersOff:

@@ -32,7 +32,12 @@ from __future__ import annotations
 
 import torch
 
-from recipe.atesd.method.losses import DistillLossConfig, chunk_forward_for, validated_target_ids
+from recipe.atesd.method.losses import (
+    DistillLossConfig,
+    chunk_forward_for,
+    validated_target_ids,
+    validated_temperature,
+)
 
 __all__ = ["fused_distill_loss"]
 
@@ -50,7 +55,7 @@ class _FusedDistill(torch.autograd.Function):
     """(weighted loss[N], token_kl[N], top1_agree[N], student_entropy[N]) from hidden states, chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, h_s, w_s, h_t, w_t, weights, target_ids, cfg, grad_enabled):
+    def forward(ctx, h_s, w_s, h_t, w_t, weights, target_ids, cfg, temperature, grad_enabled):
         n, dev = h_s.shape[0], h_s.device
         want_h = grad_enabled and ctx.needs_input_grad[0]
         want_w = grad_enabled and ctx.needs_input_grad[1]
@@ -67,7 +72,13 @@ class _FusedDistill(torch.autograd.Function):
             hs = h_s.index_select(0, idx)
             tgt = None if target_ids is None else target_ids[idx]
             c_loss, c_kl, c_agree, c_ent, g = chunk_forward(
-                hs @ w_s.t(), h_t.index_select(0, idx) @ w_t.t(), tgt, cfg, want_h or want_w, dtype
+                hs @ w_s.t(),
+                h_t.index_select(0, idx) @ w_t.t(),
+                tgt,
+                cfg,
+                temperature,
+                want_h or want_w,
+                dtype,
             )
             w = w_rows[lo : lo + cfg.chunk_size]
             # .to(dtype): under verl's bf16 autocast (FSDP engine forward_step) bmm/matmul results are bf16
@@ -105,7 +116,7 @@ class _FusedDistill(torch.autograd.Function):
             grad_h = grad_h.copy_(grad_h.to(scale.dtype).mul_(scale))
         if grad_w is not None:
             grad_w = grad_w.mul_(scale.to(grad_w.dtype)).to(ctx.head_dtype)
-        return grad_h, grad_w, None, None, None, None, None, None
+        return grad_h, grad_w, None, None, None, None, None, None, None
 
 
 def fused_distill_loss(
@@ -116,6 +127,7 @@ def fused_distill_loss(
     cfg: DistillLossConfig,
     weights: torch.Tensor | None = None,
     target_ids: torch.Tensor | None = None,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted per-row distillation loss w_n · D_n(p_T ‖ p_S) of ``cfg.mode`` from final hidden states.
 
@@ -123,11 +135,15 @@ def fused_distill_loss(
     teacher_hidden [..., H_T] and teacher_head [V, H_T] (same dtype; detached); p_T likewise.
     weights [...] (bool or float; None = all 1): w_n. Rows with w_n = 0 are skipped.
     target_ids [...]: the sampled tokens (required by ``sampled_token``).
+    temperature (> 0): both logits are divided by it before the softmax. Hidden states already divided
+    by the sampling temperature pass none: the recipe's worker does so (verl divides the student's,
+    ``recipe/atesd/glue/worker.py::_token_temperatures`` the teacher's).
     Returns ``(w · loss [...], diag)`` with detached per-row ``token_kl``, ``top1_agree`` and
     ``student_entropy`` as in ``losses.distill_token_losses`` (0 on skipped rows). Differentiable w.r.t.
     ``student_hidden`` and ``student_head`` for any reduction c · Σ output (module docstring).
     """
     cfg.validate()
+    temperature = validated_temperature(temperature)
     lead, hidden, vocab = student_hidden.shape[:-1], student_hidden.shape[-1], student_head.shape[0]
     if student_head.dim() != 2 or student_head.shape[1] != hidden:
         raise ValueError(f"student_head {tuple(student_head.shape)} must be [V, {hidden}]")
@@ -155,6 +171,7 @@ def fused_distill_loss(
         weights.reshape(-1),
         target_ids,
         cfg,
+        temperature,
         torch.is_grad_enabled(),
     )
     loss, token_kl, agree, entropy = (o.view(lead) for o in outs)

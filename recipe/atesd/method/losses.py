@@ -8,7 +8,7 @@ Public API:
   student-logit gradient chunk by chunk straight into one preallocated tensor of the student's
   dtype; backward only scales it by the incoming per-token gradient. No [T, V] fp32 intermediate
   exists at any time, so the memory beyond the inputs and their gradient does not grow with T.
-The token mean over the batch's valid response tokens is the worker's (``recipe/atesd/glue/worker.py::_loss_fn``).
+The token mean over the batch's valid response tokens is the worker's (``recipe/atesd/glue/worker.py::ATESDWorker._loss``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ class DistillLossConfig:
     clip_tau: per-entry clip τ of forward_kl and topk_tail (None = off); paper: 0.05 (1.7B/4B), 0.06 (8B).
     jsd_beta: β of JSD_β (0 = forward KL, 1 = reverse KL).
     topk: teacher support size k of topk_tail.
-    temperature: both logits are divided by it before the softmax; set it to the rollout temperature.
     chunk_size: tokens per chunk; peak extra memory ≈ 4 × chunk_size × V × 4 bytes (fp32 buffers).
     use_torch_compile: on CUDA, fuse each chunk's element-wise work with torch.compile (CPU: eager).
       Fused kernels keep the loss exactly 0 for identical inputs; the gradient then is ≤ ~1e-7, not 0.
@@ -50,7 +49,6 @@ class DistillLossConfig:
     clip_tau: float | None = 0.05
     jsd_beta: float = 0.5
     topk: int = 64
-    temperature: float = 1.0
     chunk_size: int = 256
     use_torch_compile: bool = True
     fused: bool = True
@@ -65,8 +63,6 @@ class DistillLossConfig:
             raise ValueError(f"distill.jsd_beta must be in [0, 1], got {self.jsd_beta!r}")
         if self.topk < 1:
             raise ValueError(f"distill.topk must be >= 1, got {self.topk!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"distill.temperature must be > 0, got {self.temperature!r}")
         if self.chunk_size < 1:
             raise ValueError(f"distill.chunk_size must be >= 1, got {self.chunk_size!r}")
         return self
@@ -88,15 +84,15 @@ def _chunk_stats(student, teacher, target_ids, temperature, dtype) -> tuple[Chun
     return ChunkStats(logp_s, logp_t, logp_s.exp(), p_t, target_ids), token_kl
 
 
-def _chunk_forward(student, teacher, target_ids, cfg, need_grad: bool, dtype):
+def _chunk_forward(student, teacher, target_ids, cfg, temperature: float, need_grad: bool, dtype):
     """One chunk: ``(loss, token_kl, top1_agree, student_entropy, grad | None)``, where ``grad`` is
     d loss / d (raw student logits) = the kernel's gradient w.r.t. z_S = logits / temperature, ÷ temperature."""
-    ch, token_kl = _chunk_stats(student, teacher, target_ids, cfg.temperature, dtype)
+    ch, token_kl = _chunk_stats(student, teacher, target_ids, temperature, dtype)
     agree = ch.logp_s.argmax(-1) == ch.logp_t.argmax(-1)
     entropy = -torch.bmm(ch.p_s.unsqueeze(1), ch.logp_s.unsqueeze(2)).view(-1)
     loss, grad = LOSSES[cfg.mode].kernel(ch, cfg, need_grad)
-    if grad is not None and cfg.temperature != 1.0:
-        grad = grad.div_(cfg.temperature)
+    if grad is not None and temperature != 1.0:
+        grad = grad.div_(temperature)
     return loss, token_kl, agree, entropy, grad
 
 
@@ -111,6 +107,13 @@ def chunk_forward_for(cfg: DistillLossConfig, device: torch.device):
     """The per-chunk function both drivers call (this file and ``fused_loss.py``): ``_chunk_forward``,
     through torch.compile when ``cfg.use_torch_compile`` and the device is CUDA."""
     return _compiled_chunk_forward() if cfg.use_torch_compile and device.type == "cuda" else _chunk_forward
+
+
+def validated_temperature(temperature: float) -> float:
+    """``temperature`` as a float, after checking it is > 0 (both drivers divide the logits by it)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    return float(temperature)
 
 
 def validated_target_ids(
@@ -133,7 +136,7 @@ class _ChunkedDistill(torch.autograd.Function):
     """loss[T] (+ detached token_kl, top1_agree, student_entropy) from [T, V] logits, chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, student, teacher, target_ids, cfg, grad_enabled):
+    def forward(ctx, student, teacher, target_ids, cfg, temperature, grad_enabled):
         need_grad = grad_enabled and ctx.needs_input_grad[0]  # no [T, V] gradient buffer under no_grad
         n = student.shape[0]
         dtype = torch.promote_types(student.dtype, torch.float32)
@@ -146,7 +149,7 @@ class _ChunkedDistill(torch.autograd.Function):
             hi = min(lo + cfg.chunk_size, n)
             tgt = None if target_ids is None else target_ids[lo:hi]
             loss[lo:hi], token_kl[lo:hi], agree[lo:hi], entropy[lo:hi], g = chunk_forward(
-                student[lo:hi], teacher[lo:hi], tgt, cfg, need_grad, dtype
+                student[lo:hi], teacher[lo:hi], tgt, cfg, temperature, need_grad, dtype
             )
             if need_grad:
                 grad[lo:hi] = g
@@ -170,7 +173,7 @@ class _ChunkedDistill(torch.autograd.Function):
             for lo in range(0, grad.shape[0], step):
                 part = grad[lo : lo + step]
                 part.copy_(part.to(grad_loss.dtype) * grad_loss[lo : lo + step].unsqueeze(-1))
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
 
 
 def distill_token_losses(
@@ -178,11 +181,14 @@ def distill_token_losses(
     teacher_logits: torch.Tensor,
     cfg: DistillLossConfig,
     target_ids: torch.Tensor | None = None,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-token distillation loss D(p_T ‖ p_S) of ``cfg.mode`` (docs/method.md §1).
 
     student_logits, teacher_logits: [..., V] (same shape; any float dtype, computed per chunk in
-    fp32, or fp64 for fp64 inputs); both are divided by ``cfg.temperature`` before the softmax.
+    fp32, or fp64 for fp64 inputs); both are divided by ``temperature`` (> 0) before the softmax.
+    Logits already divided by the sampling temperature pass none: the recipe's worker does so
+    (verl divides the student's, ``recipe/atesd/glue/worker.py::_token_temperatures`` the teacher's).
     target_ids: [...] sampled token ids (required by ``sampled_token``).
     Returns ``(token_loss[...], diag)``: the loss (differentiable w.r.t. the student logits only;
     the teacher is detached) and detached per-token diagnostics ``token_kl`` (unclipped forward
@@ -190,6 +196,7 @@ def distill_token_losses(
     temperature-scaled student). Reduce over valid tokens with a mask.
     """
     cfg.validate()
+    temperature = validated_temperature(temperature)
     if student_logits.dim() < 2 or student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student_logits {tuple(student_logits.shape)} and teacher_logits {tuple(teacher_logits.shape)} "
@@ -202,6 +209,7 @@ def distill_token_losses(
         teacher_logits.detach().reshape(-1, vocab),
         target_ids,
         cfg,
+        temperature,
         torch.is_grad_enabled(),
     )
     loss, token_kl, agree, entropy = (o.view(lead) for o in outs)

@@ -16,7 +16,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from recipe.atesd.method.prompts import TeacherPromptConfig, student_prompt_ids, teacher_prompt_ids
+from recipe.atesd.method.prompts import TeacherPromptConfig, row_teacher_prompt, student_prompt_ids
+
+REQUIRED_EXTRA_INFO = ("id", "problem", "reference_solution", "answer")
+"""The ``extra_info`` fields every training and probe row carries (``recipe/atesd/data/schema.py`` writes them;
+:meth:`ProbeSet.load` and ``recipe/atesd/glue/config_check.py::check_reference_rows`` require them)."""
 
 
 @dataclass
@@ -52,7 +56,7 @@ class ProbeSet:
             raise ValueError(f"probe file {path} has no 'extra_info' column (run prepare_train)")
         rows = []
         for i, info in enumerate(frame["extra_info"]):
-            for key in ("id", "problem", "reference_solution", "answer"):
+            for key in REQUIRED_EXTRA_INFO:
                 if not info.get(key):
                     raise ValueError(f"probe file {path} row {i}: extra_info.{key} is missing or empty")
             rows.append(dict(info))
@@ -88,15 +92,7 @@ class ProbeSet:
             raise ValueError(f"teacher_view: {len(alphas)} alphas for {len(chunk.rows)} probe rows")
         prompts, rests = [], []
         for row, alpha in zip(chunk.rows, alphas, strict=True):
-            prompt = teacher_prompt_ids(
-                self.tokenizer,
-                row["problem"],
-                row["reference_solution"],
-                alpha,
-                self.prompt_cfg,
-                max_len=max_len,
-                answer=row["answer"],
-            )
+            prompt = row_teacher_prompt(self.tokenizer, row, alpha, self.prompt_cfg, max_len)
             prompts.append(prompt.ids)
             rest = prompt.revealed.remainder
             rests.append(self._encode(rest) if rest else [])

@@ -12,9 +12,40 @@ from __future__ import annotations
 import math
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 
-TEACHER_CONTEXTS = ("privileged", "student")
+from recipe.atesd.method.answer import last_box
+
+
+@dataclass(frozen=True)
+class TeacherContext:
+    """A registered way to build the teacher's context c_T of one row (``teacher_prompt.teacher_context``):
+    ``build(tokenizer, row, alpha, cfg, max_len) -> TeacherPrompt`` with ``row`` the row's ``extra_info``;
+    ``needs``: the ``extra_info`` fields it reads (checked per row, error naming the field); ``uses_alpha``:
+    whether the controller's α changes what it builds."""
+
+    build: Callable[..., TeacherPrompt]
+    needs: tuple[str, ...]
+    uses_alpha: bool
+
+
+TEACHER_CONTEXTS: dict[str, TeacherContext] = {}
+"""Registered teacher contexts by name (entries at the bottom of this file). Adding one is one
+:func:`register_teacher_context` function here plus its line in docs/config.md and docs/method.md."""
+
+
+def register_teacher_context(name: str, *, needs: tuple[str, ...], uses_alpha: bool):
+    """Register ``build(tokenizer, row, alpha, cfg, max_len)`` as teacher context ``name``."""
+
+    def deco(build):
+        if name in TEACHER_CONTEXTS:
+            raise ValueError(f"teacher context {name!r} is already registered")
+        TEACHER_CONTEXTS[name] = TeacherContext(build, tuple(needs), uses_alpha)
+        return build
+
+    return deco
+
 
 # Segmenters by name (``teacher_prompt.segmenter``): the separator pattern between segments. A cut is placed
 # at the END of each separator match, so separators stay with the preceding segment.
@@ -32,8 +63,6 @@ register_segmenter("paragraph", r"\n[ \t]*\n\s*")  # one or more blank lines
 register_segmenter("lines", r"\n\s*")
 register_segmenter("sentences", r"(?<=[.!?])\s+|\n\s*")  # end punctuation + whitespace, or a line break
 register_segmenter("tokens", r"\s+")
-
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 
 DEFAULT_STUDENT_TEMPLATE = (
     "Problem: {problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
@@ -82,7 +111,7 @@ class TeacherPromptConfig:
         """Raise ValueError naming the first bad key."""
         if self.teacher_context not in TEACHER_CONTEXTS:
             raise ValueError(
-                f"teacher_prompt.teacher_context={self.teacher_context!r} unknown; expected one of {TEACHER_CONTEXTS}"
+                f"teacher_prompt.teacher_context={self.teacher_context!r} unknown; expected one of {sorted(TEACHER_CONTEXTS)}"
             )
         _check_segmenter(self.segmenter)
         if not isinstance(self.keep_final_answer, bool):
@@ -149,29 +178,6 @@ def _check_text(value: object, name: str) -> str:
     return value
 
 
-def extract_final_answer(text: str) -> str | None:
-    r"""Content of the last ``\boxed{...}`` / ``\fbox{...}`` in ``text`` (nested braces matched), else None.
-
-    ``\boxed 5`` (no braces) gives ``5``. The result is stripped; an empty or unbalanced last box gives None.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a string, got {type(text).__name__}")
-    matches = list(_BOX_RE.finditer(text))
-    if not matches:
-        return None
-    rest = text[matches[-1].end() :]
-    if rest.lstrip().startswith("{"):
-        rest = rest.lstrip()
-        depth = 0
-        for end, char in enumerate(rest):
-            depth += {"{": 1, "}": -1}.get(char, 0)
-            if depth == 0:
-                return rest[1:end].strip() or None
-        return None
-    bare = re.match(r" +([^\s$]+)", rest)
-    return bare.group(1).rstrip(".,;") if bare else None
-
-
 def split_segments(reference: str, segmenter: str = "paragraph") -> list[str]:
     """Split ``reference`` into segments (docs/method.md §2.1): paragraph | lines | sentences | tokens.
 
@@ -197,7 +203,7 @@ def _render(segments: list[str], k: int, statement: str | None) -> Revealed:
 
 def _answer_statement(reference: str, answer: str | None, template: str) -> str:
     if answer is None:
-        answer = extract_final_answer(reference)
+        answer = last_box(reference).answer
         if answer is None:
             raise ValueError(
                 "reference has no extractable final answer (no \\boxed{...}) and keep_final_answer is set; "
@@ -276,16 +282,53 @@ def teacher_prompt_ids(
     fitting count is found by bisection (prompt length grows with the number of revealed segments). If even
     zero revealed segments do not fit, ValueError names the length.
 
-    ``cfg.teacher_context="student"`` is the sanity switch of docs/method.md §1: c_T = c_S (the student prompt,
-    nothing revealed, the whole reference is the remainder), so with equal weights the loss is exactly 0.
+    ``cfg.teacher_context`` names the registered builder (:data:`TEACHER_CONTEXTS`): ``privileged`` reveals α of
+    the reference as above; ``student`` is the sanity switch of docs/method.md §1.
     """
+    row = {"problem": problem, "reference_solution": reference, "answer": answer}
+    return row_teacher_prompt(tokenizer, row, alpha, cfg, max_len)
+
+
+def row_teacher_prompt(
+    tokenizer, row: dict, alpha: float, cfg: TeacherPromptConfig, max_len=None
+) -> TeacherPrompt:
+    """c_T of one data row (its ``extra_info``) by the registered ``cfg.teacher_context``: the workers' and the
+    probe's call. ValueError naming the row id and the field when the row lacks a field the context needs."""
     if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len <= 0):
         raise ValueError(f"max_len must be a positive int or None, got {max_len!r}")
-    if cfg.teacher_context == "student":
-        segments = split_segments(_check_text(reference, "reference"), cfg.segmenter)
-        return TeacherPrompt(
-            student_prompt_ids(tokenizer, problem, cfg), Revealed("", reference.strip(), 0, len(segments)), 0
+    context = TEACHER_CONTEXTS[cfg.teacher_context]
+    missing = [key for key in context.needs if key != "answer" and row.get(key) is None]
+    if missing:
+        raise ValueError(
+            f"row id {row.get('id')!r}: teacher_prompt.teacher_context={cfg.teacher_context!r} needs extra_info "
+            f"field(s) {missing}"
         )
+    return context.build(tokenizer, row, alpha, cfg, max_len)
+
+
+# ---------------------------------------------------------------------- the teacher contexts
+
+
+@register_teacher_context("student", needs=("problem", "reference_solution"), uses_alpha=False)
+def _student_context(tokenizer, row: dict, alpha: float, cfg: TeacherPromptConfig, max_len) -> TeacherPrompt:
+    """c_T = c_S: the student prompt, nothing revealed, the whole reference is the remainder; with equal weights
+    the loss is exactly 0 (the zero-loss sanity switch, docs/method.md §1)."""
+    reference = _check_text(row["reference_solution"], "reference")
+    segments = split_segments(reference, cfg.segmenter)
+    return TeacherPrompt(
+        student_prompt_ids(tokenizer, row["problem"], cfg),
+        Revealed("", reference.strip(), 0, len(segments)),
+        0,
+    )
+
+
+@register_teacher_context("privileged", needs=("problem", "reference_solution", "answer"), uses_alpha=True)
+def _privileged_context(
+    tokenizer, row: dict, alpha: float, cfg: TeacherPromptConfig, max_len
+) -> TeacherPrompt:
+    """c_T(α): the problem and the first ⌊α·m⌋ reference segments plus the answer statement, thinking on, cut to
+    ``max_len`` (:func:`teacher_prompt_ids`; docs/method.md §1, §2.1)."""
+    problem, reference, answer = row["problem"], row["reference_solution"], row["answer"]
     revealed = reveal(
         reference, alpha, cfg.segmenter, cfg.keep_final_answer, answer, cfg.answer_statement_template
     )

@@ -28,14 +28,15 @@ needs no caller: each request also sets the subprocess's ``RLIMIT_CPU`` a little
 (the kernel kills it), so an orphaned subprocess cannot spin; an idle one exits when its stdin closes.
 Address space is capped (``memory_limit_mb``); a subprocess that dies gives status ``error``.
 
-Cheap caps run before any parsing: only the last box is located (``str.rfind``), and a box longer than
-``max_answer_chars`` or nested deeper than ``max_brace_depth`` scores 0 with status ``oversize``.
-
-Answer rules: the content of the LAST ``\boxed{...}`` / ``\fbox{...}`` (nested braces; ``\boxed 5`` also
-accepted); an unclosed last box counts as no answer. Before math-verify: ``$`` signs, outer spaces and
-trailing ``.``/``,``/``;`` are removed, and when the gold answer has no comma, thousands separators
-(``3,375``, ``3{,}375``, ``3\,375``) are dropped. math-verify then decides equivalence: numeric
-(``070`` = 70), ``\dfrac``/``\tfrac``, radicals, ``2^{25} \cdot 26!``, unordered comma lists (sets).
+Answer rules: ``recipe/atesd/method/answer.py::last_box``, the recipe's one answer parser (so the caller
+needs the repository root importable, as it is in every launch, ``recipe/atesd/rewards/toy_grader.py``): the
+content of the LAST ``\boxed{...}`` / ``\fbox{...}`` (nested braces; ``\boxed 5`` also accepted); an unclosed
+or empty last box is no answer. Its cheap caps run before any parsing: only the last box is located
+(``str.rfind``), and a box longer than ``max_answer_chars`` or nested deeper than ``max_brace_depth`` scores 0
+with status ``oversize``. Before math-verify: ``$`` signs, outer spaces and trailing ``.``/``,``/``;`` are
+removed, and when the gold answer has no comma, thousands separators (``3,375``, ``3{,}375``, ``3\,375``)
+are dropped. math-verify then decides equivalence: numeric (``070`` = 70), ``\dfrac``/``\tfrac``, radicals,
+``2^{25} \cdot 26!``, unordered comma lists (sets).
 """
 
 import json
@@ -51,7 +52,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 STATUSES = ("ok", "no_answer", "oversize", "timeout", "error")
-_BOX_TOKENS = ("\\boxed", "\\fbox")
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:(?:,|\{,\}|\\,|\\ |\\!| )\d{3})+")
 _SEPARATORS_RE = re.compile(r",|\{,\}|\\,|\\ |\\!| ")
 STARTUP_TIMEOUT_S = 120.0
@@ -107,36 +107,6 @@ def grader_stats() -> dict[str, int]:
 def reset_grader_stats() -> None:
     with _stats_lock:
         _stats.clear()
-
-
-def extract_last_box(text: str, max_chars: int, max_depth: int) -> tuple[str | None, str]:
-    r"""(content, status) of the last ``\boxed``/``\fbox`` in ``text``; status ``ok``/``no_answer``/``oversize``.
-
-    Cost is O(max_chars) after one ``rfind`` per token, whatever the length of ``text``.
-    """
-    found = [(text.rfind(tok), tok) for tok in _BOX_TOKENS]
-    pos, tok = max(found)
-    if pos < 0:
-        return None, "no_answer"
-    rest = text[pos + len(tok) : pos + len(tok) + max_chars + 64]
-    if not rest.lstrip().startswith("{"):
-        bare = re.match(r" +([^\s${}]+)", rest)
-        return (bare.group(1), "ok") if bare else (None, "no_answer")
-    rest = rest.lstrip()
-    depth = 0
-    for end, char in enumerate(rest):
-        if char == "{":
-            depth += 1
-            if depth > max_depth:
-                return None, "oversize"
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                content = rest[1:end]
-                return (content, "ok") if len(content) <= max_chars else (None, "oversize")
-        if end > max_chars + 1:
-            return None, "oversize"
-    return None, "no_answer"  # unclosed last box (truncated output)
 
 
 def normalize_answer(content: str, ground_truth: str) -> str:
@@ -271,7 +241,10 @@ def grade(solution_str: str, ground_truth: str, cfg: GraderConfig | None = None)
     if not isinstance(ground_truth, str) or not ground_truth.strip():
         raise ValueError(f"ground_truth must be a non-empty str, got {ground_truth!r:.80}")
     cfg = cfg or GraderConfig()
-    content, status = extract_last_box(solution_str, cfg.max_answer_chars, cfg.max_brace_depth)
+    # imported here: the grading subprocess runs this file with ``python -I``, where the recipe is not importable
+    from recipe.atesd.method.answer import last_box
+
+    content, status = last_box(solution_str, max_chars=cfg.max_answer_chars, max_depth=cfg.max_brace_depth)
     correct = False
     answer = None
     if status == "ok":

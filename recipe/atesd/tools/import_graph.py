@@ -21,7 +21,7 @@ from recipe.atesd import REPO_ROOT
 
 PKG = "recipe.atesd"
 FRAMEWORKS = ("verl", "ray", "vllm", "hydra", "verl_patches")
-ENTRY = tuple(f"{PKG}.{m}" for m in ("main_atesd", "main_grpo", "report", "export", "evaluate_run", "table"))
+ENTRY = tuple(f"{PKG}.{m}" for m in ("main_atesd", "main_grpo", "export", "evaluate_run", "table"))
 GLUE, EVAL, TOOLS, METHOD = f"{PKG}.glue", f"{PKG}.eval", f"{PKG}.tools", f"{PKG}.method"
 DATA, REWARDS, TOY = f"{PKG}.data", f"{PKG}.rewards", f"{PKG}.toy"
 
@@ -29,7 +29,7 @@ DATA, REWARDS, TOY = f"{PKG}.data", f"{PKG}.rewards", f"{PKG}.toy"
 FORBIDDEN = {
     "recipe/atesd/method": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, DATA, REWARDS, TOY, "launch"),
     "recipe/atesd/data": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, TOY, "launch"),
-    "recipe/atesd/rewards": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, METHOD, DATA, TOY, "launch"),
+    "recipe/atesd/rewards": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, DATA, TOY, "launch"),
     "recipe/atesd/tools": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOY, "launch"),
     "recipe/atesd/toy": (*FRAMEWORKS, *ENTRY, GLUE, EVAL, TOOLS, "launch"),
     "recipe/atesd/eval": (*ENTRY, GLUE, TOOLS, TOY, "verl", "ray", "verl_patches", "launch"),

@@ -33,7 +33,7 @@ def finished_values(rows: list[dict], method: str, key: str) -> list[float]:
 
 
 def claim_a(rows: list[dict], key: str) -> dict:
-    """Mismatch grows monotonically with exposure: for each seed with every fixed α finished, ``key`` strictly
+    """KL(p_T ‖ p_S) grows monotonically with exposure: for each seed with every fixed α finished, ``key`` strictly
     increases along α = 0, 0.25, …, 1. ``holds``: true iff it does for every such seed (None: no such seed);
     ``violations``: (seed, α_i, α_{i+1}, value_i, value_{i+1}) of every non-increase."""
     fixed = [f"fixed-{a:g}" for a in FIXED_ALPHAS]

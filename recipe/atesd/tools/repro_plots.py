@@ -14,13 +14,13 @@ from pathlib import Path
 
 from matplotlib import colormaps
 
-from recipe.atesd.tools.report import _figure, _save, beta_pdf
 from recipe.atesd.tools.repro_rows import adaptive_rows, done_rows, per_difficulty_rows
 from recipe.atesd.tools.repro_sweep import FIXED_ALPHAS, METHODS
+from recipe.atesd.tools.run_report import _figure, _save, beta_pdf
 
 PLOTS = {
     "accuracy_vs_alpha.png": "held-out accuracy after training vs fixed α (claim b), other methods as lines",
-    "mismatch_vs_alpha.png": "mismatch KL(p_T ‖ p_S) vs fixed α, step 1 and mean over training (claim a)",
+    "kl_vs_alpha.png": "KL(p_T ‖ p_S) vs fixed α, step 1 and mean over training (claim a)",
     "accuracy_by_method.png": "held-out accuracy after training per method, mean ± std over seeds (claim c)",
     "accuracy_by_difficulty.png": "held-out accuracy after training per difficulty, mean over seeds",
     "accuracy_curves.png": "held-out accuracy over steps, mean over seeds per method",
@@ -87,9 +87,9 @@ def plot_accuracy_vs_alpha(rows: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_mismatch_vs_alpha(rows: list[dict], path: Path) -> None:
+def plot_kl_vs_alpha(rows: list[dict], path: Path) -> None:
     fig = _figure(9.0, 3.6)
-    for n, key in enumerate(("mismatch_step0", "mismatch_mean"), 1):
+    for n, key in enumerate(("kl_step1", "kl_mean_over_steps"), 1):
         ax = fig.add_subplot(1, 2, n)
         per_seed: dict[int, list[tuple[float, float]]] = {}
         for r in done_rows(rows):
@@ -245,8 +245,8 @@ def draw(rows: list[dict], folder: Path) -> dict[str, str | None]:
         "accuracy_vs_alpha.png": any(
             r["mode"] == "fixed" and r["acc_after"] is not None for r in done_rows(rows)
         ),
-        "mismatch_vs_alpha.png": any(
-            r["mode"] == "fixed" and r["mismatch_step0"] is not None for r in done_rows(rows)
+        "kl_vs_alpha.png": any(
+            r["mode"] == "fixed" and r["kl_step1"] is not None for r in done_rows(rows)
         ),
         "accuracy_by_method.png": any(r["acc_after"] is not None for r in done_rows(rows)),
         "accuracy_by_difficulty.png": bool(difficulty_table(rows)),
@@ -258,7 +258,7 @@ def draw(rows: list[dict], folder: Path) -> dict[str, str | None]:
     }
     plot = {
         "accuracy_vs_alpha.png": plot_accuracy_vs_alpha,
-        "mismatch_vs_alpha.png": plot_mismatch_vs_alpha,
+        "kl_vs_alpha.png": plot_kl_vs_alpha,
         "accuracy_by_method.png": plot_accuracy_by_method,
         "accuracy_by_difficulty.png": plot_accuracy_by_difficulty,
         "accuracy_curves.png": plot_accuracy_curves,

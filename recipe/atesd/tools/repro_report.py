@@ -1,7 +1,9 @@
-"""The toy-world reproduction report (issue 13): ``python -m recipe.atesd.tools.repro_report ROOT --out MD``.
+"""The toy-world reproduction report (issue 13): ``python -m recipe.atesd.tools.repro_report RECORDS --out MD``.
 
-Reads every run directory of the sweep (recipe/atesd/tools/repro_sweep.py: ``ROOT/<method>/seed<s>/``) and
-writes, next to ``MD`` (default docs/toy-reproduction.md), the folder ``<MD without .md>/`` with
+Reads every run directory of the sweep (recipe/atesd/tools/repro_sweep.py: ``ROOT/<method>/seed<s>/``) from
+RECORDS, the sweep directory ROOT or its archive (recipe/atesd/tools/repro_archive.py; default
+docs/toy-reproduction/runs.tar.xz, the records of the committed report), and writes, next to ``MD`` (default
+docs/toy-reproduction.md), the folder ``<MD without .md>/`` with
 
 - ``results.json``: one row per run (recipe/atesd/tools/repro_rows.py ``run_row``), every run listed, finished or not;
 - PNG plots (``PLOTS``), drawn from those rows only by recipe/atesd/tools/repro_plots.py;
@@ -12,9 +14,9 @@ issue 14 against batch-level adaptive, OPSD and the best fixed α (its ``per_dif
 of ``<MD without .md>/reading.md`` (written by hand; kept across regenerations) or a placeholder.
 
 Definitions (docs/metrics.md): accuracy is verl's greedy ``val-core/<data_source>/acc/mean@1`` on the held-out
-split (k = 1), ``acc_before`` at step 0, ``acc_after`` at the last step; mismatch is ``distill/kl_mean``, the
-token mean of the forward KL(p_T ‖ p_S) on the student's rollouts, ``mismatch_step0`` at step 1 (rollouts of
-the initial weights, before any update), ``mismatch_mean`` its mean over the training steps. Accuracy per
+split (k = 1), ``acc_before`` at step 0, ``acc_after`` at the last step; KL is ``distill/kl_mean``, the
+token mean of the forward KL(p_T ‖ p_S) on the student's rollouts, ``kl_step1`` at step 1 (rollouts of
+the initial weights, before any update), ``kl_mean_over_steps`` its mean over the training steps. Accuracy per
 difficulty is read from the validation generations verl dumps (``trainer.validation_data_dir``): each dumped
 prompt contains exactly one problem of the held-out file, whose ``extra_info.difficulty`` it takes.
 Wall time per run (``done.json``) splits into the training steps (Σ ``timing_s/step``), the validations
@@ -30,6 +32,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from recipe.atesd.tools.repro_archive import sweep_dir
 from recipe.atesd.tools.repro_claims import (
     NOISE,
     claim_a,
@@ -241,7 +244,7 @@ def render(
         f"- Accuracy: {', '.join(f'`{k}`' for k in acc_keys) or 'verl held-out accuracy'} — greedy decoding, "
         f"k = 1, on the held-out split ({n_val or 'data/toy/val.parquet'} problems, docs/toy.md); before = "
         "step 0, after = the last step.",
-        "- Mismatch: `distill/kl_mean`, the token mean of the forward KL(p_T ‖ p_S) on the student's rollouts; "
+        "- KL: `distill/kl_mean`, the token mean of the forward KL(p_T ‖ p_S) on the student's rollouts; "
         "step 1 = rollouts of the initial weights on the same prompts for every α of a seed, and its mean "
         "over the training steps.",
     ]
@@ -294,8 +297,8 @@ def render(
             "steps",
             "acc before",
             "acc after",
-            "mismatch step 1",
-            "mismatch mean",
+            "KL step 1",
+            "KL mean",
             "probe NLL (last)",
             "α windows",
             "Beta mean first → last",
@@ -308,8 +311,8 @@ def render(
                 f"{r['steps']}/{r['steps_budget']}",
                 _f(r["acc_before"]),
                 _f(r["acc_after"]),
-                _f(r["mismatch_step0"]),
-                _f(r["mismatch_mean"]),
+                _f(r["kl_step1"]),
+                _f(r["kl_mean_over_steps"]),
                 _f(r["probe_nll_final"]),
                 str(len(r["alpha_per_window"])),
                 (
@@ -334,7 +337,7 @@ def render(
             if r["method"] == m and r["acc_after"] is not None and r["acc_before"] is not None
         ]
         mean, std = mean_std(acc)
-        mis = finished_values(rows, m, "mismatch_step0"), finished_values(rows, m, "mismatch_mean")
+        mis = finished_values(rows, m, "kl_step1"), finished_values(rows, m, "kl_mean_over_steps")
         body.append(
             [
                 m,
@@ -347,7 +350,7 @@ def render(
             ]
         )
     md += _table(
-        ["method", "seeds", "acc after mean", "std", "gain mean", "mismatch step 1", "mismatch mean"], body
+        ["method", "seeds", "acc after mean", "std", "gain mean", "KL step 1", "KL mean"], body
     )
     for name, why in drawn.items():
         if name in ("accuracy_by_method.png", "accuracy_curves.png"):
@@ -362,8 +365,8 @@ def render(
         + (f" One held-out problem is 1/{n_val} = {1 / n_val:.4f} of accuracy." if n_val else ""),
         "",
     ]
-    md += ["### (a) mismatch grows monotonically with exposure", ""]
-    for key in ("mismatch_step0", "mismatch_mean"):
+    md += ["### (a) KL(p_T ‖ p_S) grows monotonically with exposure", ""]
+    for key in ("kl_step1", "kl_mean_over_steps"):
         a = claim_a(rows, key)
         md.append(
             f"- `{key}`: {_verdict(a['holds'])} — criterion: strictly increasing over α = 0, 0.25, 0.5, "
@@ -377,7 +380,7 @@ def render(
         f"seeds {[s for s, same in paired.items() if same]} (the step-1 comparison is paired there: the same "
         f"samples scored by each α's teacher); they differ in seeds {[s for s, same in paired.items() if not same]}."
     )
-    md += ["", *_figure_md("mismatch_vs_alpha.png", drawn["mismatch_vs_alpha.png"], rel)]
+    md += ["", *_figure_md("kl_vs_alpha.png", drawn["kl_vs_alpha.png"], rel)]
 
     b = claim_b(rows)
     md += [
@@ -439,7 +442,7 @@ def render(
             [[m, *(_f(v.get(k), 3) for k in ks)] for m, v in table.items()],
         )
         md += [f"![{PLOTS['accuracy_by_difficulty.png']}]({rel}/accuracy_by_difficulty.png)", ""]
-        bad = [(r["method"], r["seed"], *m) for r in rows for m in r["dump_mismatch"]]
+        bad = [(r["method"], r["seed"], *m) for r in rows for m in r["dump_vs_logged"]]
         md += [
             "The dumped generations' mean score equals the logged accuracy at every step read."
             if not bad
@@ -461,11 +464,24 @@ def render(
     return "\n".join(md)
 
 
-def write(root: str | Path, out: str | Path, val_file: str | Path | None) -> list[dict]:
-    """Write ``out`` (markdown), ``<out stem>/results.json`` and the PNGs; return the rows."""
-    found = discover(root)
+def write(records: str | Path, out: str | Path, val_file: str | Path | None) -> list[dict]:
+    """Write ``out`` (markdown), ``<out stem>/results.json`` and the PNGs from ``records`` (a sweep directory
+    or its archive, :func:`sweep_dir`); return the rows. The runs of an archive are named by their paths in it,
+    in the rows, the markdown and the errors."""
     difficulties = load_difficulties(val_file) if val_file else None
-    rows = [run_row(m, s, d, difficulties) for m, s, d in found.runs]
+    with sweep_dir(records) as (root, base):
+        try:
+            found = discover(root)
+            rows = [run_row(m, s, d, difficulties) for m, s, d in found.runs]
+        except ValueError as err:
+            if base is None:
+                raise
+            raise ValueError(f"{records}: {str(err).replace(f'{base}/', '')}") from err
+        aside = found.aside
+        if base:
+            aside = [p.relative_to(base) for p in aside]
+            for row in rows:
+                row["directory"] = str(Path(row["directory"]).relative_to(base))
     one_model(rows)  # before anything is written
     out = Path(out)
     folder = out.with_suffix("")
@@ -475,13 +491,18 @@ def write(root: str | Path, out: str | Path, val_file: str | Path | None) -> lis
     reading_file = folder / "reading.md"
     reading = reading_file.read_text(encoding="utf-8") if reading_file.exists() else None
     n_val = len(difficulties) if difficulties is not None else None
-    out.write_text(render(rows, found.aside, folder, reading, drawn, n_val).rstrip() + "\n", encoding="utf-8")
+    out.write_text(render(rows, aside, folder, reading, drawn, n_val).rstrip() + "\n", encoding="utf-8")
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("root", nargs="?", default="runs/toy-repro", help="the sweep's --root")
+    parser.add_argument(
+        "records",
+        nargs="?",
+        default="docs/toy-reproduction/runs.tar.xz",
+        help="the sweep's --root or its archive (python -m recipe.atesd.tools.repro_archive)",
+    )
     parser.add_argument("--out", default="docs/toy-reproduction.md", help="the markdown report")
     parser.add_argument(
         "--val-file",
@@ -490,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        rows = write(args.root, args.out, args.val_file or None)
+        rows = write(args.records, args.out, args.val_file or None)
     except (ValueError, OSError, KeyError) as err:
         sys.exit(f"repro_report: {err}")
     print(f"reproduction report: {args.out} ({len(rows)} runs, {len(done_rows(rows))} finished)")

@@ -5,7 +5,7 @@ generations, done.json); :func:`discover` lists them (aside directories of resta
 :func:`run_row` turns one into the ``results.json`` row that recipe/atesd/tools/repro_claims.py,
 recipe/atesd/tools/repro_plots.py and recipe/atesd/tools/repro_report.py consume; the row selections they share
 (finished runs, the adaptive arms) are at the end. The definitions of every
-field (accuracy, mismatch, wall-time split) are in recipe/atesd/tools/repro_report.py's docstring and
+field (accuracy, KL and top-1 disagreement, wall-time split) are in recipe/atesd/tools/repro_report.py's docstring and
 docs/metrics.md.
 """
 
@@ -18,12 +18,12 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipe.atesd.tools.report import ALPHA, hold_windows, series, value
 from recipe.atesd.tools.repro_sweep import DONE, GENERATIONS, METHODS, METRICS, PER_DIFFICULTY, RUN
 from recipe.atesd.tools.run_history import read_history
+from recipe.atesd.tools.run_report import ALPHA, hold_windows, series, value
 from recipe.atesd.tools.summarize import read_metrics, validations, windows
 
-MISMATCH, TOP1 = "distill/kl_mean", "distill/top1_disagreement"
+KL, TOP1 = "distill/kl_mean", "distill/top1_disagreement"  # TOP1: the recipe's mismatch (docs/metrics.md)
 PROBE_NLL, REWARD, SCORE = "probe/nll", "controller/reward", "critic/score/mean"
 STEP_TIME, TEST_TIME = "timing_s/step", "timing_s/testing"
 # issue 14: the results.json mode of the arm run with repro_sweep.PER_DIFFICULTY
@@ -191,10 +191,10 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         "acc_curve": [],
         "acc_by_difficulty_before": None,
         "acc_by_difficulty_after": None,
-        "mismatch_step0": None,
-        "mismatch_mean": None,
-        "top1_disagreement_step0": None,
-        "top1_disagreement_mean": None,
+        "kl_step1": None,
+        "kl_mean_over_steps": None,
+        "top1_disagreement_step1": None,
+        "top1_disagreement_mean_over_steps": None,
         "probe_nll_final": None,
         "alpha_per_window": [],
         "beta_mean_per_decision": [],
@@ -204,7 +204,7 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         "controller_reward": [],
         "train_score": [],
         "rollout_step1": None,
-        "dump_mismatch": [],
+        "dump_vs_logged": [],
         "wall_s": done["wall_s"] if done else None,
         "steps_s": None,
         "first_step_s": None,
@@ -240,11 +240,11 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         last = row["steps"] = rows[-1]["step"]
         if done:
             row["acc_after"] = next((v for s, v in row["acc_curve"] if s == last and s > 0), None)
-        for name, key in (("mismatch", MISMATCH), ("top1_disagreement", TOP1)):
+        for name, key in (("kl", KL), ("top1_disagreement", TOP1)):
             pts = series(rows, key, metrics)
             if pts:
-                row[f"{name}_step0"] = pts[0][1] if pts[0][0] == rows[0]["step"] else None
-                row[f"{name}_mean"] = statistics.fmean(v for _, v in pts)
+                row[f"{name}_step1"] = pts[0][1] if pts[0][0] == rows[0]["step"] else None
+                row[f"{name}_mean_over_steps"] = statistics.fmean(v for _, v in pts)
         nll = series(rows, PROBE_NLL, metrics)
         row["probe_nll_final"] = nll[-1][1] if nll else None
         if m.mode != "grpo":
@@ -271,7 +271,7 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
                 row[f"acc_by_difficulty_{when}"], overall = accuracy_by_difficulty(dump, difficulties)
                 logged = dict(map(tuple, row["acc_curve"])).get(step)
                 if logged is None or abs(overall - logged) > 1e-9:  # the same scores, summed in another order
-                    row["dump_mismatch"].append([step, overall, logged])
+                    row["dump_vs_logged"].append([step, overall, logged])
     return row
 
 

@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from recipe.atesd.method.controller.exposure import EXPOSURE_MODES
+from recipe.atesd.method.controller.reward import RETURN_TERMS
 from recipe.atesd.method.controller.state import FEATURES
 from recipe.atesd.method.difficulty import SIGNALS
 
 GRANULARITIES = ("batch", "per_difficulty")
-EXPOSURE_MODES = ("fixed", "random", "adaptive", "schedule")
 SCHEDULE_KINDS = ("linear", "cosine")
 REWARD_NORMS = ("none", "running")
 
@@ -24,17 +25,20 @@ REWARD_NORMS = ("none", "running")
 class ControllerConfig:
     """The α policy and the controller's hyperparameters (docs/method.md §2.2).
 
-    exposure_mode: fixed (α = ``alpha``; α = 1 is OPSD) | random (α ~ U[alpha_min, alpha_max] per window,
-        the papers' uncontrolled ablation) | adaptive (ATESD: α ~ Beta from the learned policy) |
-        schedule (a deterministic curriculum from schedule_start to schedule_end, linear or cosine; ours).
+    exposure_mode: a registered mode (``exposure.py::EXPOSURE_MODES``): fixed (α = ``alpha``; α = 1 is OPSD) |
+        random (α ~ U[alpha_min, alpha_max] per window, the papers' uncontrolled ablation) | adaptive (ATESD:
+        α ~ Beta from the learned policy) | schedule (a deterministic curriculum from schedule_start to
+        schedule_end, linear or cosine; ours).
     alpha: α of ``fixed``. alpha_min, alpha_max: clip range of a sampled α, range of ``random`` [chosen 0.05, 1].
     schedule_start, schedule_end, schedule_kind: the ``schedule`` curriculum [ours: 1.0 → 0.25, linear].
     hold_window (H): one α is held for H consecutive updates [chosen 5].
     lookahead (L), gamma (γ): reward horizon and discount [chosen 10, 0.9].
-    lambda_gt (λ_gt): weight of the teacher-grounding return G_gt; 0 disables it [chosen 0.1].
-    reward_norm: how G_lp and G_gt are combined: none (R = G_lp + λ_gt·G_gt, the paper) | running
-        (R = z_lp(G_lp) + λ_gt·z_gt(G_gt), each return z-scored against its running mean/std over the
-        decisions completed so far, so λ_gt weighs the two in standard units) [chosen running].
+    reward_weights: return term → weight w_k of the reward (terms registered in ``reward.py::RETURN_TERMS``):
+        ``lp`` learning progress G_lp [1.0, the paper], ``gt`` teacher grounding G_gt [λ_gt, chosen 0.1; 0 keeps
+        it logged only]. Every listed term is computed and logged (``controller/return_<term>``).
+    reward_norm: how the returns are combined: none (R = Σ_k w_k·G_k; the paper: G_lp + λ_gt·G_gt) | running
+        (R = Σ_k w_k·z_k(G_k), each return z-scored against its running mean/std over the decisions completed
+        so far, so the weights weigh the terms in standard units) [chosen running].
     batch_decisions (B): completed decisions per REINFORCE update [chosen 4].
     hidden, layers: MLP f_φ width and number of linear layers (tanh between) [chosen 32, 2].
     lr: Adam learning rate of φ [chosen 5e-2].
@@ -67,7 +71,7 @@ class ControllerConfig:
     hold_window: int = 5
     lookahead: int = 10
     gamma: float = 0.9
-    lambda_gt: float = 0.1
+    reward_weights: dict[str, float] = field(default_factory=lambda: {"lp": 1.0, "gt": 0.1})
     reward_norm: str = "running"
     batch_decisions: int = 4
     hidden: int = 32
@@ -102,6 +106,8 @@ class ControllerConfig:
         for key in ("state_features", "bucket_edges"):
             if key in kwargs:
                 kwargs[key] = list(kwargs[key])
+        if "reward_weights" in kwargs:
+            kwargs["reward_weights"] = dict(kwargs["reward_weights"])
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +142,22 @@ class ControllerConfig:
         _check(self.hold_window >= 1, "controller.hold_window (H)", self.hold_window, ">= 1")
         _check(self.lookahead >= 1, "controller.lookahead (L)", self.lookahead, ">= 1")
         _check(0.0 < self.gamma <= 1.0, "controller.gamma", self.gamma, "in (0, 1]")
-        _check(self.lambda_gt >= 0.0, "controller.lambda_gt", self.lambda_gt, ">= 0")
+        weights = self.reward_weights
+        _check(
+            isinstance(weights, dict) and len(weights) > 0,
+            "controller.reward_weights",
+            weights,
+            "a non-empty mapping",
+        )
+        for name, w in weights.items():
+            _check(
+                name in RETURN_TERMS,
+                "controller.reward_weights",
+                name,
+                f"a registered return term {sorted(RETURN_TERMS)}",
+            )
+            ok = isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w >= 0.0
+            _check(ok, f"controller.reward_weights.{name}", w, "a finite number >= 0")
         norms = list(REWARD_NORMS)
         _check(
             self.reward_norm in REWARD_NORMS, "controller.reward_norm", self.reward_norm, f"one of {norms}"

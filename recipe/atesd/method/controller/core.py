@@ -15,19 +15,21 @@ Windows: steps t0 = k·H start window k; the α chosen at t0 is held for updates
 (s_{t0}, α_raw, log π) is pending until ``observe(t0 + L − 1)`` has supplied ℓ_{t0+L}; its returns G_lp,
 G_gt (:mod:`recipe.atesd.method.controller.reward`, which also fixes the ℓ/g indexing) give the reward
 
-    R = G_lp + λ_gt·G_gt                            (reward_norm = none: the paper)
-    R = z_lp(G_lp) + λ_gt·z_gt(G_gt)                (reward_norm = running)
+    R = Σ_k w_k·G_k                                 (reward_norm = none; the paper: G_lp + λ_gt·G_gt)
+    R = Σ_k w_k·z_k(G_k)                            (reward_norm = running)
 
-where z(x) = (x − μ)/σ against the running mean/std of that return over all decisions completed so far
+over the return terms k of ``controller.reward_weights`` (registered in ``reward.py::RETURN_TERMS``; the
+defaults are ``lp`` with w = 1 and ``gt`` with w = λ_gt), where z(x) = (x − μ)/σ against the running mean/std
+of that return over all decisions completed so far
 (this one included; :class:`recipe.atesd.method.controller.state.RunningNorm`), clipped to ±norm_clip. With L > H several
 decisions are pending at once, each credited with exactly its own ℓ_{t0} … ℓ_{t0+L}. Decisions still
 pending when training stops are never completed.
 
-Modes (``cfg.exposure_mode``): ``fixed`` α = alpha; ``random`` α ~ U[alpha_min, alpha_max] per window;
-``schedule`` α = curriculum from schedule_start to schedule_end (linear|cosine) at progress
-p = t0/(T−1), held for the window; ``adaptive`` α_raw ~ Beta(a, b) from the policy, α = clip(α_raw,
-alpha_min, alpha_max). Every mode uses the same windows and computes rewards (for logging); only
-``adaptive`` learns. Once B decisions have completed, one REINFORCE step (Adam):
+Modes (``cfg.exposure_mode``, registered in ``exposure.py::EXPOSURE_MODES``): ``fixed`` α = alpha; ``random``
+α ~ U[alpha_min, alpha_max] per window; ``schedule`` α = curriculum from schedule_start to schedule_end
+(linear|cosine) at progress p = t0/(T−1), held for the window; ``adaptive`` α_raw ~ Beta(a, b) from the policy,
+α = clip(α_raw, alpha_min, alpha_max). Every mode uses the same windows and computes rewards (for logging); only
+a mode registered with ``learns`` (``adaptive``) learns. Once B decisions have completed, one REINFORCE step (Adam):
 
     A_j = (R_j − mean R)/(std R + ε)                (std over the B rewards, population form)
     L_ctrl = −(1/B) Σ_j A_j log π_φ(α_raw_j | s_j) + c·[max(0, H̄ − H_target)² + max(0, H_floor − H̄)²],
@@ -59,12 +61,14 @@ from typing import Any
 import torch
 
 from recipe.atesd.method.controller.config import ControllerConfig
-from recipe.atesd.method.controller.policy import DTYPE, BetaPolicy, beta_entropy, beta_log_prob, sample_beta
-from recipe.atesd.method.controller.reward import PendingDecision, lookahead_returns
+from recipe.atesd.method.controller.exposure import EXPOSURE_MODES, Window, policy_inputs
+from recipe.atesd.method.controller.policy import DTYPE, BetaPolicy, beta_entropy, beta_log_prob
+from recipe.atesd.method.controller.reward import RETURN_TERMS, PendingDecision
 from recipe.atesd.method.controller.state import RunningNorm, StateFeaturiser
 
-STATE_VERSION = 4
-"""4: per-bucket decisions (issue 14): ``alpha_raw`` of a pending/completed decision is a list of K values."""
+STATE_VERSION = 5
+"""4: per-bucket decisions (issue 14): ``alpha_raw`` of a pending/completed decision is a list of K values.
+5: registered return terms: a decision keeps its signals and returns by name (``reward.py::RETURN_TERMS``)."""
 
 __all__ = ["AlphaDecision", "ControllerConfig", "ExposureController", "StepStats"]
 
@@ -119,10 +123,13 @@ class ExposureController:
             self.cfg.state_features, self.cfg.ema_decay, self.cfg.norm_clip, total_steps
         )
         self._pending: list[PendingDecision] = []
+        self._mode = EXPOSURE_MODES[self.cfg.exposure_mode]
+        self._terms = list(self.cfg.reward_weights)  # the return terms, in the config's order
+        self._signals = sorted({s for name in self._terms for s in RETURN_TERMS[name].signals})
         self._completed: list[
-            tuple[list[float], list[float], float, float]
-        ] = []  # (s, [α_raw per bucket], G_lp, G_gt) to learn from
-        self._return_norms = {"lp": RunningNorm(), "gt": RunningNorm()}  # reward_norm = running
+            tuple[list[float], list[float], dict[str, float]]
+        ] = []  # (s, [α_raw per bucket], {term: G}) to learn from
+        self._return_norms = {name: RunningNorm() for name in self._terms}  # reward_norm = running
         self._window: AlphaDecision | None = None  # the current hold window's decision (window_start=True)
         self._decided = 0  # steps decided so far
         self._observed = 0  # steps observed so far
@@ -149,49 +156,34 @@ class ExposureController:
         return replace(self._window, window_start=window_start)
 
     def _open_window(self, t0: int) -> None:
+        """Draw the window's α per bucket with the configured mode (``exposure.py::EXPOSURE_MODES``)."""
         state = self._features.features(t0)
-        cfg = self.cfg
-        k_count = cfg.buckets
-        beta_a = beta_b = [math.nan] * k_count
-        if cfg.exposure_mode == "fixed":
-            alpha = alpha_raw = [float(cfg.alpha)] * k_count
-        elif cfg.exposure_mode == "random":
-            alpha = alpha_raw = [
-                cfg.alpha_min
-                + (cfg.alpha_max - cfg.alpha_min)
-                * torch.rand((), generator=self._generator, dtype=DTYPE).item()
-                for _ in range(k_count)
-            ]
-        elif cfg.exposure_mode == "schedule":
-            alpha = alpha_raw = [self._schedule(t0)] * k_count
-        else:
-            with torch.no_grad():
-                a, b = self._policy(torch.tensor(policy_inputs(state, k_count), dtype=DTYPE))
-                beta_a, beta_b = a.tolist(), b.tolist()
-                alpha_raw = [
-                    sample_beta(ak, bk, self._generator) for ak, bk in zip(beta_a, beta_b, strict=True)
-                ]
-            alpha = [min(max(x, cfg.alpha_min), cfg.alpha_max) for x in alpha_raw]
+        k_count = self.cfg.buckets
+        mode = self.cfg.exposure_mode
+        draw = self._mode.draw(
+            Window(self.cfg, t0, self.total_steps, k_count, state, self._generator, self._policy)
+        )
+        if not len(draw.alpha) == len(draw.alpha_raw) == len(draw.beta_a) == len(draw.beta_b) == k_count:
+            raise ValueError(f"exposure mode {mode!r} drew {len(draw.alpha)} α's for {k_count} bucket(s)")
+        bad = [
+            a
+            for a in draw.alpha
+            if isinstance(a, bool) or not (isinstance(a, int | float) and 0.0 <= a <= 1.0)
+        ]
+        if bad:
+            raise ValueError(f"exposure mode {mode!r} drew α's outside [0, 1]: {bad}")
         single = k_count == 1
         self._window = AlphaDecision(
-            alpha=alpha[0] if single else sum(alpha) / k_count,
-            window_id=t0 // cfg.hold_window,
+            alpha=draw.alpha[0] if single else sum(draw.alpha) / k_count,
+            window_id=t0 // self.cfg.hold_window,
             window_start=True,
-            beta_a=beta_a[0] if single else math.nan,
-            beta_b=beta_b[0] if single else math.nan,
-            bucket_alphas=tuple(alpha),
-            bucket_beta_a=tuple(beta_a),
-            bucket_beta_b=tuple(beta_b),
+            beta_a=draw.beta_a[0] if single else math.nan,
+            beta_b=draw.beta_b[0] if single else math.nan,
+            bucket_alphas=tuple(draw.alpha),
+            bucket_beta_a=tuple(draw.beta_a),
+            bucket_beta_b=tuple(draw.beta_b),
         )
-        self._pending.append(PendingDecision(state, list(alpha_raw)))
-
-    def _schedule(self, t0: int) -> float:
-        """α(p) at p = min(1, t0/(T−1)): linear s + (e − s)·p; cosine e + (s − e)·(1 + cos πp)/2."""
-        start, end = self.cfg.schedule_start, self.cfg.schedule_end
-        p = min(1.0, t0 / max(self.total_steps - 1, 1))
-        if self.cfg.schedule_kind == "linear":
-            return start + (end - start) * p
-        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * p))
+        self._pending.append(PendingDecision(state, list(draw.alpha_raw)))
 
     # ------------------------------------------------------------------ observations
     def observe_baseline(self, probe_nll: float) -> None:
@@ -220,27 +212,29 @@ class ExposureController:
         self._features.observe(
             self._window.alpha, stats.distill_loss, stats.mismatch, stats.probe_nll, stats.self_confidence
         )
+        before = {"probe_nll": self._nll}  # reward.py::START_SIGNALS
+        after = {name: getattr(stats, name) for name in self._signals}
         for decision in self._pending:
-            decision.add(self._nll, float(stats.probe_nll), float(stats.teacher_ground))
+            decision.add(before, after)
         self._nll = float(stats.probe_nll)
         self._observed += 1
 
         metrics = {}
         done = [d for d in self._pending if d.complete(self.cfg.lookahead)]
         self._pending = [d for d in self._pending if not d.complete(self.cfg.lookahead)]
-        returns = [lookahead_returns(d.nll, d.ground, self.cfg.gamma) for d in done]
+        returns = [d.returns(self._terms, self.cfg.gamma) for d in done]
         if returns:
             n = len(returns)
-            metrics["controller/return_lp"] = sum(lp for lp, _ in returns) / n
-            metrics["controller/return_gt"] = sum(gt for _, gt in returns) / n
-            metrics["controller/reward"] = (
-                metrics["controller/return_lp"] + self.cfg.lambda_gt * metrics["controller/return_gt"]
+            for name in self._terms:
+                metrics[f"controller/return_{name}"] = sum(r[name] for r in returns) / n
+            metrics["controller/reward"] = sum(
+                w * metrics[f"controller/return_{name}"] for name, w in self.cfg.reward_weights.items()
             )
-        if self.cfg.exposure_mode == "adaptive":
-            for d, (lp, gt) in zip(done, returns, strict=True):
-                self._return_norms["lp"].update(lp)
-                self._return_norms["gt"].update(gt)
-                self._completed.append((d.state, d.alpha_raw, lp, gt))
+        if self._mode.learns:
+            for d, r in zip(done, returns, strict=True):
+                for name, norm in self._return_norms.items():
+                    norm.update(r[name])
+                self._completed.append((d.state, d.alpha_raw, r))
             while len(self._completed) >= self.cfg.batch_decisions:
                 batch = self._completed[: self.cfg.batch_decisions]
                 self._completed = self._completed[self.cfg.batch_decisions :]
@@ -248,24 +242,24 @@ class ExposureController:
         metrics["controller/pending"] = float(len(self._pending))
         return metrics
 
-    def _reward(self, g_lp: float, g_gt: float) -> float:
-        """R of one completed decision from its returns, per ``reward_norm`` (module docstring)."""
-        lam = self.cfg.lambda_gt
+    def _reward(self, returns: dict[str, float]) -> float:
+        """R = Σ_k w_k·G_k, or Σ_k w_k·z_k(G_k) under ``reward_norm: running`` (module docstring)."""
         if self.cfg.reward_norm == "none":
-            return g_lp + lam * g_gt
+            return sum(w * returns[name] for name, w in self.cfg.reward_weights.items())
         clip = self.cfg.norm_clip
-        return self._return_norms["lp"].normalise(g_lp, clip) + lam * self._return_norms["gt"].normalise(
-            g_gt, clip
+        return sum(
+            w * self._return_norms[name].normalise(returns[name], clip)
+            for name, w in self.cfg.reward_weights.items()
         )
 
-    def _reinforce(self, batch: list[tuple[list[float], list[float], float, float]]) -> dict[str, float]:
+    def _reinforce(self, batch: list[tuple[list[float], list[float], dict[str, float]]]) -> dict[str, float]:
         """One REINFORCE + entropy-band step on B completed decisions (module docstring, §2.2, §2.4):
         log π of decision j is Σ_k log Beta(α_raw_{j,k}; a_k(s_j), b_k(s_j))."""
         cfg = self.cfg
         k_count = cfg.buckets
-        states = torch.tensor([row for s, _, _, _ in batch for row in policy_inputs(s, k_count)], dtype=DTYPE)
-        alpha_raw = torch.tensor([x for _, xs, _, _ in batch for x in xs], dtype=DTYPE)
-        rewards = torch.tensor([self._reward(lp, gt) for _, _, lp, gt in batch], dtype=DTYPE)
+        states = torch.tensor([row for s, _, _ in batch for row in policy_inputs(s, k_count)], dtype=DTYPE)
+        alpha_raw = torch.tensor([x for _, xs, _ in batch for x in xs], dtype=DTYPE)
+        rewards = torch.tensor([self._reward(r) for _, _, r in batch], dtype=DTYPE)
         adv = (rewards - rewards.mean()) / (rewards.std(correction=0) + cfg.adv_eps)
         a, b = self._policy(states)
         entropy = beta_entropy(a, b).mean()
@@ -299,7 +293,7 @@ class ExposureController:
                 "generator": self._generator.get_state(),
                 "features": self._features.state_dict(),
                 "pending": [d.to_dict() for d in self._pending],
-                "completed": [[list(s), list(x), lp, gt] for s, x, lp, gt in self._completed],
+                "completed": [[list(s), list(x), dict(r)] for s, x, r in self._completed],
                 "return_norms": {key: norm.state_dict() for key, norm in self._return_norms.items()},
                 "window": None if self._window is None else asdict(self._window),
                 "decided": self._decided,
@@ -314,9 +308,9 @@ class ExposureController:
         state = copy.deepcopy(state)
         if state.get("version") != STATE_VERSION:
             raise ValueError(
-                f"controller state: version = {state.get('version')!r}, expected {STATE_VERSION} (version 4 stores "
-                "per-bucket decisions, issue 14; a checkpoint from an older version cannot resume this controller: "
-                "start the controller fresh or resume with the code that wrote it)"
+                f"controller state: version = {state.get('version')!r}, expected {STATE_VERSION} (version 5 keeps "
+                "each decision's signals and returns by term name; a checkpoint from an older version cannot resume "
+                "this controller: start the controller fresh or resume with the code that wrote it)"
             )
         for name, value in self.cfg.to_dict().items():
             if state["config"].get(name) != value:
@@ -332,7 +326,7 @@ class ExposureController:
         self._generator.set_state(state["generator"])
         self._features.load_state_dict(state["features"])
         self._pending = [PendingDecision(**d) for d in state["pending"]]
-        self._completed = [(list(s), list(x), lp, gt) for s, x, lp, gt in state["completed"]]
+        self._completed = [(list(s), list(x), dict(r)) for s, x, r in state["completed"]]
         for key, norm in self._return_norms.items():
             norm.load_state_dict(state["return_norms"][key])
         window = state["window"]
@@ -343,12 +337,6 @@ class ExposureController:
         )
         self._decided, self._observed = state["decided"], state["observed"]
         self._nll, self._updates = state["nll"], state["updates"]
-
-
-def policy_inputs(state: list[float], buckets: int) -> list[list[float]]:
-    """[s ; o_k] for k = 0 … K−1, o_k the dummy coding of bucket k: o_0 = 0 ∈ R^{K−1}, o_k = e_{k−1} (§2.4).
-    For K = 1 this is [s]: the batch-level policy input."""
-    return [list(state) + [1.0 if j == k - 1 else 0.0 for j in range(buckets - 1)] for k in range(buckets)]
 
 
 def _require_finite(values: dict[str, float], where: str) -> None:

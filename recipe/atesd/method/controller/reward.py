@@ -8,6 +8,7 @@ needs ℓ_{t0}, …, ℓ_{t0+L} and g_{t0+1}, …, g_{t0+L}, and completes after
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,40 +27,83 @@ def grounding_return(ground: list[float], gamma: float) -> float:
     return sum(w * g for w, g in zip(weights, ground, strict=True)) / sum(weights)
 
 
-def lookahead_returns(nll: list[float], ground: list[float], gamma: float) -> tuple[float, float]:
-    """(G_lp, G_gt) of one decision (§2.2); the reward R combines them per ``controller.reward_norm``
-    (``recipe/atesd/method/controller/core.py``)."""
-    if len(nll) != len(ground) + 1:
-        raise ValueError(
-            f"lookahead_returns: need len(nll) = len(ground) + 1, got {len(nll)} and {len(ground)}"
-        )
-    return progress_return(nll, gamma), grounding_return(ground, gamma)
+@dataclass(frozen=True)
+class ReturnTerm:
+    """A registered return term G_k of one decision: ``fn(trajectory, γ) -> float``, where ``trajectory`` maps
+    each name in ``signals`` (fields of :class:`recipe.atesd.method.controller.core.StepStats`) to its values
+    x_{t0+1}, …, x_{t0+L} after the window's L updates, and — for a signal measured before the first update too —
+    ``"<name>_start"`` to x_{t0} (ℓ only: the baseline probe gives ℓ_0, there is no g_0)."""
+
+    fn: Callable[[dict[str, list[float]], float], float]
+    signals: tuple[str, ...]
+
+
+RETURN_TERMS: dict[str, ReturnTerm] = {}
+"""Registered return terms by name; ``controller.reward_weights`` maps names to their weights w_k, and the
+controller logs ``controller/return_<name>``. R = Σ_k w_k·G_k (``reward_norm: none``) or Σ_k w_k·z_k(G_k)
+(``running``), ``recipe/atesd/method/controller/core.py``. Adding a term is one decorated function here plus its
+weight in ``config/controller/default.yaml`` and its lines in docs/config.md and docs/metrics.md."""
+
+START_SIGNALS = ("probe_nll",)
+"""Signals also measured before the first update (the baseline probe): a trajectory of theirs starts at x_{t0}."""
+
+
+def register_return_term(name: str, *, signals: tuple[str, ...]):
+    """Register ``fn(trajectory, γ)`` as return term ``name`` reading the per-update ``signals``."""
+
+    def deco(fn):
+        if name in RETURN_TERMS:
+            raise ValueError(f"return term {name!r} is already registered")
+        RETURN_TERMS[name] = ReturnTerm(fn, tuple(signals))
+        return fn
+
+    return deco
+
+
+@register_return_term("lp", signals=("probe_nll",))
+def _progress_term(trajectory: dict[str, list[float]], gamma: float) -> float:
+    """G_lp: learning progress on the probe (:func:`progress_return`)."""
+    return progress_return([trajectory["probe_nll_start"], *trajectory["probe_nll"]], gamma)
+
+
+@register_return_term("gt", signals=("teacher_ground",))
+def _grounding_term(trajectory: dict[str, list[float]], gamma: float) -> float:
+    """G_gt: teacher grounding on the unrevealed rest (:func:`grounding_return`)."""
+    return grounding_return(trajectory["teacher_ground"], gamma)
 
 
 @dataclass
 class PendingDecision:
     """One decision (s, α_raw) made at a window start t0, and the signals gathered since.
 
-    ``nll`` collects ℓ_{t0}, ℓ_{t0+1}, …; ``ground`` collects g_{t0+1}, …; complete once len(ground) = L.
-    ``alpha_raw`` holds the unclipped Beta samples, one per difficulty bucket (one entry at
+    ``start`` holds x_{t0} of each of :data:`START_SIGNALS` (the latest value when the window's first update is
+    observed); ``after`` collects x_{t0+1}, x_{t0+2}, … of every signal a registered term reads; complete after L
+    updates. ``alpha_raw`` holds the unclipped Beta samples, one per difficulty bucket (one entry at
     ``granularity: batch``), whose joint log-probability REINFORCE recomputes at update time
     (in the non-adaptive modes they are the α's used; they never update).
     """
 
     state: list[float]
     alpha_raw: list[float]
-    nll: list[float] = field(default_factory=list)
-    ground: list[float] = field(default_factory=list)
+    start: dict[str, float] = field(default_factory=dict)
+    after: dict[str, list[float]] = field(default_factory=dict)
+    updates: int = 0
 
-    def add(self, nll_before: float, nll_after: float, ground_after: float) -> None:
-        """Record update t ≥ t0: ℓ_t (only the first time), ℓ_{t+1} and g_{t+1}."""
-        if not self.nll:
-            self.nll.append(nll_before)
-        self.nll.append(nll_after)
-        self.ground.append(ground_after)
+    def add(self, before: dict[str, float], after: dict[str, float]) -> None:
+        """Record update t ≥ t0: x_t of the start signals (only the first time) and every x_{t+1}."""
+        if self.updates == 0:
+            self.start = {name: float(before[name]) for name in START_SIGNALS}
+        for name, value in after.items():
+            self.after.setdefault(name, []).append(float(value))
+        self.updates += 1
 
     def complete(self, lookahead: int) -> bool:
-        return len(self.ground) >= lookahead
+        return self.updates >= lookahead
+
+    def returns(self, terms, gamma: float) -> dict[str, float]:
+        """G_k of each named term (registered in :data:`RETURN_TERMS`)."""
+        trajectory = {**self.after, **{f"{name}_start": value for name, value in self.start.items()}}
+        return {name: RETURN_TERMS[name].fn(trajectory, gamma) for name in terms}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,116 @@
+"""The run records of a reproduction sweep in one file (issue 27): ``python -m recipe.atesd.tools.repro_archive
+ROOT ARCHIVE`` packs the sweep directory ROOT (recipe/atesd/tools/repro_sweep.py: ``ROOT/<method>/seed<s>/``)
+into ARCHIVE (xz-compressed tar); recipe/atesd/tools/repro_report.py reads an archive through
+:func:`sweep_dir`, with the same reader as a sweep directory (recipe/atesd/tools/repro_rows.py).
+
+Packed: ROOT itself first (under the relative path given, so the report names each run by the path it had in
+the sweep, e.g. ``runs/toy-repro/adaptive/seed0``), each moved-aside attempt (``seed<s>.incomplete-*``) as an
+empty directory (the report lists only its name), then per run (``seed<s>``) its directory and the files
+``run_row`` of recipe/atesd/tools/repro_rows.py reads: ``run.json``, ``done.json``, ``metrics.jsonl`` and the
+validation dumps of step 0 and of the last step dumped (``val_generations/<step>.jsonl``); not ``train.log``,
+``checkpoints/`` or the other dumps. Members come in that fixed order and carry no owner, time or mode of their
+own, so packing the same records gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import lzma
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from recipe.atesd.tools.repro_rows import discover
+from recipe.atesd.tools.repro_sweep import DONE, GENERATIONS, METRICS, RUN
+
+
+def members(root: Path) -> list[Path]:
+    """The paths :func:`pack` puts into the archive, in order (module docstring)."""
+    found = discover(root)
+    out = [root, *found.aside]
+    for _, _, d in found.runs:
+        out += [d, *(d / name for name in (RUN, DONE, METRICS) if (d / name).is_file())]
+        dumps = sorted((int(p.stem), p) for p in (d / GENERATIONS).glob("*.jsonl") if p.stem.isdigit())
+        out += [p for step, p in dumps if step in (0, dumps[-1][0])]
+    return out
+
+
+def _bare(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = info.mtime = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if info.isdir() else 0o644
+    return info
+
+
+def pack(root: str | Path, archive: str | Path) -> int:
+    """Write ``archive`` from the sweep directory ``root`` (a relative path: the report shows it); return the
+    number of members. Written to a temporary file first: a failed pack leaves the old archive as it was."""
+    root, archive = Path(root), Path(archive)
+    if root.is_absolute() or ".." in root.parts or not root.parts:
+        raise ValueError(
+            f"{root}: give the sweep directory by its path relative to here (the report names runs by it)"
+        )
+    paths = members(root)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(archive.name + ".partial")
+    try:
+        with tarfile.open(partial, "w:xz", preset=9 | lzma.PRESET_EXTREME) as tar:
+            for path in paths:
+                tar.add(path, arcname=str(path), recursive=False, filter=_bare)
+        partial.replace(archive)
+    finally:
+        partial.unlink(missing_ok=True)
+    return len(paths)
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    """Extract ``archive`` into ``into``; return the sweep directory there (``into`` / the first member). An
+    archive that is missing, unreadable, or whose first member is not a directory holding every other member
+    is a ValueError naming it."""
+    try:
+        with tarfile.open(archive, "r:xz") as tar:
+            infos = tar.getmembers()
+            if not infos or not infos[0].isdir():
+                raise ValueError(f"{archive}: its first member is not a directory (not packed by {__name__})")
+            root = infos[0].name
+            outside = [i.name for i in infos[1:] if not i.name.startswith(root + "/")]
+            if outside:
+                raise ValueError(f"{archive}: {outside[0]!r} is outside the sweep directory {root!r}")
+            tar.extractall(into, filter="data")
+    except FileNotFoundError as err:
+        raise ValueError(f"{archive}: no such sweep directory or archive") from err
+    except (tarfile.TarError, lzma.LZMAError, EOFError) as err:
+        raise ValueError(f"{archive}: not a readable .tar.xz archive of a sweep ({err})") from err
+    return into / root
+
+
+@contextmanager
+def sweep_dir(source: str | Path) -> Iterator[tuple[Path, Path | None]]:
+    """``(root, base)`` for reading ``source``: a sweep directory as it is (``base`` None), or an archive
+    unpacked into a temporary directory ``base`` that lasts as long as the block (its runs' names in the
+    archive are their paths relative to ``base``)."""
+    source = Path(source)
+    if source.is_dir():
+        yield source, None
+        return
+    with tempfile.TemporaryDirectory(prefix="repro-records-") as tmp:
+        yield unpack(source, Path(tmp)), Path(tmp)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", help="the sweep's --root, relative to here (e.g. runs/toy-repro)")
+    parser.add_argument("archive", help="the archive to write (e.g. docs/toy-reproduction/runs.tar.xz)")
+    args = parser.parse_args(argv)
+    try:
+        n = pack(args.root, args.archive)
+    except (ValueError, OSError) as err:
+        sys.exit(f"repro_archive: {err}")
+    print(f"run records: {args.archive} ({n} members, {Path(args.archive).stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
