@@ -245,9 +245,7 @@ def draw(rows: list[dict], folder: Path) -> dict[str, str | None]:
         "accuracy_vs_alpha.png": any(
             r["mode"] == "fixed" and r["acc_after"] is not None for r in done_rows(rows)
         ),
-        "kl_vs_alpha.png": any(
-            r["mode"] == "fixed" and r["kl_step1"] is not None for r in done_rows(rows)
-        ),
+        "kl_vs_alpha.png": any(r["mode"] == "fixed" and r["kl_step1"] is not None for r in done_rows(rows)),
         "accuracy_by_method.png": any(r["acc_after"] is not None for r in done_rows(rows)),
         "accuracy_by_difficulty.png": bool(difficulty_table(rows)),
         "accuracy_curves.png": any(r["acc_curve"] for r in rows),

@@ -349,9 +349,7 @@ def render(
                 _f(statistics.fmean(mis[1])) if mis[1] else "–",
             ]
         )
-    md += _table(
-        ["method", "seeds", "acc after mean", "std", "gain mean", "KL step 1", "KL mean"], body
-    )
+    md += _table(["method", "seeds", "acc after mean", "std", "gain mean", "KL step 1", "KL mean"], body)
     for name, why in drawn.items():
         if name in ("accuracy_by_method.png", "accuracy_curves.png"):
             md += _figure_md(name, why, rel)
