@@ -61,7 +61,7 @@ DEMO_OVERRIDES ?= +world=toy controller.exposure_mode=adaptive controller.hold_w
 	trainer.test_freq=$(DEMO_STEPS) trainer.experiment_name=demo trainer.default_local_dir=$(CURDIR)/$(DEMO_DIR)/checkpoints
 
 model: setup
-	$(PY) -m recipe.atesd.tools.tiny_model --out artifacts/tiny-qwen3 --seed 0
+	$(PY) -m recipe.atesd.data.tiny_model --out artifacts/tiny-qwen3 --seed 0
 
 data: setup
 	test -f data/tiny/train.parquet || $(PY) -m recipe.atesd.data.prepare_train \

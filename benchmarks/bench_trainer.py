@@ -161,9 +161,9 @@ def stacks(
 def teacher_scoring(repeats: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from recipe.atesd.data.tiny_model import build_tiny_model, tokenizer_dir
     from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
     from recipe.atesd.method.scoring import build_teacher_batch, teacher_response_logits
-    from recipe.atesd.tools.tiny_model import build_tiny_model, tokenizer_dir
 
     model = AutoModelForCausalLM.from_pretrained(
         build_tiny_model(REPO / "artifacts/tiny-qwen3", seed=0)

@@ -254,13 +254,13 @@ def _build_model(device: torch.device, dtype: torch.dtype, spec: dict, vocab: in
 def section_teacher(args, device: torch.device) -> dict:
     from transformers import AutoTokenizer
 
+    from recipe.atesd.data.tiny_model import TOKENIZER_FILES, TinyQwen3Spec, padded_vocab_size
     from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
     from recipe.atesd.method.scoring import (
         build_teacher_batch,
         sequence_token_logprobs,
         teacher_response_logits,
     )
-    from recipe.atesd.tools.tiny_model import TOKENIZER_FILES, TinyQwen3Spec, padded_vocab_size
 
     tok_dir = Path(args.tokenizer)
     missing = [f for f in TOKENIZER_FILES if not (tok_dir / f).is_file()]

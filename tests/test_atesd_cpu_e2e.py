@@ -143,7 +143,7 @@ def launch(workdir: Path, name: str, overrides: list[str], stop_when=None, env=N
 def tiny_model():
     from conftest import REPO_ROOT
 
-    from recipe.atesd.tools.tiny_model import build_tiny_model
+    from recipe.atesd.data.tiny_model import build_tiny_model
 
     return build_tiny_model(REPO_ROOT / "artifacts" / "tiny-qwen3", seed=0)
 
@@ -553,7 +553,7 @@ def test_lora_resumes_from_adapters_only_and_refuses_another_base(lora_run, tmp_
     architecture and tokenizer, other weights) the resume is refused naming the digest; onto the run's base it
     trains step 5 from the restored AdamW state (on every rank, every adapter's step count is 5, not 1: the
     moments were loaded)."""
-    from recipe.atesd.tools.tiny_model import build_tiny_model
+    from recipe.atesd.data.tiny_model import build_tiny_model
 
     copy_checkpoint_step(lora_run[1], 4, tmp_path / "ckpt")  # the run went on to 5
     resume = [*LORA, f"trainer.total_training_steps={LORA_STEPS}", "trainer.resume_mode=auto"]

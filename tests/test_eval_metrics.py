@@ -184,8 +184,8 @@ def test_summary_names_missing_rows():
 def test_evaluation_prompt_is_the_student_turn_with_thinking_on():
     from transformers import AutoTokenizer
 
+    from recipe.atesd.data.tiny_model import tokenizer_dir
     from recipe.atesd.eval.evaluate import prompt_token_ids, student_template
-    from recipe.atesd.tools.tiny_model import tokenizer_dir
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
     template = student_template(SimpleNamespace(student_template=None))

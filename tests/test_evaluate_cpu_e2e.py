@@ -93,7 +93,7 @@ def complete_lines(path: Path) -> int:
 def tiny_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "model"
     subprocess.run(
-        [sys.executable, "-m", "recipe.atesd.tools.tiny_model", "--out", str(out), "--seed", "0"],
+        [sys.executable, "-m", "recipe.atesd.data.tiny_model", "--out", str(out), "--seed", "0"],
         cwd=REPO_ROOT,
         check=True,
         timeout=300,

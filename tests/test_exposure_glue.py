@@ -17,11 +17,11 @@ from test_controller import bump_progress, drive, stats
 from test_worker_loss import TEMPERATURE, make_worker, micro_batch, responses_for, run_micro_batch
 from transformers import AutoTokenizer
 
+from recipe.atesd.data.tiny_model import tokenizer_dir
 from recipe.atesd.method.controller import ControllerConfig, ExposureController
 from recipe.atesd.method.difficulty import ExposureTable, row_buckets
 from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
 from recipe.atesd.method.scoring import build_teacher_batch
-from recipe.atesd.tools.tiny_model import tokenizer_dir
 
 EXPOSURE = TeacherPromptConfig(segmenter="sentences")
 LEVELS = [2, 5, 8, 3, 7, 4]  # toy-world-like extra_info.difficulty per row

@@ -15,7 +15,7 @@ import torch
 from integration_utils import REPO_ROOT, python_module, ray_temp_overrides, run_stack
 from safetensors.torch import load_file
 
-from recipe.atesd.tools.tiny_model import build_tiny_model
+from recipe.atesd.data.tiny_model import build_tiny_model
 
 STACK_TIMEOUT_S = 420
 # vLLM (bf16) and the FSDP actor (fp32 master weights, bf16 forward) agree to ~1e-7 in probability

@@ -24,8 +24,8 @@ from conftest import REPO_ROOT, tiny_qwen
 from test_worker_loss import FP64_ZERO, TEMPERATURE, make_worker, micro_batch
 from transformers import AutoTokenizer
 
+from recipe.atesd.data.tiny_model import tokenizer_dir
 from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
-from recipe.atesd.tools.tiny_model import tokenizer_dir
 
 ALPHA = 0.5
 # Deliberately unequal, including a one-token response (its only logit row is the prompt's last token).

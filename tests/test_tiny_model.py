@@ -3,7 +3,7 @@ import json
 import pytest
 from safetensors import safe_open
 
-from recipe.atesd.tools.tiny_model import (
+from recipe.atesd.data.tiny_model import (
     STAMP_NAME,
     TinyQwen3Spec,
     build_tiny_model,

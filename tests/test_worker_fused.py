@@ -25,8 +25,8 @@ from test_packed_student import engine_for
 from test_worker_loss import FP64_ZERO, make_worker, micro_batch
 from transformers import AutoTokenizer
 
+from recipe.atesd.data.tiny_model import tokenizer_dir
 from recipe.atesd.method.prompts import TeacherPromptConfig
-from recipe.atesd.tools.tiny_model import tokenizer_dir
 
 ALPHA = 0.5
 RESPONSE_LENGTHS = (5, 1, 11, 3)

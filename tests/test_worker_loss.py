@@ -17,10 +17,10 @@ from conftest import REPO_ROOT, tiny_qwen
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
+from recipe.atesd.data.tiny_model import tokenizer_dir
 from recipe.atesd.method.losses import DistillLossConfig
 from recipe.atesd.method.prompts import TeacherPromptConfig, student_prompt_ids, teacher_prompt_ids
 from recipe.atesd.method.teacher import TeacherConfig
-from recipe.atesd.tools.tiny_model import tokenizer_dir
 
 TEMPERATURE = 1.1
 

