@@ -29,6 +29,7 @@ MODES = {
     "atesd": ("_distill", "_atesd"),
     "fixed-sweep": ("_distill", "_fixed-sweep"),
     "random": ("_distill", "_random"),
+    "reference-free": ("_distill", "_opsd", "_reference-free"),
     "grpo": ("_grpo",),
 }
 ENTRY_POINTS = {

@@ -62,6 +62,28 @@ def test_bad_values_fail_naming_the_key(override, key):
         check_atesd_config(atesd_config(override))
 
 
+@pytest.mark.parametrize("context", ["answer_only", "reference_free", "student"])
+def test_a_context_without_alpha_needs_a_fixed_alpha(context):
+    """A teacher context that ignores α (``uses_alpha`` false) with a mode that chooses α is refused naming both
+    keys; with ``exposure_mode=fixed`` the config passes (the control)."""
+    with pytest.raises(ValueError, match=rf"teacher_context={context} .*controller\.exposure_mode=adaptive"):
+        check_atesd_config(atesd_config(f"teacher_prompt.teacher_context={context}"))
+    check_atesd_config(
+        atesd_config(f"teacher_prompt.teacher_context={context}", "controller.exposure_mode=fixed")
+    )
+
+
+def test_answer_only_needs_the_answer_kept():
+    with pytest.raises(ValueError, match=r"answer_only .*teacher_prompt\.keep_final_answer=true"):
+        check_atesd_config(
+            atesd_config(
+                "teacher_prompt.teacher_context=answer_only",
+                "teacher_prompt.keep_final_answer=false",
+                "controller.exposure_mode=fixed",
+            )
+        )
+
+
 def test_distill_temperature_is_refused_naming_the_rollout_temperature():
     """The sampling temperature's one home is actor_rollout_ref.rollout.temperature: the old key
     ``distill.temperature`` (a config layer or ``+distill.temperature=...``) fails naming both keys."""

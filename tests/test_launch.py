@@ -64,6 +64,11 @@ MODES = {
     "atesd": {**DISTILL, "controller.exposure_mode": "adaptive"},
     "fixed-sweep": {**DISTILL, "controller.exposure_mode": "fixed", "controller.alpha": 0.25},
     "random": {**DISTILL, "controller.exposure_mode": "random"},
+    "reference-free": {
+        **DISTILL,
+        "controller.exposure_mode": "fixed",
+        "teacher_prompt.teacher_context": "reference_free",
+    },
     "grpo": {
         "actor_rollout_ref.rollout.n": 8,
         "actor_rollout_ref.rollout.temperature": 1.2,

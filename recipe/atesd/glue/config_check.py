@@ -16,7 +16,7 @@ from recipe.atesd.method.controller.config import ControllerConfig
 from recipe.atesd.method.difficulty import difficulty, quantile_edges
 from recipe.atesd.method.losses import DistillLossConfig
 from recipe.atesd.method.probe import REQUIRED_EXTRA_INFO
-from recipe.atesd.method.prompts import TeacherPromptConfig
+from recipe.atesd.method.prompts import TEACHER_CONTEXTS, TeacherPromptConfig
 from recipe.atesd.method.teacher import TeacherConfig, teacher_weights
 
 
@@ -32,8 +32,14 @@ def plain(node) -> dict:
 
 def check_atesd_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first bad key of the ATESD groups or of their verl neighbours."""
-    TeacherPromptConfig(**plain(cfg.teacher_prompt))
+    prompt = TeacherPromptConfig(**plain(cfg.teacher_prompt))
     controller = ControllerConfig.from_mapping(plain(cfg.controller)).validate()
+    if not TEACHER_CONTEXTS[prompt.teacher_context].uses_alpha and controller.exposure_mode != "fixed":
+        raise ValueError(
+            f"teacher_prompt.teacher_context={prompt.teacher_context} does not use α, so "
+            f"controller.exposure_mode={controller.exposure_mode} would choose α for nothing: use "
+            "controller.exposure_mode=fixed"
+        )
     distill_config(plain(cfg.distill))
     teacher = TeacherConfig(**plain(cfg.teacher)).validate()
     teacher_weights(teacher.kind, uses_lora(cfg.actor_rollout_ref.model))

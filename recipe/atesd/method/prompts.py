@@ -23,11 +23,13 @@ class TeacherContext:
     """A registered way to build the teacher's context c_T of one row (``teacher_prompt.teacher_context``):
     ``build(tokenizer, row, alpha, cfg, max_len) -> TeacherPrompt`` with ``row`` the row's ``extra_info``;
     ``needs``: the ``extra_info`` fields it reads (checked per row, error naming the field); ``uses_alpha``:
-    whether the controller's α changes what it builds."""
+    whether the controller's α changes what it builds; ``check(cfg)``: refuses (ValueError naming the keys) a
+    ``teacher_prompt`` config the context makes no sense with (None: any)."""
 
     build: Callable[..., TeacherPrompt]
     needs: tuple[str, ...]
     uses_alpha: bool
+    check: Callable[[TeacherPromptConfig], None] | None = None
 
 
 TEACHER_CONTEXTS: dict[str, TeacherContext] = {}
@@ -35,13 +37,13 @@ TEACHER_CONTEXTS: dict[str, TeacherContext] = {}
 :func:`register_teacher_context` function here plus its line in docs/config.md and docs/method.md."""
 
 
-def register_teacher_context(name: str, *, needs: tuple[str, ...], uses_alpha: bool):
+def register_teacher_context(name: str, *, needs: tuple[str, ...], uses_alpha: bool, check=None):
     """Register ``build(tokenizer, row, alpha, cfg, max_len)`` as teacher context ``name``."""
 
     def deco(build):
         if name in TEACHER_CONTEXTS:
             raise ValueError(f"teacher context {name!r} is already registered")
-        TEACHER_CONTEXTS[name] = TeacherContext(build, tuple(needs), uses_alpha)
+        TEACHER_CONTEXTS[name] = TeacherContext(build, tuple(needs), uses_alpha, check)
         return build
 
     return deco
@@ -122,6 +124,9 @@ class TeacherPromptConfig:
             _check_template(getattr(self, key), expected, f"teacher_prompt.{key}")
         if self.max_length is not None and (isinstance(self.max_length, bool) or not self.max_length >= 1):
             raise ValueError(f"teacher_prompt.max_length must be >= 1 or None, got {self.max_length!r}")
+        context_check = TEACHER_CONTEXTS[self.teacher_context].check
+        if context_check is not None:
+            context_check(self)
 
 
 @dataclass(frozen=True)
@@ -361,3 +366,38 @@ def _privileged_context(
         else:
             hi = mid - 1
     return TeacherPrompt(best_ids, best, revealed.n_revealed - best.n_revealed)
+
+
+def _answer_kept(cfg: TeacherPromptConfig) -> None:
+    if not cfg.keep_final_answer:
+        raise ValueError(
+            "teacher_prompt.teacher_context=answer_only shows the answer statement only: it needs "
+            "teacher_prompt.keep_final_answer=true (else the teacher sees nothing privileged: use reference_free)"
+        )
+
+
+@register_teacher_context(
+    "answer_only", needs=("problem", "reference_solution", "answer"), uses_alpha=False, check=_answer_kept
+)
+def _answer_only_context(
+    tokenizer, row: dict, alpha: float, cfg: TeacherPromptConfig, max_len
+) -> TeacherPrompt:
+    """c_T = the teacher template with the answer statement only: exactly ``privileged`` at α = 0, whatever the
+    controller's α (docs/method.md §2.5)."""
+    return _privileged_context(tokenizer, row, 0.0, cfg, max_len)
+
+
+@register_teacher_context("reference_free", needs=("problem", "reference_solution"), uses_alpha=False)
+def _reference_free_context(
+    tokenizer, row: dict, alpha: float, cfg: TeacherPromptConfig, max_len
+) -> TeacherPrompt:
+    """c_T = the student's own user turn (``student_template``) with thinking ON and nothing privileged: the
+    reference-free teacher of arXiv 2609.20612 (docs/method.md §2.5). The whole reference is the unrevealed
+    remainder (the probe's g scores it)."""
+    reference = _check_text(row["reference_solution"], "reference")
+    ids = chat_ids(tokenizer, build_student_messages(row["problem"], cfg), enable_thinking=True)
+    if max_len is not None and len(ids) > max_len:
+        raise ValueError(f"teacher prompt is {len(ids)} tokens (reference_free), over max_len={max_len}")
+    return TeacherPrompt(
+        ids, Revealed("", reference.strip(), 0, len(split_segments(reference, cfg.segmenter))), 0
+    )

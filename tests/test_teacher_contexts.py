@@ -1,0 +1,113 @@
+"""The field's teacher contexts as registered options (docs/method.md §2.5): what c_T each builds, checked
+token for token against the contexts written out from the templates, and the worker's loss under each against
+a dense fp64 reference on that c_T, with a control that another context gives another loss.
+
+- ``answer_only``: ``privileged`` at α = 0 (the answer statement only), whatever α the controller holds.
+- ``reference_free`` (arXiv 2609.20612): the student's own user turn with thinking ON, nothing privileged.
+"""
+
+import pytest
+import torch
+from conftest import tiny_qwen
+from test_worker_loss import TEMPERATURE, make_worker, micro_batch, responses_for, run_micro_batch
+from test_worker_loss import rows as rows  # noqa: F401  (fixture)
+from test_worker_loss import tokenizer as tokenizer  # noqa: F401  (fixture)
+
+from recipe.atesd.method.prompts import (
+    TEACHER_CONTEXTS,
+    TeacherPromptConfig,
+    build_student_messages,
+    chat_ids,
+    row_teacher_prompt,
+    student_prompt_ids,
+)
+
+SENTENCES = {"segmenter": "sentences"}
+
+
+def written_out(tokenizer, info: dict, context: str) -> list[int]:
+    """c_T of ``context`` from the templates directly (no registry, no reveal logic)."""
+    cfg = TeacherPromptConfig(**SENTENCES)
+    if context == "reference_free":
+        user = cfg.student_template.format(problem=info["problem"])
+    else:  # answer_only: the reference block holds the answer statement alone
+        statement = cfg.answer_statement_template.format(answer=info["answer"])
+        block = cfg.reference_block_template.format(reference=statement)
+        user = cfg.teacher_template.format(problem=info["problem"], reference_block=block)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True, enable_thinking=True
+    )
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+@pytest.mark.parametrize("context", ["answer_only", "reference_free"])
+def test_context_ids_are_the_written_out_prompt_at_every_alpha(tokenizer, rows, context):
+    cfg = TeacherPromptConfig(teacher_context=context, **SENTENCES)
+    assert not TEACHER_CONTEXTS[context].uses_alpha
+    for info in rows:
+        want = written_out(tokenizer, info, context)
+        for alpha in (0.0, 0.5, 1.0):
+            prompt = row_teacher_prompt(tokenizer, info, alpha, cfg)
+            assert prompt.ids == want, (context, alpha)
+            assert prompt.revealed.remainder  # the probe's g scores the unrevealed rest
+
+
+def test_answer_only_is_privileged_at_alpha_zero_and_reference_free_is_not_the_student(tokenizer, rows):
+    privileged = TeacherPromptConfig(**SENTENCES)
+    answer_only = TeacherPromptConfig(teacher_context="answer_only", **SENTENCES)
+    for info in rows:
+        assert (
+            row_teacher_prompt(tokenizer, info, 0.9, answer_only).ids
+            == row_teacher_prompt(tokenizer, info, 0.0, privileged).ids
+        )
+        assert (
+            row_teacher_prompt(tokenizer, info, 0.9, answer_only).ids
+            != row_teacher_prompt(tokenizer, info, 0.9, privileged).ids
+        )
+        free = row_teacher_prompt(tokenizer, info, 0.5, TeacherPromptConfig(teacher_context="reference_free"))
+        assert free.ids != student_prompt_ids(tokenizer, info["problem"], privileged)  # thinking on vs off
+        assert free.ids == chat_ids(tokenizer, build_student_messages(info["problem"], privileged), True)
+
+
+def test_answer_only_refuses_a_config_without_the_answer():
+    with pytest.raises(ValueError, match=r"teacher_prompt\.keep_final_answer=true"):
+        TeacherPromptConfig(teacher_context="answer_only", keep_final_answer=False)
+
+
+def test_reference_free_over_budget_names_the_length(tokenizer, rows):
+    with pytest.raises(ValueError, match=r"reference_free\), over max_len=5"):
+        row_teacher_prompt(tokenizer, rows[0], 0.0, TeacherPromptConfig(teacher_context="reference_free"), 5)
+
+
+@pytest.mark.parametrize("context", ["answer_only", "reference_free"])
+def test_worker_loss_matches_dense_reference_on_the_context(tokenizer, rows, context):
+    """fp64 models: the worker's loss under ``context`` equals Σ_n Σ_v min(p_T(log p_T − log p_S), τ) / N on the
+    written-out c_T within 1e-10 (fp64 rounding, tests/test_worker_loss.py's FP64_ZERO derivation); the
+    privileged context at α = 0.5 misses it by more than 1e3 × that (the control)."""
+    vocab = len(tokenizer)
+    student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
+    responses = responses_for(len(rows), vocab, seed=9)
+    n_tokens = sum(len(r) for r in responses)
+
+    def worker_loss(cfg):
+        worker = make_worker(tokenizer, teacher, cfg, alpha=0.5)
+        td, prompts = micro_batch(tokenizer, cfg, rows, responses, n_tokens)
+        return run_micro_batch(worker, student, td, prompts, responses).item()
+
+    tau = float(
+        torch.tensor(TEMPERATURE, dtype=torch.float32)
+    )  # as verl stores it (fp32), see test_packed_student
+    total = 0.0
+    for info, resp in zip(rows, responses, strict=True):
+        tp = written_out(tokenizer, info, context)
+        sp = student_prompt_ids(tokenizer, info["problem"], TeacherPromptConfig(**SENTENCES))
+        s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / tau
+        t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / tau
+        log_t, log_s = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
+        total += torch.clamp(log_t.exp() * (log_t - log_s), max=0.05).sum().item()
+    dense = total / n_tokens
+    bound = 1e-10
+    got = worker_loss(TeacherPromptConfig(teacher_context=context, **SENTENCES))
+    assert got == pytest.approx(dense, abs=bound)
+    # random tiny models barely tell the contexts apart (measured gap 8.6e-7 for answer_only): 1e3 × the bound
+    assert abs(worker_loss(TeacherPromptConfig(**SENTENCES)) - dense) > 1e3 * bound
