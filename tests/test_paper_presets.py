@@ -128,7 +128,8 @@ def test_presets_state_probe_validation_thinking_and_epochs(composed):
 def test_teacher_budget_fits_every_shipped_reference_at_alpha_1(composed, tokenizer, rows):
     """α = 1 is OPSD only where c_T(α=1) is not cut; the budget must cover the longest training reference."""
     configs = {
-        json.dumps({**composed[p]["teacher_prompt"], "teacher_context": None}, sort_keys=True) for p in DISTILL
+        json.dumps({**composed[p]["teacher_prompt"], "teacher_context": None}, sort_keys=True)
+        for p in DISTILL
     }
     assert len(configs) == 1, "the distillation presets differ in teacher_prompt (beyond the teacher context)"
     cfg = teacher_cfg(composed[DISTILL[0]])
