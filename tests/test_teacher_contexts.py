@@ -111,3 +111,106 @@ def test_worker_loss_matches_dense_reference_on_the_context(tokenizer, rows, con
     assert got == pytest.approx(dense, abs=bound)
     # random tiny models barely tell the contexts apart (measured gap 8.6e-7 for answer_only): 1e3 × the bound
     assert abs(worker_loss(TeacherPromptConfig(**SENTENCES)) - dense) > 1e3 * bound
+
+
+# ---------------------------------------------------------------- other_reference (OP2SD, arXiv 2608.09228)
+
+
+def test_pair_donors_never_pairs_the_same_problem_and_is_fixed_by_the_seed():
+    from recipe.atesd.method.donors import pair_donors
+
+    pool = [(f"t{i}", f"problem {i % 7}") for i in range(40)]  # repeated texts: t0, t7, t14, … share one
+    targets = [*pool, ("probe-1", "problem 3"), ("probe-2", "a probe problem")]
+    pairing = pair_donors(targets, pool, seed=3)
+    text = dict(targets)
+    assert set(pairing) == {t for t, _ in targets}
+    assert all(text[t] != dict(pool)[d] for t, d in pairing.items())  # never the same problem text
+    uses = [list(pairing.values()).count(d) for d, _ in pool]
+    assert max(uses) - min(uses) <= 3  # near-uniform: 42 targets over 40 donors, ± the skipped same-text ones
+    assert pair_donors(targets, pool, seed=3) == pairing
+    assert pair_donors(targets, pool, seed=4) != pairing
+
+
+@pytest.mark.parametrize(
+    ("targets", "pool", "match"),
+    [
+        ([("a", "x")], [], "pool .* is empty"),
+        ([("a", "x")], [("b", "x"), ("c", "x ")], "row id 'a': every donor"),
+        ([("a", "x"), ("a", "y")], [("b", "z")], "targets repeat row ids"),
+    ],
+)
+def test_pair_donors_errors_name_the_problem(targets, pool, match):
+    from recipe.atesd.method.donors import pair_donors
+
+    with pytest.raises(ValueError, match=match):
+        pair_donors(targets, pool, seed=0)
+
+
+@pytest.fixture(scope="module")
+def donors():
+    from conftest import REPO_ROOT
+
+    from recipe.atesd.data.donor_rows import donor_rows
+
+    tiny = REPO_ROOT / "data" / "tiny"
+    return donor_rows([str(tiny / "train.parquet")], str(tiny / "probe.parquet"), seed=0)
+
+
+def test_other_reference_shows_a_donor_and_never_the_own_reference(tokenizer, rows, donors):
+    cfg = TeacherPromptConfig(teacher_context="other_reference", **SENTENCES)
+    for info in rows:
+        row = {**info, **donors[info["id"]]}
+        user = cfg.worked_example_template.format(
+            problem=info["problem"],
+            example_problem=row["donor_problem"],
+            example_solution=row["donor_reference_solution"],
+        )
+        want = chat_ids(tokenizer, [{"role": "user", "content": user}], True)
+        for alpha in (0.0, 1.0):
+            assert row_teacher_prompt(tokenizer, row, alpha, cfg).ids == want
+        text = tokenizer.decode(want)
+        assert row["donor_problem"] != info["problem"]
+        assert info["reference_solution"].strip() not in text  # the target's own solution is never shown
+    with pytest.raises(ValueError, match=r"other_reference.*donor_problem"):
+        row_teacher_prompt(tokenizer, rows[0], 0.0, cfg)  # a row without its donor: named
+
+
+def test_worker_loss_under_other_reference_matches_dense_reference(tokenizer, rows, donors):
+    vocab = len(tokenizer)
+    student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
+    responses = responses_for(len(rows), vocab, seed=11)
+    n_tokens = sum(len(r) for r in responses)
+    cfg = TeacherPromptConfig(teacher_context="other_reference", **SENTENCES)
+    worker = make_worker(tokenizer, teacher, cfg, alpha=0.5)
+    worker._donors = donors
+    td, prompts = micro_batch(tokenizer, cfg, rows, responses, n_tokens)
+    got = run_micro_batch(worker, student, td, prompts, responses).item()
+    tau = float(torch.tensor(TEMPERATURE, dtype=torch.float32))
+    total = 0.0
+    for info, resp, sp in zip(rows, responses, prompts, strict=True):
+        d = donors[info["id"]]
+        user = cfg.worked_example_template.format(
+            problem=info["problem"],
+            example_problem=d["donor_problem"],
+            example_solution=d["donor_reference_solution"],
+        )
+        tp = chat_ids(tokenizer, [{"role": "user", "content": user}], True)
+        s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / tau
+        t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / tau
+        log_t, log_s = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
+        total += torch.clamp(log_t.exp() * (log_t - log_s), max=0.05).sum().item()
+    assert got == pytest.approx(total / n_tokens, abs=1e-10)
+
+
+def test_the_run_records_its_donor_pairing_and_a_resume_must_match(tmp_path):
+    from conftest import REPO_ROOT
+
+    from recipe.atesd.glue.trainer import DONORS_FILE, record_donors
+
+    tiny = REPO_ROOT / "data" / "tiny"
+    train, probe = [str(tiny / "train.parquet")], str(tiny / "probe.parquet")
+    pairing = record_donors(str(tmp_path), train, probe, seed=0)
+    assert (tmp_path / DONORS_FILE).exists() and len(pairing) > 0
+    assert record_donors(str(tmp_path), train, probe, seed=0) == pairing  # a resume recomputes the same
+    with pytest.raises(ValueError, match=r"donors\.json: this run's donor pairing differs"):
+        record_donors(str(tmp_path), train, probe, seed=1)

@@ -57,6 +57,7 @@ def make_worker(
     w._exposure = None if alpha is None else ExposureTable(0, (alpha,))
     w._difficulty = ("dataset_level", "difficulty")  # (controller.difficulty_signal, .difficulty_level_key)
     w._prompt_cache, w._report = {}, UpdateReport()
+    w._donors = {}  # no donor context (tests/test_teacher_contexts.py sets them for other_reference)
     w.ref = SimpleNamespace(engine=SimpleNamespace(module=teacher))
     return w
 

@@ -12,6 +12,7 @@ from dataclasses import fields
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
+from recipe.atesd.data.donor_rows import donor_rows
 from recipe.atesd.method.controller.config import ControllerConfig
 from recipe.atesd.method.difficulty import difficulty, quantile_edges
 from recipe.atesd.method.losses import DistillLossConfig
@@ -65,6 +66,8 @@ def check_atesd_config(cfg: DictConfig) -> None:
     for path in [train] if isinstance(train, str) else list(train):
         check_reference_rows(path)
     check_reference_rows(cfg.probe.path)
+    if "donor_problem" in TEACHER_CONTEXTS[prompt.teacher_context].needs:  # other_reference: pairable here
+        donor_rows(train, cfg.probe.path, prompt.donor_seed)
     resolve_bucket_edges(controller, train)
     if controller.buckets > 1:  # the probe's g places every probe row in its bucket (docs/method.md §2.4)
         _difficulties(controller, [cfg.probe.path], "probe.path")

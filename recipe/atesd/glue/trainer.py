@@ -16,6 +16,7 @@ only the two hooks of the step, the worker class and the checkpoint extras are o
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -27,6 +28,7 @@ from verl.trainer.ppo.utils import Role
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.utils.debug import marked_timer
 
+from recipe.atesd.data.donor_rows import DONORS_FILE, donor_rows
 from recipe.atesd.glue.config_check import plain, resolve_bucket_edges, uses_lora
 from recipe.atesd.glue.controller_actor import spawn_controller
 from recipe.atesd.glue.lora_checkpoint import check_base_model, record_base_model
@@ -34,6 +36,7 @@ from recipe.atesd.glue.sync_trainer import HistorySyncTrainer
 from recipe.atesd.glue.worker import ATESDWorker, TeacherSettings
 from recipe.atesd.method.controller import ControllerConfig, StepStats
 from recipe.atesd.method.difficulty import ExposureTable, bucket_occupancy, row_buckets
+from recipe.atesd.method.prompts import TEACHER_CONTEXTS
 from recipe.atesd.method.teacher import teacher_weights
 
 STATE_FILE = "atesd_state.pt"
@@ -198,8 +201,18 @@ class ATESDTrainer(HistorySyncTrainer):
             probe_batch_size=cfg.probe.batch_size,
             difficulty_signal=cfg.controller.difficulty_signal,
             difficulty_level_key=cfg.controller.difficulty_level_key,
+            train_files=list(cfg.data.train_files)
+            if not isinstance(cfg.data.train_files, str)
+            else [cfg.data.train_files],
         )
         self.actor_rollout_wg.init_teacher(settings)
+        if "donor_problem" in TEACHER_CONTEXTS[cfg.teacher_prompt.teacher_context].needs:
+            record_donors(
+                cfg.trainer.default_local_dir,
+                settings.train_files,
+                cfg.probe.path,
+                cfg.teacher_prompt.donor_seed,
+            )
         self.controller = spawn_controller(
             plain(cfg.controller), self.total_training_steps, cfg.controller_seed
         )
@@ -297,6 +310,27 @@ def load_atesd_state(folder: str) -> dict:
             "This recipe never writes such a file: it is untrusted or was altered; resume only checkpoints you "
             'trust (docs/launching.md, "Trust boundary")'
         ) from err
+
+
+def record_donors(root: str, train_files, probe_path, seed: int) -> dict:
+    """``DONORS_FILE`` in the checkpoint root: which donor each row of ``other_reference`` is shown
+    (recipe/atesd/data/donor_rows.py). A resumed run recomputes the pairing and must find the recorded one
+    (else the training data, the probe or ``teacher_prompt.donor_seed`` changed: ValueError naming the file)."""
+    pairing = {target: d["donor_id"] for target, d in donor_rows(train_files, probe_path, seed).items()}
+    path = os.path.join(root, DONORS_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        if recorded != {"donor_seed": seed, "pairing": pairing}:
+            raise ValueError(
+                f"{path}: this run's donor pairing differs from the recorded one (data.train_files, probe.path or "
+                "teacher_prompt.donor_seed changed since the run started)"
+            )
+        return pairing
+    os.makedirs(root, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"donor_seed": seed, "pairing": pairing}, f, indent=0, sort_keys=True)
+    return pairing
 
 
 def exposure_table(decision, edges) -> ExposureTable:

@@ -46,12 +46,13 @@ from verl.single_controller.base.decorator import Dispatch, make_nd_compute_data
 from verl.utils import tensordict_utils as tu
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
+from recipe.atesd.data.donor_rows import donor_rows
 from recipe.atesd.glue.config_check import uses_lora
 from recipe.atesd.method.difficulty import ExposureTable
 from recipe.atesd.method.fused_loss import fused_distill_loss
 from recipe.atesd.method.losses import DistillLossConfig, distill_token_losses
 from recipe.atesd.method.probe import ProbeSet
-from recipe.atesd.method.prompts import TeacherPromptConfig, row_teacher_prompt
+from recipe.atesd.method.prompts import TEACHER_CONTEXTS, TeacherPromptConfig, row_teacher_prompt
 from recipe.atesd.method.scoring import (
     TeacherBatch,
     build_teacher_batch,
@@ -79,6 +80,7 @@ class TeacherSettings:
     probe_batch_size: int
     difficulty_signal: str  # controller.difficulty_signal: places a row in a bucket
     difficulty_level_key: str  # controller.difficulty_level_key (its one default: ControllerConfig)
+    train_files: list[str]  # data.train_files: the donor pool of teacher_context other_reference
 
 
 @dataclass
@@ -129,6 +131,13 @@ class ATESDWorker(ActorRolloutRefWorker):
             if settings.probe_path
             else None
         )
+        self._donors = (  # row id → its donor's texts, only for a context that shows a donor (other_reference)
+            donor_rows(settings.train_files, settings.probe_path, self._prompt_cfg.donor_seed)
+            if "donor_problem" in TEACHER_CONTEXTS[self._prompt_cfg.teacher_context].needs
+            else {}
+        )
+        if self._probe is not None and self._donors:
+            self._probe.rows = [self._with_donor(row) for row in self._probe.rows]
         self.actor.set_loss_fn(StudentOutputLoss(self))
         return True
 
@@ -333,14 +342,24 @@ class ATESDWorker(ActorRolloutRefWorker):
         """c_T(α) of one row, built once per (row, α) in a hold window (``set_exposure`` empties the cache)."""
         key = (info["id"], alpha)
         if key not in self._prompt_cache:
+            row = self._with_donor(info) if self._donors else info
             prompt = row_teacher_prompt(
-                self._tokenizer, info, alpha, self._prompt_cfg, self._prompt_cfg.max_length
+                self._tokenizer, row, alpha, self._prompt_cfg, self._prompt_cfg.max_length
             )
             self._prompt_cache[key] = (prompt.ids, prompt.n_cut_segments)
         ids, n_cut = self._prompt_cache[key]
         self._report.n_truncated += int(n_cut > 0)
         self._report.n_cut_segments += n_cut
         return ids
+
+    def _with_donor(self, info: dict) -> dict:
+        """The row with its donor's problem and reference (``recipe/atesd/data/donor_rows.py``)."""
+        if info["id"] not in self._donors:
+            raise KeyError(
+                f"row id {info['id']!r} has no donor: it is neither in data.train_files nor in probe.path "
+                "(other_reference pairs every training and probe row)"
+            )
+        return {**info, **self._donors[info["id"]]}
 
     # ----------------------------------------------------------------- plumbing
 

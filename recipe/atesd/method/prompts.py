@@ -79,6 +79,18 @@ DEFAULT_REFERENCE_BLOCK_TEMPLATE = (
     "=== Reference Solution Begin ===\n{reference}\n=== Reference Solution End ==="
 )
 DEFAULT_ANSWER_STATEMENT_TEMPLATE = "Final answer: \\boxed{{{answer}}}"
+# other_reference (OP2SD's structure, arXiv 2608.09228; our wording): the target problem, then an unrelated
+# worked example, marked as no hint, then the instruction to solve the target independently.
+DEFAULT_WORKED_EXAMPLE_TEMPLATE = (
+    "Problem: {problem}\n\n"
+    "Below is a worked example of a different, unrelated problem. It only illustrates careful step-by-step "
+    "reasoning; it is not a solution or a hint for the problem above, so do not reuse its answer or its "
+    "numbers.\n\n"
+    "=== Unrelated Example Problem Begin ===\n{example_problem}\n=== Unrelated Example Problem End ===\n"
+    "=== Unrelated Example Solution Begin ===\n{example_solution}\n=== Unrelated Example Solution End ===\n\n"
+    "Now solve the problem above on your own: reason step by step, verify your reasoning, and put your final "
+    "answer within \\boxed{{}}."
+)
 
 # Template field -> the exact set of format fields it must use.
 _TEMPLATE_FIELDS = {
@@ -86,6 +98,7 @@ _TEMPLATE_FIELDS = {
     "teacher_template": {"problem", "reference_block"},
     "reference_block_template": {"reference"},
     "answer_statement_template": {"answer"},
+    "worked_example_template": {"problem", "example_problem", "example_solution"},
 }
 
 
@@ -95,6 +108,8 @@ class TeacherPromptConfig:
 
     max_length: token budget of the teacher prompt [chosen 4096]; over it, revealed segments are cut from
     the end, never the answer statement (:func:`teacher_prompt_ids`); None = no limit.
+    worked_example_template, donor_seed: ``other_reference``'s user turn and the seed of its donor pairing
+    (``recipe/atesd/method/donors.py``).
     """
 
     segmenter: str = "paragraph"
@@ -105,6 +120,8 @@ class TeacherPromptConfig:
     answer_statement_template: str = DEFAULT_ANSWER_STATEMENT_TEMPLATE
     teacher_context: str = "privileged"
     max_length: int | None = 4096
+    worked_example_template: str = DEFAULT_WORKED_EXAMPLE_TEMPLATE
+    donor_seed: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -124,6 +141,8 @@ class TeacherPromptConfig:
             _check_template(getattr(self, key), expected, f"teacher_prompt.{key}")
         if self.max_length is not None and (isinstance(self.max_length, bool) or not self.max_length >= 1):
             raise ValueError(f"teacher_prompt.max_length must be >= 1 or None, got {self.max_length!r}")
+        if isinstance(self.donor_seed, bool) or not isinstance(self.donor_seed, int) or self.donor_seed < 0:
+            raise ValueError(f"teacher_prompt.donor_seed must be an int >= 0, got {self.donor_seed!r}")
         context_check = TEACHER_CONTEXTS[self.teacher_context].check
         if context_check is not None:
             context_check(self)
@@ -398,6 +417,34 @@ def _reference_free_context(
     ids = chat_ids(tokenizer, build_student_messages(row["problem"], cfg), enable_thinking=True)
     if max_len is not None and len(ids) > max_len:
         raise ValueError(f"teacher prompt is {len(ids)} tokens (reference_free), over max_len={max_len}")
+    return TeacherPrompt(
+        ids, Revealed("", reference.strip(), 0, len(split_segments(reference, cfg.segmenter))), 0
+    )
+
+
+@register_teacher_context(
+    "other_reference",
+    needs=("problem", "reference_solution", "donor_problem", "donor_reference_solution"),
+    uses_alpha=False,
+)
+def _other_reference_context(
+    tokenizer, row: dict, alpha: float, cfg: TeacherPromptConfig, max_len
+) -> TeacherPrompt:
+    """c_T = ``worked_example_template``: the problem and an unrelated worked example (the donor row's problem and
+    reference solution, paired by ``method/donors.py``), thinking on; the target's own reference is never shown
+    and is the whole unrevealed rest (OP2SD, arXiv 2608.09228; docs/method.md §2.5)."""
+    reference = _check_text(row["reference_solution"], "reference")
+    user = cfg.worked_example_template.format(
+        problem=_check_text(row["problem"], "problem"),
+        example_problem=_check_text(row["donor_problem"], "donor_problem"),
+        example_solution=_check_text(row["donor_reference_solution"], "donor_reference_solution"),
+    )
+    ids = chat_ids(tokenizer, [{"role": "user", "content": user}], enable_thinking=True)
+    if max_len is not None and len(ids) > max_len:
+        raise ValueError(
+            f"teacher prompt is {len(ids)} tokens (other_reference, donor of row {row.get('id')!r}), "
+            f"over max_len={max_len}"
+        )
     return TeacherPrompt(
         ids, Revealed("", reference.strip(), 0, len(split_segments(reference, cfg.segmenter))), 0
     )
