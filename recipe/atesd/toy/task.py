@@ -52,6 +52,8 @@ STUDENT_TEMPLATE = "{problem}"
 TEACHER_TEMPLATE = "{problem}\n{reference_block}"
 REFERENCE_BLOCK_TEMPLATE = "ref\n{reference}\nend"
 ANSWER_STATEMENT_TEMPLATE = "\\boxed{{{answer}}}"
+# other_reference (docs/method.md §2.5): another problem and its solution in the reference block
+WORKED_EXAMPLE_TEMPLATE = "{problem}\nref\n{example_problem}\n{example_solution}\nend"
 
 # Every word the world's texts and templates use (the tokenizer gives each one a single token).
 WORDS = ("add", "mod", "ref", "end", "\\boxed")
@@ -66,6 +68,7 @@ def prompt_config(max_length: int | None = 512) -> TeacherPromptConfig:
         reference_block_template=REFERENCE_BLOCK_TEMPLATE,
         answer_statement_template=ANSWER_STATEMENT_TEMPLATE,
         max_length=max_length,
+        worked_example_template=WORKED_EXAMPLE_TEMPLATE,
     )
 
 
