@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 from conftest import tiny_qwen
-from test_worker_loss import TEMPERATURE, make_worker, micro_batch, responses_for, run_micro_batch
+from test_worker_loss import dense_loss, make_worker, micro_batch, responses_for, run_micro_batch
 from test_worker_loss import rows as rows  # noqa: F401  (fixture)
 from test_worker_loss import tokenizer as tokenizer  # noqa: F401  (fixture)
 
@@ -136,18 +136,15 @@ def test_dummy_context_is_what_the_worker_scores_with(dummy, tokenizer, rows):
         td, prompts = micro_batch(tokenizer, prompt_cfg, rows, responses, n_tokens)
         return run_micro_batch(worker, student, td, prompts, responses).item()
 
-    total = 0.0
+    triples = []
     for info, resp in zip(rows, responses, strict=True):
         text = info["problem"] + " The answer is " + info["answer"] + "."
         tp = chat_ids(tokenizer, [{"role": "user", "content": text}], enable_thinking=True)
-        sp = student_prompt_ids(tokenizer, info["problem"], exposure)
-        s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / TEMPERATURE
-        t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / TEMPERATURE
-        log_t, log_s = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
-        total += torch.clamp(log_t.exp() * (log_t - log_s), max=0.05).sum().item()
-    assert worker_loss(exposure) == pytest.approx(total / n_tokens, abs=1e-9)  # fp64 models
+        triples.append((student_prompt_ids(tokenizer, info["problem"], exposure), tp, resp))
+    dense = dense_loss(student, teacher, triples).item()
+    assert worker_loss(exposure) == pytest.approx(dense, abs=1e-9)  # fp64 models
     privileged = worker_loss(TeacherPromptConfig(segmenter="sentences"))
-    assert abs(privileged - total / n_tokens) > 1e-6  # the control: another context gives another loss
+    assert abs(privileged - dense) > 1e-6  # the control: another context gives another loss
 
 
 def test_dummy_teacher_kind_runs_after_each_update(dummy, monkeypatch):

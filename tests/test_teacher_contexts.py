@@ -9,7 +9,7 @@ a dense fp64 reference on that c_T, with a control that another context gives an
 import pytest
 import torch
 from conftest import tiny_qwen
-from test_worker_loss import TEMPERATURE, make_worker, micro_batch, responses_for, run_micro_batch
+from test_worker_loss import TEMPERATURE, dense_loss, make_worker, micro_batch, responses_for, run_micro_batch
 from test_worker_loss import rows as rows  # noqa: F401  (fixture)
 from test_worker_loss import tokenizer as tokenizer  # noqa: F401  (fixture)
 
@@ -97,15 +97,15 @@ def test_worker_loss_matches_dense_reference_on_the_context(tokenizer, rows, con
     tau = float(
         torch.tensor(TEMPERATURE, dtype=torch.float32)
     )  # as verl stores it (fp32), see test_packed_student
-    total = 0.0
-    for info, resp in zip(rows, responses, strict=True):
-        tp = written_out(tokenizer, info, context)
-        sp = student_prompt_ids(tokenizer, info["problem"], TeacherPromptConfig(**SENTENCES))
-        s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / tau
-        t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / tau
-        log_t, log_s = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
-        total += torch.clamp(log_t.exp() * (log_t - log_s), max=0.05).sum().item()
-    dense = total / n_tokens
+    triples = [
+        (
+            student_prompt_ids(tokenizer, info["problem"], TeacherPromptConfig(**SENTENCES)),
+            written_out(tokenizer, info, context),
+            resp,
+        )
+        for info, resp in zip(rows, responses, strict=True)
+    ]
+    dense = dense_loss(student, teacher, triples, temperature=tau).item()
     bound = 1e-10
     got = worker_loss(TeacherPromptConfig(teacher_context=context, **SENTENCES))
     assert got == pytest.approx(dense, abs=bound)
@@ -186,7 +186,7 @@ def test_worker_loss_under_other_reference_matches_dense_reference(tokenizer, ro
     td, prompts = micro_batch(tokenizer, cfg, rows, responses, n_tokens)
     got = run_micro_batch(worker, student, td, prompts, responses).item()
     tau = float(torch.tensor(TEMPERATURE, dtype=torch.float32))
-    total = 0.0
+    triples = []
     for info, resp, sp in zip(rows, responses, prompts, strict=True):
         d = donors[info["id"]]
         user = cfg.worked_example_template.format(
@@ -194,12 +194,8 @@ def test_worker_loss_under_other_reference_matches_dense_reference(tokenizer, ro
             example_problem=d["donor_problem"],
             example_solution=d["donor_reference_solution"],
         )
-        tp = chat_ids(tokenizer, [{"role": "user", "content": user}], True)
-        s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / tau
-        t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / tau
-        log_t, log_s = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
-        total += torch.clamp(log_t.exp() * (log_t - log_s), max=0.05).sum().item()
-    assert got == pytest.approx(total / n_tokens, abs=1e-10)
+        triples.append((sp, chat_ids(tokenizer, [{"role": "user", "content": user}], True), resp))
+    assert got == pytest.approx(dense_loss(student, teacher, triples, temperature=tau).item(), abs=1e-10)
 
 
 def test_the_run_records_its_donor_pairing_and_a_resume_must_match(tmp_path):

@@ -104,20 +104,32 @@ def responses_for(n, vocab, seed=0):
     ]
 
 
-def dense_reference(student, teacher, tokenizer, exposure, infos, responses, alpha, tau=0.05):
-    """method.md §1 written densely: mean over response tokens of Σ_v min(p_T(log p_T − log p_S), τ)."""
+def dense_loss(student, teacher, triples, temperature=TEMPERATURE, tau=0.05):
+    """method.md §1 written densely, each sequence alone: mean over response tokens of
+    Σ_v min(p_T(log p_T − log p_S), τ), for ``triples`` = [(student prompt ids, teacher prompt ids, response)]."""
     total, count = 0.0, 0
-    for info, resp in zip(infos, responses, strict=True):
-        sp = student_prompt_ids(tokenizer, info["problem"], exposure)
-        tp = teacher_prompt_ids(
-            tokenizer, info["problem"], info["reference_solution"], alpha, exposure, answer=info["answer"]
-        ).ids
-        s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / TEMPERATURE
-        t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / TEMPERATURE
+    for sp, tp, resp in triples:
+        s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / temperature
+        t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / temperature
         log_t, log_s = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
         total += torch.clamp(log_t.exp() * (log_t - log_s), max=tau).sum(-1).sum()
         count += len(resp)
     return total / count
+
+
+def dense_reference(student, teacher, tokenizer, exposure, infos, responses, alpha, tau=0.05):
+    """:func:`dense_loss` with c_T(α) from ``teacher_prompt_ids``."""
+    triples = [
+        (
+            student_prompt_ids(tokenizer, info["problem"], exposure),
+            teacher_prompt_ids(
+                tokenizer, info["problem"], info["reference_solution"], alpha, exposure, answer=info["answer"]
+            ).ids,
+            resp,
+        )
+        for info, resp in zip(infos, responses, strict=True)
+    ]
+    return dense_loss(student, teacher, triples, tau=tau)
 
 
 def test_worker_loss_matches_dense_reference(tokenizer, rows):
