@@ -1,18 +1,26 @@
-"""Paired rollouts end to end on CPU (docs/cpu.md, "Paired rollouts"; recipe/atesd/glue/seeded_rollout.py).
+"""Paired rollouts and sweep mode end to end on CPU (docs/cpu.md, "Paired rollouts"; docs/toy.md, "Sweep mode";
+recipe/atesd/glue/seeded_rollout.py, recipe/atesd/glue/sweep.py).
 
 Three stacks of ``recipe.atesd.main_atesd +world=toy`` (the shipped toy model, 16 prompts per step, sampled at
-temperature 1.1 / top-p 0.95 / top-k 20), one step each, no validation, no checkpoint:
+temperature 1.1 / top-p 0.95 / top-k 20), validation at steps 0 and 3:
 
-- ``a``: fixed α = 0.25, ``actor_rollout_ref.rollout.seed=1``;
-- ``b``: fixed α = 1.0, the same seed — another arm of the same seed;
-- ``c``: fixed α = 0.25, ``actor_rollout_ref.rollout.seed=2``.
+- ``sweep``: one stack, ``actor_rollout_ref.rollout.seed=1``, two arms of 3 steps: ``a`` fixed α = 0.25, then ``b``
+  fixed α = 1.0 (started from the stack's saved initial state after ``a`` trained);
+- ``b-alone``: arm ``b``'s config as a run of its own (3 steps);
+- ``c``: fixed α = 0.25 at ``actor_rollout_ref.rollout.seed=2`` (1 step).
 
 Every rollout request's prompt and response token ids are recorded in the agent-loop worker
 (tests/rollout_capture.py). Step 1 samples from the initial weights, before any update, so the arms of one seed
-must get the same responses token for token — the exposure α enters only the teacher's context, after the
-rollout — and another seed other responses. Without the seeded agent loop (verl's ``single_turn_agent``),
-requests sample from vLLM's engine-wide RNG in whatever order they reach the engine, and the arms of one seed
-differed (docs/cpu.md gives the counts). Pairing ends with step 1: the arms' updates differ, so do the weights.
+must get the same responses token for token — α enters only the teacher's context, after the rollout — and
+another seed other responses. Without the seeded agent loop (verl's ``single_turn_agent``) requests sample from
+vLLM's engine-wide RNG in whatever order they reach the engine, and the arms of one seed differed (docs/cpu.md
+gives the counts). Pairing ends with step 1: the arms' updates differ, so do the weights.
+
+Sweep mode must give an arm exactly what a run of its own gives: every rollout of every step and every logged
+metric (validations included) equal, bit for bit. The bound is exact because nothing in the pipeline is left to
+chance on one machine: each request samples from its own seed, and the update takes the rows in the dataloader's
+order (recipe/atesd/glue/sync_trainer.py::canonical_order; before it, two runs of one config already differed in
+the last bits of step 1's gradient and then in step 2's samples). Only times and memory figures may differ.
 """
 
 import json
@@ -24,51 +32,66 @@ from conftest import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 TRAIN_ROWS = 16  # data.train_batch_size of +world=toy (recipe/atesd/config/world/toy.yaml), rollout.n = 1
-ARMS = {"a": (0.25, 1), "b": (1.0, 1), "c": (0.25, 2)}  # name -> (fixed α, rollout seed)
-ONE_STEP = [
+STEPS = 3
+RUN_TIMEOUT_S = 900  # tests/test_atesd_cpu_e2e.py's launch
+COMMON = [
     "+world=toy",
     "controller.exposure_mode=fixed",
-    "trainer.total_training_steps=1",
-    "trainer.val_before_train=false",
-    "trainer.test_freq=-1",
-    "trainer.save_freq=-1",
+    "trainer.val_before_train=true",
+    f"trainer.test_freq={STEPS}",
+    f"trainer.save_freq={STEPS}",
 ]
-RUN_TIMEOUT_S = 900  # tests/test_atesd_cpu_e2e.py's launch
+UNTIMED = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/")  # wall-clock and memory figures
 
 
-def read_rollouts(folder: Path) -> dict[tuple[int, int, int], dict]:
-    """(step, dataset index, sample number) → the request's record (tests/rollout_capture.py); keys unique."""
-    records = [
-        json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()
-    ]
-    keyed = {(r["step"], r["index"], r["session"]): r for r in records}
-    assert len(keyed) == len(records), f"{folder}: two requests share (step, index, session)"
-    return keyed
-
-
-def run_arm(workdir: Path, name: str, alpha: float, seed: int, extra: tuple[str, ...] = ()):
-    """One stack: one step of fixed α ``alpha`` at rollout seed ``seed``; returns (step-1 rollouts, step-1
-    metrics). ``extra``: more hydra overrides (the manual without-the-fix check passes verl's agent loop)."""
-    from test_atesd_cpu_e2e import launch, metrics_rows
-
+def prepared(workdir: Path) -> list[str]:
+    """The shipped model (verified, as `make toy` installs it) and the toy data, as overrides."""
     from recipe.atesd.toy.build_data import build
     from recipe.atesd.toy.shipped import INSTALLED, install
 
-    model = install(INSTALLED)  # as `make toy` does: the shipped model, verified
+    model = install(INSTALLED)
     data = workdir / "data"
     if not (data / "train.parquet").exists():
         build(data, seed=0)
-    capture = workdir / f"{name}-rollouts"
-    overrides = [
-        *ONE_STEP,
-        f"controller.alpha={alpha}",
-        f"actor_rollout_ref.rollout.seed={seed}",
+    return [
         f"actor_rollout_ref.model.path={model}",
         f"data.train_files={data}/train.parquet",
         f"data.val_files={data}/val.parquet",
         f"probe.path={data}/probe.parquet",
-        *extra,
     ]
+
+
+def read_rollouts(folder: Path) -> list[dict]:
+    """Every sampled (training) request the stack made, in the order they finished (tests/rollout_capture.py);
+    validation is greedy (temperature 0) and left out."""
+    records = [
+        json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()
+    ]
+    return [r for r in records if r["temperature"] > 0]
+
+
+def by_request(records: list[dict]) -> dict[tuple[int, int, int], dict]:
+    """(step, dataset index, sample number) → the request's record; keys unique within one run."""
+    keyed = {(r["step"], r["index"], r["session"]): r for r in records}
+    assert len(keyed) == len(records), "two requests of one run share (step, index, session)"
+    return keyed
+
+
+def history(path: Path) -> dict[int, dict]:
+    """step → every logged metric but times and memory (the attempt records left out)."""
+    rows: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "attempt" not in record:
+            data = {k: v for k, v in record["data"].items() if not k.startswith(UNTIMED)}
+            rows.setdefault(record["step"], {}).update(data)
+    return rows
+
+
+def launch_captured(workdir: Path, name: str, overrides: list[str]) -> list[dict]:
+    from test_atesd_cpu_e2e import launch
+
+    capture = workdir / f"{name}-rollouts"
     env = {
         "ATESD_ROLLOUT_CAPTURE_DIR": str(capture),
         "VERL_USE_EXTERNAL_MODULES": "rollout_capture",
@@ -76,45 +99,57 @@ def run_arm(workdir: Path, name: str, alpha: float, seed: int, extra: tuple[str,
     }
     result, _ = launch(workdir / name, name, overrides, env=env)
     assert result.returncode == 0 and not result.timed_out, result.describe()
-    print(f"arm {name} (alpha {alpha}, seed {seed}): stack {result.wall_s:.0f}s")
-    return read_rollouts(capture), metrics_rows(workdir / name / f"{name}.jsonl")[1]
+    print(f"{name}: stack {result.wall_s:.0f}s")
+    return read_rollouts(capture)
 
 
-def check_step1(rollouts: dict, metrics: dict, alpha: float) -> dict[tuple[int, int], dict]:
-    """The arm ran its α and sampled TRAIN_ROWS step-1 requests, each with a seed of its own; returns them
-    keyed by (index, session)."""
-    assert metrics["exposure/alpha"] == alpha
-    step1 = {(i, s): r for (step, i, s), r in rollouts.items() if step == 1}
-    assert len(step1) == TRAIN_ROWS, sorted(step1)
-    assert all(r["temperature"] > 0 for r in step1.values())
-    return step1
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("pairing")
+    data = prepared(workdir)
+    seed1 = [*COMMON, *data, f"trainer.total_training_steps={STEPS}", "actor_rollout_ref.rollout.seed=1"]
+    root = workdir / "sweep-arms"
+    arms = "{a: {controller: {alpha: 0.25}}, b: {controller: {alpha: 1.0}}}"
+    swept = launch_captured(workdir, "sweep", [*seed1, f"sweep.root={root}", f"++sweep.arms={arms}"])
+    alone = launch_captured(workdir, "b-alone", [*seed1, "controller.alpha=1.0"])
+    other_seed = [*COMMON, *data, "trainer.total_training_steps=1", "actor_rollout_ref.rollout.seed=2"]
+    c = launch_captured(workdir, "c", [*other_seed, "controller.alpha=0.25"])
+    # the arms ran one after the other in one stack: arm a's requests first, then b's
+    per_arm = STEPS * TRAIN_ROWS
+    assert len(swept) == 2 * per_arm and len(alone) == per_arm and len(c) == TRAIN_ROWS
+    return {
+        "a": by_request(swept[:per_arm]),
+        "b": by_request(swept[per_arm:]),
+        "b-alone": by_request(alone),
+        "c": by_request(c),
+        "root": root,
+        "b-alone-history": workdir / "b-alone" / "b-alone.jsonl",
+    }
+
+
+def step1(requests: dict) -> dict[tuple[int, int], dict]:
+    out = {(i, s): r for (step, i, s), r in requests.items() if step == 1}
+    assert len(out) == TRAIN_ROWS, sorted(out)
+    return out
 
 
 def compare(x: dict, y: dict) -> tuple[int, int]:
     """(requests with the same response ids, requests with the same seed) over the same prompts."""
-    assert sorted(x) == sorted(y), "the arms rolled out other prompts at step 1"
+    assert sorted(x) == sorted(y), "the runs rolled out other prompts"
     assert all(x[k]["prompt_ids"] == y[k]["prompt_ids"] for k in x)
     same_response = sum(x[k]["response_ids"] == y[k]["response_ids"] for k in x)
     same_seed = sum(x[k]["seed"] == y[k]["seed"] for k in x)
     return same_response, same_seed
 
 
-@pytest.fixture(scope="module")
-def arms(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("pairing")
-    return {name: (run_arm(workdir, name, alpha, seed), alpha) for name, (alpha, seed) in ARMS.items()}
-
-
-@pytest.mark.timeout(len(ARMS) * RUN_TIMEOUT_S + 300)
-def test_arms_of_one_seed_share_step1_rollouts_and_another_seed_does_not(arms):
-    step1 = {
-        name: check_step1(rollouts, metrics, alpha) for name, ((rollouts, metrics), alpha) in arms.items()
-    }
-    for requests in step1.values():  # every request has its own seed: none unseeded, none shared
+@pytest.mark.timeout(3 * RUN_TIMEOUT_S + 300)
+def test_arms_of_one_seed_share_step1_rollouts_and_another_seed_does_not(runs):
+    a, b, c = step1(runs["a"]), step1(runs["b"]), step1(runs["c"])
+    for requests in (a, b, c):  # every request has its own seed: none unseeded, none shared
         seeds = [r["seed"] for r in requests.values()]
         assert all(isinstance(s, int) for s in seeds) and len(set(seeds)) == TRAIN_ROWS, seeds
-    same_ab, seeds_ab = compare(step1["a"], step1["b"])
-    same_ac, seeds_ac = compare(step1["a"], step1["c"])
+    same_ab, seeds_ab = compare(a, b)
+    same_ac, seeds_ac = compare(a, c)
     print(
         f"step-1 responses identical: a/b (one seed) {same_ab}/{TRAIN_ROWS}, a/c (two seeds) {same_ac}/{TRAIN_ROWS}"
     )
@@ -122,3 +157,28 @@ def test_arms_of_one_seed_share_step1_rollouts_and_another_seed_does_not(arms):
     assert seeds_ac == 0 and same_ac < TRAIN_ROWS
     # the responses are samples, not one greedy answer: a/c differ on several prompts (seen: see docs/cpu.md)
     assert TRAIN_ROWS - same_ac >= 2
+
+
+@pytest.mark.timeout(3 * RUN_TIMEOUT_S + 300)
+def test_an_arm_in_a_sweep_equals_the_arm_run_alone(runs):
+    """Arm b trained second, after arm a moved the weights, optimiser and controller: every rollout of every
+    step and every logged metric equal those of b's run alone (module docstring: why exact)."""
+    swept, alone = runs["b"], runs["b-alone"]
+    assert sorted(swept) == sorted(alone)
+    differ = [k for k in swept if swept[k]["response_ids"] != alone[k]["response_ids"]]
+    assert differ == [], f"{len(differ)} of {len(swept)} requests sampled other tokens, first {differ[:3]}"
+    arm = runs["root"] / "b"
+    swept_history, alone_history = history(arm / "metrics.jsonl"), history(runs["b-alone-history"])
+    assert sorted(swept_history) == list(range(STEPS + 1))  # step 0's validation, then every step
+    for step in swept_history:
+        mismatched = {
+            k: (swept_history[step].get(k), alone_history[step].get(k))
+            for k in swept_history[step].keys() | alone_history[step].keys()
+            if swept_history[step].get(k) != alone_history[step].get(k)
+        }
+        assert not mismatched, f"step {step}: {mismatched}"
+    # the arm's records: its config, provenance and wall-time split (recipe/atesd/glue/sweep.py)
+    done, record = (json.loads((arm / name).read_text()) for name in ("done.json", "record.json"))
+    assert done["config_sha256"] == record["config_sha256"] and 0 < done["reset_s"] < done["wall_s"]
+    assert record["model"]["sha256"] and record["cpu"]
+    assert (arm / "config.yaml").exists() and (arm / "checkpoints" / "global_step_3").is_dir()

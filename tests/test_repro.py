@@ -247,6 +247,97 @@ def test_report_refuses_runs_of_two_models(tmp_path):
     assert {r["model_sha256"] for r in rows} == {"a" * 64} and f"Model: `{'a' * 64}`" in out.read_text()
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_sweep_arm_trains_the_config_of_its_run_alone(tmp_path, seed, toy_repo, monkeypatch):
+    """The stack's arm of every ATESD method resolves to the config its command alone resolves to (the same
+    config hash, recipe/atesd/glue/sweep.py::config_sha256: places and names aside), with its outputs where the
+    run alone puts them; that the training then matches is tests/test_pairing_cpu_e2e.py."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from launch.presets import CONFIG_DIR
+    from recipe.atesd.glue import sweep
+    from recipe.atesd.glue.platform import configure_process_env, with_platform_override
+
+    configure_process_env()
+    monkeypatch.setenv("ATESD_REPO", str(toy_repo))
+    methods = [m for m in rs.METHODS if rs.METHODS[m].mode != "grpo"]
+
+    def resolved(args):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            cfg = compose(config_name="atesd_trainer", overrides=with_platform_override(args, "cpu"))
+        OmegaConf.resolve(cfg)
+        return cfg
+
+    stack = resolved(rs.stack_overrides(methods, seed, 40, 10, tmp_path, "toy", ["probe.size=4"], MODEL))
+    arms = {a.name: a for a in sweep.prepare(stack)}
+    assert list(arms) == methods
+    for m in methods:
+        d = rs.run_dir(tmp_path, m, seed)
+        alone = resolved(rs.overrides(m, seed, 40, 10, d, "toy", ["probe.size=4"], MODEL))
+        assert arms[m].sha256 == sweep.config_sha256(alone), m
+        assert arms[m].directory == d
+        assert arms[m].config.trainer.default_local_dir == alone.trainer.default_local_dir
+        assert arms[m].config.trainer.validation_data_dir == alone.trainer.validation_data_dir
+    with pytest.raises(ValueError, match="controller.alpha=0.5.*a key the methods set"):
+        rs.stack_overrides(methods, seed, 40, 10, tmp_path, "toy", ["controller.alpha=0.5"], MODEL)
+
+
+def test_hydra_literal_round_trips_through_hydra():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = {"fixed-0.25": {"controller": {"alpha": 0.25, "mode": "it's", "on": True, "n": 3}}}
+    parsed = OverridesParser.create().parse_override(f"++sweep.arms={rs.hydra_literal(value)}").value()
+    assert parsed == value
+
+
+def test_run_stack_records_arms_and_names_failures(tmp_path):
+    """A stand-in stack: arm 1 trained to the end (done.json by the trainer), arm 2 not; each arm's run.json names
+    its command alone and the stack; the stack's log and record are kept; the overhead lines add up."""
+    arms = [(m, ["py", m], rs.run_dir(tmp_path, m, 0)) for m in ("fixed-0.25", "adaptive")]
+    steps = 3
+
+    def stack(cmd, directory, log):
+        assert directory is None  # the arms name their own metrics histories
+        log.write_text("stack ran\n")
+        first = arms[0][2]
+        run, _ = fake_runner(steps)
+        run(cmd, first, first / rs.LOG)
+        (first / rs.DONE).write_text(
+            json.dumps(
+                {
+                    "wall_s": 20.0,
+                    "started": "2026-01-01T00:00:05+00:00",
+                    "finished": "2026-01-01T00:00:25+00:00",
+                }
+            )
+        )
+        return 1
+
+    outcomes, record = rs.run_stack(0, arms, ["py", "stack"], steps, tmp_path, runner=stack)
+    assert [o for o, _ in outcomes] == ["done", "failed"]
+    assert "no done.json (stack exit status 1)" in outcomes[1][1]
+    meta = json.loads((arms[1][2] / rs.RUN).read_text())
+    assert meta["command"] == ["py", "adaptive"] and meta["stack"] == ["py", "stack"]
+    assert record["arms"] == ["fixed-0.25", "adaptive"] and record["exit_status"] == 1
+    logs = list((tmp_path / rs.STACKS).glob("seed0-*.log"))
+    assert len(logs) == 1 and logs[0].read_text() == "stack ran\n"
+    assert json.loads(logs[0].with_suffix(".json").read_text()) == record
+    # the overhead benchmark: the fake history holds no timing_s/step, so every second is outside the steps
+    record = {
+        **record,
+        "wall_s": 40.0,
+        "started": "2026-01-01T00:00:00+00:00",
+        "finished": "2026-01-01T00:00:40+00:00",
+    }
+    lines = rs.overhead_lines(
+        [(record, [d for _, _, d in arms])], [("fixed-0.25 seed 0", arms[0][2], 20.0, True)]
+    )
+    assert lines[0] == "[repro] fixed-0.25 seed 0: wall 20 s, steps 0 s, outside steps 1.00"
+    assert "start-up 5 s, shutdown 15 s" in lines[1]
+    assert lines[-1].startswith("[repro] overhead share: 1.00") and "of 40 s" in lines[-1]
+
+
 def test_run_one_failures_write_no_done_marker(tmp_path):
     d = rs.run_dir(tmp_path, "grpo", 1)
     cmd = rs.command("grpo", [], "py")
@@ -282,8 +373,10 @@ def test_dry_run_lists_every_run(tmp_path, capsys):
     args = ["--root", str(root), "--model", str(model), "--methods", "fixed-0.5"]
     rs.main([*args, "grpo", "--seeds", "0", "1", "--dry-run"])
     out = capsys.readouterr().out
-    assert f"model {digest}" in out and "4 runs" in out and out.count("+world=toy") == 4
-    assert out.count(f"actor_rollout_ref.model.path={model}") == 4
+    # each run's command alone (4) and, per seed, the sweep stack that trains its ATESD methods (2)
+    assert f"model {digest}" in out and "4 runs" in out and out.count("+world=toy") == 6
+    assert out.count(f"actor_rollout_ref.model.path={model}") == 6
+    assert out.count("stack seed") == 2 and "sweep.subdir=seed1" in out
     assert (
         "fixed-0.5 seed 0: done" in out and "fixed-0.5 seed 1: absent" in out and "grpo seed 0: absent" in out
     )

@@ -5,7 +5,8 @@ plus our groups (exposure, controller, distill, probe, platform). With no accele
 ``platform=cpu`` group and our verl patches are switched on automatically.
 ``dry_run=true`` prints the resolved config and the resource plan and starts nothing. A run whose
 checkpoints already reach ``trainer.total_training_steps`` (``resume_mode=auto``) is complete: the entry
-point says so and exits 0 without starting Ray (its metrics history is left as it is).
+point says so and exits 0 without starting Ray (its metrics history is left as it is). With ``sweep.arms`` the
+stack trains several arms one after another (recipe/atesd/glue/sweep.py); each arm's config is checked here first.
 """
 
 from __future__ import annotations
@@ -72,14 +73,26 @@ def main(cfg: DictConfig) -> None:
     from verl.utils.device import auto_set_device
 
     from recipe.atesd.glue.config_check import check_atesd_config
+    from recipe.atesd.glue.sweep import arm_state, prepare
 
     OmegaConf.resolve(cfg)  # env-based paths resolve here, on the submitting machine
     auto_set_device(cfg)
     check_atesd_config(cfg)
+    arms = prepare(cfg)
+    for arm in arms:  # every arm checked before the stack starts (recipe/atesd/glue/sweep.py)
+        try:
+            check_atesd_config(arm.config)
+        except ValueError as err:
+            raise ValueError(f"sweep.arms.{arm.name}: {err}") from err
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     if cfg.dry_run:
         print(OmegaConf.to_yaml(cfg, resolve=True))
         print("# resource plan\n" + OmegaConf.to_yaml(OmegaConf.create(resource_plan(cfg))))
+        for arm in arms:
+            print(f"# sweep arm {arm.name}: {arm_state(arm)}, {arm.directory} (config {arm.sha256[:12]})")
+        return
+    if arms and all(arm_state(arm) == "done" for arm in arms):
+        print(f"[atesd] nothing to train: every arm of the sweep in {cfg.sweep.root} is done")
         return
     done = completed_step(cfg)
     if done is not None:

@@ -36,10 +36,11 @@ def history_path(project_name: str, experiment_name: str) -> str:
     return path
 
 
-def use_resumable_file_logger(resume_step: int, model: dict | None = None) -> None:
+def use_resumable_file_logger(resume_step: int, model: dict | None = None, path: str | None = None) -> None:
     """From now on, ``Tracking(..., default_backend=[..., "file"])`` in this process opens the history
     for an attempt starting at checkpoint step ``resume_step`` (0: a fresh run) whose boundary record names
-    ``model`` (``recipe/atesd/data/manifest.py::model_record``)."""
+    ``model`` (``recipe/atesd/data/manifest.py::model_record``); at ``path`` if given (a sweep arm's,
+    recipe/atesd/glue/sweep.py), else where verl's rules put it (:func:`history_path`)."""
     verify(TARGET)
 
     class ResumableFileLogger(VERL_FILE_LOGGER):
@@ -47,7 +48,7 @@ def use_resumable_file_logger(resume_step: int, model: dict | None = None) -> No
 
         def __init__(self, project_name: str, experiment_name: str):
             self.project_name, self.experiment_name = project_name, experiment_name
-            self.filepath = history_path(project_name, experiment_name)
+            self.filepath = path or history_path(project_name, experiment_name)
             print(f"[atesd] metrics history at {os.path.abspath(self.filepath)} (resume step {resume_step})")
             self.fp, self.attempt = open_history(self.filepath, resume_step, model=model)
 

@@ -20,24 +20,29 @@ import json
 import math
 import os
 import pickle
+import time
+from datetime import UTC, datetime
 
 import numpy as np
 import ray
 import torch
+from omegaconf import OmegaConf
 from verl.trainer.ppo.utils import Role
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.utils.debug import marked_timer
 
 from recipe.atesd.data.donor_rows import DONORS_FILE, donor_rows
+from recipe.atesd.glue import sweep
 from recipe.atesd.glue.config_check import plain, resolve_bucket_edges, uses_lora
 from recipe.atesd.glue.controller_actor import spawn_controller
 from recipe.atesd.glue.lora_checkpoint import check_base_model, record_base_model
-from recipe.atesd.glue.sync_trainer import HistorySyncTrainer
+from recipe.atesd.glue.sync_trainer import HistorySyncTrainer, record_start_model
 from recipe.atesd.glue.worker import ATESDWorker, TeacherSettings
 from recipe.atesd.method.controller import ControllerConfig, StepStats
 from recipe.atesd.method.difficulty import ExposureTable, bucket_occupancy, row_buckets
 from recipe.atesd.method.prompts import TEACHER_CONTEXTS
 from recipe.atesd.method.teacher import teacher_weights
+from recipe.atesd.tools.run_dirs import CONFIG, DONE, METRICS, RECORD, move_aside, write_json
 
 STATE_FILE = "atesd_state.pt"
 
@@ -186,6 +191,10 @@ class ATESDTrainer(HistorySyncTrainer):
 
     def init(self):
         self._setup()  # loads the checkpoint: global_steps is the resume step from here on
+        self._arms = sweep.resolve_arms(self.config)
+        if self._arms:  # sweep mode: each arm is set up in fit(), from the state saved here
+            self._save_initial_state()
+            return
         self._open_history()
         self._init_atesd()
         self.on_init_end()
@@ -228,6 +237,55 @@ class ATESDTrainer(HistorySyncTrainer):
         else:  # ℓ_0 before the first update (no teacher pass: g_0 enters no reward)
             baseline = self.actor_rollout_wg.probe_signals(ground=False)[0]
             ray.get(self.controller.observe_baseline.remote(baseline["probe_nll"]))
+
+    # ------------------------------------------------------------------ plumbing: sweep mode
+
+    def fit(self, agent_loop_manager):
+        """verl's ``fit()``; in sweep mode once per arm, the stack put back to its start before each
+        (recipe/atesd/glue/sweep.py)."""
+        if not self._arms:
+            return super().fit(agent_loop_manager)
+        for n, arm in enumerate(self._arms, 1):
+            state = sweep.arm_state(arm)
+            print(
+                f"[atesd] sweep arm {n}/{len(self._arms)}: {arm.name} ({state}) in {arm.directory}",
+                flush=True,
+            )
+            if state == "done":
+                continue
+            if state == "incomplete":
+                print(f"[atesd] sweep arm {arm.name}: earlier attempt moved to {move_aside(arm.directory)}")
+            started, t0 = datetime.now(UTC), time.monotonic()
+            self._start_arm(arm)
+            reset_s = time.monotonic() - t0
+            super().fit(agent_loop_manager)
+            self.logger.finish()
+            self.logger = None  # finished: verl's task runner finishes only a logger still open
+            write_json(arm.directory / DONE, sweep.done_record(arm, started, reset_s, time.monotonic() - t0))
+
+    def _save_initial_state(self):
+        """The actor as the stack started it (weights, optimiser, schedule, RNG): verl's checkpoint."""
+        self._initial_state = str(sweep.initial_state_dir(self.config) / "actor")
+        self.actor_rollout_wg.save_checkpoint(self._initial_state, None, 0, max_ckpt_to_keep=None)
+
+    def _start_arm(self, arm):
+        """Put the stack back to the state a fresh run of ``arm`` starts in (recipe/atesd/glue/sweep.py), in
+        ``_setup``'s order: rollout replicas asleep, actor state loaded, then ATESD's set-up and the weight sync."""
+        arm.directory.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(arm.config, arm.directory / CONFIG, resolve=True)
+        self.config = arm.config
+        self.global_steps = 0
+        self.checkpoint_manager.sleep_replicas()
+        self.actor_rollout_wg.load_checkpoint(self._initial_state, del_local_after_load=False)
+        self._init_dataloader()  # the data order of a fresh run (data.seed)
+        self._init_dump_executor()  # fit() shut the last one down
+        model = record_start_model(self.config)
+        write_json(arm.directory / RECORD, sweep.arm_record(arm, model))
+        self._open_history(path=str(arm.directory / METRICS))
+        if getattr(self, "controller", None) is not None:
+            ray.kill(self.controller)
+        self._init_atesd()
+        self.on_init_end()
 
     # ------------------------------------------------------------------ plumbing: checkpoints
 

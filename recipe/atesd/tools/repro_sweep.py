@@ -55,12 +55,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from recipe.atesd import REPO_ROOT
 from recipe.atesd.data.manifest import model_record
+from recipe.atesd.tools.run_dirs import (
+    CHECKPOINTS,
+    DONE,
+    GENERATIONS,
+    LOG,
+    METRICS,
+    RUN,
+    move_aside,
+    write_json,
+)
+from recipe.atesd.tools.run_history import read_history
 from recipe.atesd.tools.summarize import TRACKER, validations
 
-RUN, DONE, METRICS, LOG = "run.json", "done.json", "metrics.jsonl", "train.log"
-CHECKPOINTS, GENERATIONS = "checkpoints", "val_generations"
+STACKS = "stacks"  # <root>/stacks/seed<s>-<UTC time>.log / .json: one sweep stack's output and record
 # the demo's controller overrides (Makefile DEMO_OVERRIDES): several decisions and updates in 40 steps
 CONTROLLER = ("controller.hold_window=2", "controller.lookahead=3", "controller.batch_decisions=2")
 
@@ -114,6 +126,18 @@ def run_dir(root: str | Path, method: str, seed: int) -> Path:
     return Path(root) / method / f"seed{seed}"
 
 
+def _budget(steps: int, test_freq: int) -> list[str]:
+    """The same for every run: steps, checkpoint at the last, validation at 0, every ``test_freq`` and the last."""
+    return [
+        f"trainer.total_training_steps={steps}",
+        "trainer.total_epochs=100",  # GRPO's config says 1 (125 steps of the toy world); ATESD's says 100
+        f"trainer.save_freq={steps}",
+        f"trainer.test_freq={test_freq}",
+        "trainer.val_before_train=true",
+        "trainer.resume_mode=disable",
+    ]
+
+
 def overrides(
     method: str,
     seed: int,
@@ -134,16 +158,72 @@ def overrides(
         f"+world={world}",
         *m.overrides(),
         *seeds,
-        f"trainer.total_training_steps={steps}",
-        "trainer.total_epochs=100",  # GRPO's config says 1 (125 steps of the toy world); ATESD's says 100
-        f"trainer.save_freq={steps}",
-        f"trainer.test_freq={test_freq}",
-        "trainer.val_before_train=true",
-        "trainer.resume_mode=disable",
+        *_budget(steps, test_freq),
         f"trainer.experiment_name=repro-{method}-seed{seed}",
         f"trainer.default_local_dir={directory / CHECKPOINTS}",
         f"trainer.validation_data_dir={directory / GENERATIONS}",
         f"actor_rollout_ref.model.path={model}",
+        *extra,
+    ]
+
+
+def arm_keys(method: str) -> dict:
+    """The keys of ``method`` as a sweep arm (recipe/atesd/glue/sweep.py): its overrides, nested, values read as
+    YAML (as hydra reads them)."""
+    nested: dict = {}
+    for item in METHODS[method].overrides():
+        key, value = item.split("=", 1)
+        *path, name = key.split(".")
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        node[name] = yaml.safe_load(value)
+    return nested
+
+
+def hydra_literal(value) -> str:
+    """``value`` (nested dicts of numbers, booleans and strings) in hydra's override grammar."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {hydra_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    raise TypeError(f"hydra_literal: cannot write a {type(value).__name__}")
+
+
+def stack_overrides(
+    methods: list[str],
+    seed: int,
+    steps: int,
+    test_freq: int,
+    root: Path,
+    world: str,
+    extra: list[str],
+    model: Path,
+) -> list[str]:
+    """The hydra overrides of one stack training every ATESD method of ``seed`` as an arm of a sweep
+    (recipe/atesd/glue/sweep.py): the keys :func:`overrides` gives every method of the seed, once, and each
+    method's own keys as its arm; arm ``m``'s outputs go to :func:`run_dir` ``(root, m, seed)``. An ``extra``
+    override of a key an arm sets is refused (in a sweep the arm's value would win, alone the extra one)."""
+    arms = {m: arm_keys(m) for m in methods}
+    armed = {o.split("=", 1)[0] for m in methods for o in METHODS[m].overrides()}
+    clash = [o for o in extra if o.split("=", 1)[0].lstrip("+~") in armed]
+    if clash:
+        raise ValueError(f"--extra {clash}: a key the methods set themselves")
+    return [
+        f"+world={world}",
+        f"data.seed={seed}",
+        f"actor_rollout_ref.rollout.seed={seed}",
+        f"controller_seed={seed}",
+        *_budget(steps, test_freq),
+        f"trainer.experiment_name=repro-seed{seed}",
+        f"actor_rollout_ref.model.path={model}",
+        f"sweep.root={root}",
+        f"sweep.subdir=seed{seed}",
+        f"++sweep.arms={hydra_literal(arms)}",
         *extra,
     ]
 
@@ -175,20 +255,6 @@ def run_state(directory: Path, cmd: list[str], model: dict | None = None) -> str
     return "done"
 
 
-def move_aside(directory: Path, now: datetime | None = None) -> Path:
-    """Rename an incomplete run directory to ``<name>.incomplete-<UTC time>`` next to it; return the new path."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    aside = directory.with_name(f"{directory.name}.incomplete-{stamp}")
-    os.replace(directory, aside)
-    return aside
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def finished(directory: Path, steps: int) -> str | None:
     """None when the run reached ``steps``: verl's checkpoint tracker names it and the metrics history holds
     a validation at that step; else the reason it did not."""
@@ -203,10 +269,13 @@ def finished(directory: Path, steps: int) -> str | None:
     return None
 
 
-def execute(cmd: list[str], directory: Path, log: Path) -> int:
-    """Run ``cmd`` from the repository root with the file logger writing ``directory/metrics.jsonl``; its
-    output goes to ``log`` (appended) and to stdout. Returns the exit status."""
-    env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(directory / METRICS)}
+def execute(cmd: list[str], directory: Path | None, log: Path) -> int:
+    """Run ``cmd`` from the repository root, its output appended to ``log`` and echoed to stdout; with a
+    ``directory``, the file logger writes ``directory/metrics.jsonl`` (a sweep stack's arms name their own).
+    Returns the exit status."""
+    env = {k: v for k, v in os.environ.items() if k != "VERL_FILE_LOGGER_PATH"}
+    if directory is not None:
+        env["VERL_FILE_LOGGER_PATH"] = str(directory / METRICS)
     with log.open("a", encoding="utf-8") as out:
         proc = subprocess.Popen(
             cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -215,6 +284,108 @@ def execute(cmd: list[str], directory: Path, log: Path) -> int:
             out.write(line)
             sys.stdout.write(line)
         return proc.wait()
+
+
+def run_stack(
+    seed: int,
+    arms: list[tuple[str, list[str], Path]],
+    stack_cmd: list[str],
+    steps: int,
+    root: Path,
+    runner=execute,
+    model: dict | None = None,
+) -> tuple[list[tuple[str, str]], dict]:
+    """Train ``arms`` ((method, its command alone, its directory), none finished) in one sweep stack
+    ``stack_cmd``; ((outcome, detail) per arm, the stack's record). Each arm's ``run.json`` names the command
+    that trains it alone (what :func:`run_state` compares) and the stack; the trainer writes its ``done.json``
+    (recipe/atesd/glue/sweep.py). The stack's output and record go to ``<root>/stacks/seed<s>-<UTC time>.*``."""
+    for method, cmd, directory in arms:
+        directory.mkdir(parents=True)
+        write_json(
+            directory / RUN,
+            {
+                "method": method,
+                "seed": seed,
+                "steps": steps,
+                "command": cmd,
+                "stack": stack_cmd,
+                "model": model,
+            },
+        )
+    stacks = root / STACKS
+    stacks.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    name = f"seed{seed}-{started.strftime('%Y%m%dT%H%M%SZ')}"
+    t0 = time.monotonic()
+    rc = runner(stack_cmd, None, stacks / f"{name}.log")
+    record = {
+        "seed": seed,
+        "arms": [method for method, _, _ in arms],
+        "command": stack_cmd,
+        "exit_status": rc,
+        "wall_s": time.monotonic() - t0,
+        "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+    }
+    write_json(stacks / f"{name}.json", record)
+    outcomes = []
+    for _, _, directory in arms:
+        why = None if (directory / DONE).exists() else f"no {DONE} (stack exit status {rc})"
+        why = why or finished(directory, steps)
+        if why:
+            outcomes.append(("failed", f"{directory}: {why} (log: {stacks / f'{name}.log'})"))
+        else:
+            wall = json.loads((directory / DONE).read_text(encoding="utf-8"))["wall_s"]
+            outcomes.append(("done", f"{directory}: {wall:.0f} s in stack {name}"))
+    return outcomes, record
+
+
+def steps_seconds(directory: Path) -> float:
+    """Σ ``timing_s/step`` over a run's metrics history: its time in training steps."""
+    path = directory / METRICS
+    if not path.exists():
+        return 0.0
+    return sum(r["data"].get("timing_s/step", 0.0) for r in read_history(path).records)
+
+
+def overhead_lines(
+    stacks: list[tuple[dict, list[Path]]], runs: list[tuple[str, Path, float, bool]]
+) -> list[str]:
+    """The benchmark of issue 28, from what this invocation ran: per run its wall time and its share outside
+    training steps; per stack its start-up (command → first arm's reset) and shutdown (last arm → exit); and
+    ``overhead share: X`` = 1 − Σ steps / Σ wall, the wall being every stack's and every separate run's.
+
+    ``stacks``: (record of :func:`run_stack`, its arms' directories); ``runs``: (label, directory, wall s, in a
+    stack) of each finished run — an arm's wall runs from its reset to its last validation, a separate run's from
+    command to exit. A run's steps: Σ ``timing_s/step`` of its metrics history."""
+    lines, steps_total = [], 0.0
+    for label, directory, wall, _ in runs:
+        steps = steps_seconds(directory)
+        steps_total += steps
+        lines.append(
+            f"[repro] {label}: wall {wall:.0f} s, steps {steps:.0f} s, outside steps {1 - steps / wall:.2f}"
+        )
+    for record, directories in stacks:
+        done = [
+            json.loads((d / DONE).read_text(encoding="utf-8")) for d in directories if (d / DONE).exists()
+        ]
+        start, end = (datetime.fromisoformat(record[k]) for k in ("started", "finished"))
+        if done:
+            first = min(datetime.fromisoformat(a["started"]) for a in done)
+            last = max(datetime.fromisoformat(a["finished"]) for a in done)
+            edges = f"start-up {(first - start).total_seconds():.0f} s, shutdown {(end - last).total_seconds():.0f} s"
+        else:
+            edges = "no arm finished"
+        lines.append(
+            f"[repro] stack seed {record['seed']}: {len(record['arms'])} arms, wall {record['wall_s']:.0f} s, {edges}"
+        )
+    wall_total = sum(r["wall_s"] for r, _ in stacks) + sum(w for _, _, w, in_stack in runs if not in_stack)
+    if wall_total > 0:
+        lines.append(
+            f"[repro] overhead share: {1 - steps_total / wall_total:.2f} (outside training steps, of "
+            f"{wall_total:.0f} s of wall time)"
+        )
+    return lines
 
 
 def run_one(
@@ -237,7 +408,7 @@ def run_one(
         detail = f"incomplete earlier attempt moved to {move_aside(directory)}; "
     directory.mkdir(parents=True)
     started = datetime.now(UTC)
-    _write_json(
+    write_json(
         directory / RUN, {"method": method, "seed": seed, "steps": steps, "command": cmd, "model": model}
     )
     t0 = time.monotonic()
@@ -247,7 +418,7 @@ def run_one(
     if why:
         return "failed", f"{detail}{directory}: {why} (log: {directory / LOG})"
     done = {"wall_s": wall, "started": started.isoformat(), "finished": datetime.now(UTC).isoformat()}
-    _write_json(directory / DONE, done)
+    write_json(directory / DONE, done)
     return "done", f"{detail}{directory}: {wall:.0f} s"
 
 
@@ -288,25 +459,73 @@ def main(argv: list[str] | None = None) -> None:
             f"--model {model_path}: no model hash ({model['source']}); `make toy` installs the toy model"
         )
     print(f"[repro] model {model['sha256']} ({model['path']}, {model['source']})")
-    plan = []
+    stacked = [m for m in methods if METHODS[m].mode != "grpo"]  # one sweep stack per seed
+    separate = [m for m in methods if METHODS[m].mode == "grpo"]
+    plan = {}  # seed -> method -> (its command alone, its directory)
     for seed in args.seeds:  # seed-major: a partial sweep still covers every method for the first seeds
         for method in methods:
             directory = run_dir(root, method, seed)
             run_overrides = overrides(
                 method, seed, args.steps, args.test_freq, directory, args.world, args.extra, model_path
             )
-            plan.append((method, seed, command(method, run_overrides), directory))
-    print(f"[repro] {len(plan)} runs ({len(methods)} methods × seeds {args.seeds}), {args.steps} steps each")
+            plan.setdefault(seed, {})[method] = (command(method, run_overrides), directory)
+
+    def stack_command(seed: int, arms: list[str]) -> list[str]:
+        stack = stack_overrides(
+            arms, seed, args.steps, args.test_freq, root, args.world, args.extra, model_path
+        )
+        return [sys.executable, "-m", METHODS[arms[0]].entry, *stack]
+
+    n_runs = len(methods) * len(args.seeds)
+    print(
+        f"[repro] {n_runs} runs ({len(methods)} methods × seeds {args.seeds}), {args.steps} steps each; "
+        f"per seed, {len(stacked)} in one sweep stack"
+    )
     if args.dry_run:
-        for method, seed, cmd, directory in plan:
-            print(f"{method} seed {seed}: {run_state(directory, cmd, model)}\n  {' '.join(cmd[1:])}")
+        for seed, runs in plan.items():
+            for method, (cmd, directory) in runs.items():
+                print(f"{method} seed {seed}: {run_state(directory, cmd, model)}\n  {' '.join(cmd[1:])}")
+            if stacked:
+                print(f"stack seed {seed}:\n  {' '.join(stack_command(seed, stacked)[1:])}")
         return
-    outcomes = []
-    for n, (method, seed, cmd, directory) in enumerate(plan, 1):
-        print(f"[repro] run {n}/{len(plan)}: {method} seed {seed}", flush=True)
-        outcome, detail = run_one(method, seed, cmd, directory, args.steps, model=model)
-        print(f"[repro] {outcome}: {detail}", flush=True)
-        outcomes.append((outcome, detail))
+    outcomes, stacks, timed = [], [], []
+    for seed, runs in plan.items():
+        pending = []
+        for method in stacked:
+            cmd, directory = runs[method]
+            state = run_state(directory, cmd, model)
+            if state == "done":
+                outcomes.append(("skipped", f"{directory}: finished earlier"))
+                continue
+            if state == "incomplete":
+                print(
+                    f"[repro] {method} seed {seed}: incomplete earlier attempt moved to {move_aside(directory)}"
+                )
+            pending.append((method, cmd, directory))
+        if pending:
+            arms = [m for m, _, _ in pending]
+            print(f"[repro] stack seed {seed}: arms {', '.join(arms)}", flush=True)
+            results, record = run_stack(
+                seed, pending, stack_command(seed, arms), args.steps, root, model=model
+            )
+            stacks.append((record, [d for _, _, d in pending]))
+            for (method, _, directory), (outcome, detail) in zip(pending, results, strict=True):
+                print(f"[repro] {outcome}: {detail}", flush=True)
+                outcomes.append((outcome, detail))
+                if outcome == "done":
+                    wall = json.loads((directory / DONE).read_text(encoding="utf-8"))["wall_s"]
+                    timed.append((f"{method} seed {seed}", directory, wall, True))
+        for method in separate:
+            cmd, directory = runs[method]
+            print(f"[repro] run: {method} seed {seed}", flush=True)
+            outcome, detail = run_one(method, seed, cmd, directory, args.steps, model=model)
+            print(f"[repro] {outcome}: {detail}", flush=True)
+            outcomes.append((outcome, detail))
+            if outcome == "done":
+                wall = json.loads((directory / DONE).read_text(encoding="utf-8"))["wall_s"]
+                timed.append((f"{method} seed {seed}", directory, wall, False))
+    for line in overhead_lines(stacks, timed):
+        print(line)
     failed = [d for o, d in outcomes if o == "failed"]
     counts = {o: sum(1 for x, _ in outcomes if x == o) for o in ("done", "skipped", "failed")}
     print(
