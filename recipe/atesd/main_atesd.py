@@ -73,7 +73,7 @@ def main(cfg: DictConfig) -> None:
     from verl.utils.device import auto_set_device
 
     from recipe.atesd.glue.config_check import check_atesd_config
-    from recipe.atesd.glue.sweep import arm_state, prepare
+    from recipe.atesd.glue.sweep import prepare
 
     OmegaConf.resolve(cfg)  # env-based paths resolve here, on the submitting machine
     auto_set_device(cfg)
@@ -89,10 +89,7 @@ def main(cfg: DictConfig) -> None:
         print(OmegaConf.to_yaml(cfg, resolve=True))
         print("# resource plan\n" + OmegaConf.to_yaml(OmegaConf.create(resource_plan(cfg))))
         for arm in arms:
-            print(f"# sweep arm {arm.name}: {arm_state(arm)}, {arm.directory} (config {arm.sha256[:12]})")
-        return
-    if arms and all(arm_state(arm) == "done" for arm in arms):
-        print(f"[atesd] nothing to train: every arm of the sweep in {cfg.sweep.root} is done")
+            print(f"# sweep arm {arm.name}: {arm.directory}")
         return
     done = completed_step(cfg)
     if done is not None:

@@ -13,7 +13,8 @@ from recipe.atesd.method.controller import ControllerConfig, ExposureController,
 
 
 class _ControllerHost:
-    def __init__(self, controller: dict, total_steps: int, seed: int):
+    def start(self, controller: dict, total_steps: int, seed: int) -> None:
+        """A new controller (config, step budget, seed): a run's, or a sweep arm's (recipe/atesd/glue/sweep.py)."""
         self._ctrl = ExposureController(ControllerConfig.from_mapping(controller), total_steps, seed)
 
     def decide(self, step: int):
@@ -32,10 +33,11 @@ class _ControllerHost:
         self._ctrl.load_state_dict(state)
 
 
-def spawn_controller(controller: dict, total_steps: int, seed: int):
-    """Start the controller actor on this (the driver's) node: 0 GPUs, a fraction of a CPU."""
+def spawn_controller():
+    """Start the controller's actor on this (the driver's) node: 0 GPUs, a fraction of a CPU; its ``start``
+    builds the controller."""
     node = ray.get_runtime_context().get_node_id()
     actor_cls = ray.remote(num_cpus=0.01, num_gpus=0)(_ControllerHost)
     return actor_cls.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)
-    ).remote(controller, total_steps, seed)
+    ).remote()

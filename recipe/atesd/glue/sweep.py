@@ -9,8 +9,10 @@ turn; before an arm, :class:`recipe.atesd.glue.trainer.ATESDTrainer` puts back e
   actor, saved once right after the stack started (:func:`initial_state_dir`) and loaded like a resume;
 - the rollout engine's weights (and its prefix cache, which verl drops at every weight update): verl's weight
   sync, as at a run's start;
-- the data order: verl's dataloaders, built again from ``data.seed``;
-- the controller and its RNG: a new controller actor from the arm's ``controller`` and ``controller_seed``;
+- the data order: the training dataloader's state before its first batch (its sampler's generator, seeded by
+  ``data.seed``), loaded as verl loads it on resume;
+- the controller and its RNG: a new controller from the arm's ``controller`` and ``controller_seed``, in the
+  stack's one controller actor;
 - the teacher's settings (``teacher_prompt``, ``distill``): sent to the workers again;
 - the metrics history, checkpoints and validation generations: the arm's own folder (:func:`arm_dir`).
 

@@ -222,8 +222,12 @@ class ATESDTrainer(HistorySyncTrainer):
                 cfg.probe.path,
                 cfg.teacher_prompt.donor_seed,
             )
-        self.controller = spawn_controller(
-            plain(cfg.controller), self.total_training_steps, cfg.controller_seed
+        if not self._arms:  # a sweep's one controller actor is started in _save_initial_state
+            self.controller = spawn_controller()
+        ray.get(
+            self.controller.start.remote(
+                plain(cfg.controller), self.total_training_steps, cfg.controller_seed
+            )
         )
         self._workers_exposed = False  # fresh workers: the first step broadcasts its window's α
         # computed once, before training, so a bucket keeps its meaning; a resume checks the checkpoint's
@@ -264,9 +268,12 @@ class ATESDTrainer(HistorySyncTrainer):
             write_json(arm.directory / DONE, sweep.done_record(arm, started, reset_s, time.monotonic() - t0))
 
     def _save_initial_state(self):
-        """The actor as the stack started it (weights, optimiser, schedule, RNG): verl's checkpoint."""
+        """The actor as the stack started it (weights, optimiser, schedule, RNG: verl's checkpoint) and the
+        training dataloader before its first batch (its sampler's generator: the data order)."""
         self._initial_state = str(sweep.initial_state_dir(self.config) / "actor")
         self.actor_rollout_wg.save_checkpoint(self._initial_state, None, 0, max_ckpt_to_keep=None)
+        self._initial_data = self.train_dataloader.state_dict()
+        self.controller = spawn_controller()
 
     def _start_arm(self, arm):
         """Put the stack back to the state a fresh run of ``arm`` starts in (recipe/atesd/glue/sweep.py), in
@@ -277,13 +284,12 @@ class ATESDTrainer(HistorySyncTrainer):
         self.global_steps = 0
         self.checkpoint_manager.sleep_replicas()
         self.actor_rollout_wg.load_checkpoint(self._initial_state, del_local_after_load=False)
-        self._init_dataloader()  # the data order of a fresh run (data.seed)
+        self.train_dataloader.load_state_dict(self._initial_data)  # as verl resumes a dataloader
+        self.train_dataloader_it = None  # the next batch comes from a new iterator over the loaded state
         self._init_dump_executor()  # fit() shut the last one down
         model = record_start_model(self.config)
         write_json(arm.directory / RECORD, sweep.arm_record(arm, model))
         self._open_history(path=str(arm.directory / METRICS))
-        if getattr(self, "controller", None) is not None:
-            ray.kill(self.controller)
         self._init_atesd()
         self.on_init_end()
 
