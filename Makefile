@@ -82,7 +82,7 @@ data-paper: setup
 # The toy world (docs/toy.md): its parquet files, and its Qwen3 installed from the repository
 # (models/toy-qwen3/, verified against its MANIFEST.json, copied to artifacts/toy-qwen3): seconds, no pretraining.
 toy: setup
-	test -f data/toy/train.parquet || $(PY) -m recipe.atesd.toy.build_data --out data/toy --seed 0
+	test -f data/toy/heldout.parquet || $(PY) -m recipe.atesd.toy.build_data --out data/toy --seed 0
 	$(PY) -m recipe.atesd.toy.shipped install
 
 # Rebuild the toy model from scratch (4-5 min on 2 cores): pretrain build TOY_SPEC (recipe/atesd/toy/pretrain.py's SPECS) with
@@ -104,8 +104,9 @@ demo: toy
 	$(PY) -m recipe.atesd.tools.run_report $(DEMO_DIR)/metrics.jsonl --ckpt $(DEMO_DIR)/checkpoints --out $(DEMO_DIR)/report
 
 # The toy-world reproduction of the paper's claims (issue 13; docs/toy.md "Reproduction"): fixed alpha in
-# {0, .25, .5, .75, 1}, random, adaptive (the demo's H=2 L=3 B=2) and verl GRPO, REPRO_STEPS steps each, one
-# stack at a time, into $(REPRO_DIR)/<method>/seed<s>/; finished runs are skipped, an incomplete one is moved
+# {0, .25, .5, .75, 1}, random, adaptive (the demo's H=2 L=3 B=2) and verl GRPO, REPRO_STEPS steps each (per
+# seed, the ATESD methods as the arms of one sweep stack, GRPO a stack of its own: docs/toy.md "Sweep mode"),
+# into $(REPRO_DIR)/<method>/seed<s>/; finished runs are skipped, an incomplete one is moved
 # aside and restarted. Run it in parts with REPRO_METHODS (names or groups: all, fixed, fixed-0.5, random,
 # adaptive, grpo) and REPRO_SEEDS. Then (also when a run failed) the run records the report reads are packed into
 # REPRO_RECORDS (recipe/atesd/tools/repro_archive.py; runs/ is not in git, the archive is) and the report is

@@ -530,6 +530,36 @@ def test_discover_names_foreign_directories(tmp_path):
     (tmp_path / "ppo").mkdir()
     with pytest.raises(ValueError, match="ppo: not a method of the sweep"):
         rw.discover(tmp_path)
+    (tmp_path / "ppo").rmdir()
+    # a sweep stack's records and the arms' start state live beside the runs and are not runs
+    (tmp_path / rs.STACKS).mkdir()
+    (tmp_path / "initial_state" / "seed0" / "actor").mkdir(parents=True)
+    assert [(m, s) for m, s, _ in rw.discover(tmp_path).runs] == [("grpo", 0)]
+
+
+def test_rows_carry_provenance_and_the_report_says_when_it_differs(tmp_path):
+    """A sweep arm's record.json (commit, dirty, CPU, config hash) reaches its row; runs of two commits or CPUs
+    are reported as such; the per-run SE √(p(1−p)/n) stands next to each accuracy, n the step-0 dump's rows."""
+    root, out = tmp_path / "runs", tmp_path / "docs" / "r.md"
+    for seed, (commit, cpu) in enumerate([("a" * 40, "AMD EPYC"), ("b" * 40, "Intel Xeon")]):
+        d = make_run(root, "fixed-0", seed, model="m" * 64)
+        record = {"config_sha256": "c" * 64, "commit": commit, "dirty": seed == 1, "cpu": cpu}
+        (d / "record.json").write_text(json.dumps(record))
+    rows = rr.write(root, out, None)
+    assert [(r["commit"][:1], r["dirty"], r["cpu"]) for r in rows] == [
+        ("a", False, "AMD EPYC"),
+        ("b", True, "Intel Xeon"),
+    ]
+    text = out.read_text()
+    assert "they differ between runs" in text and "`bbbbbbbbbbbb` (dirty) on Intel Xeon" in text
+    p, n = rows[0]["acc_after"], rows[0]["val_rows"]
+    assert n == 4  # make_run's dumps hold the four scores of a step
+    assert f"{p:.4f} ± {math.sqrt(p * (1 - p) / n):.3f}" in text
+    assert rr.provenance_lines([{"commit": None, "dirty": None, "cpu": None}])[0].startswith(
+        "- Code and machine: **not recorded**"
+    )
+    # the archive keeps the record
+    assert any(m.name == "record.json" for m in ra.members(root))
 
 
 # ---------------------------------------------------------------------------------------------- claims

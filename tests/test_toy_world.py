@@ -129,6 +129,22 @@ def test_splits_are_disjoint_on_a_large_sample():
             assert len(set(drawn)) == len(drawn) == n
 
 
+def test_a_large_eval_set_takes_every_problem_of_a_small_pool_and_spreads_the_rest():
+    """1024 eval problems over difficulties 2..8: the eval split's every problem of difficulty 2 and 3 (pools of 17
+    and 146, below an even share of 146.3), the rest spread evenly over 4..8; distinct, all in split eval."""
+    pools = {k: len(task._pool("eval", k)) for k in (2, 3)}
+    problems = task.generate("eval", 1024, seed=0, name="heldout")
+    by_k = {k: sum(p["difficulty"] == k for p in problems) for k in task.DIFFICULTIES}
+    assert sum(by_k.values()) == 1024 and len({p["problem"] for p in problems}) == 1024
+    assert by_k[2] == pools[2] and by_k[3] == pools[3]  # both pools smaller than an even share
+    rest = [by_k[k] for k in task.DIFFICULTIES if k > 3]
+    assert max(rest) - min(rest) <= 1 and sum(rest) == 1024 - pools[2] - pools[3]
+    assert all(p["id"].startswith("toy-heldout-s0-") for p in problems)
+    assert all(task.split_of(task.parse_problem(p["problem"])) == "eval" for p in problems)
+    # the default name keeps the split's own stream: val.parquet's problems are unchanged by the second set
+    assert task.generate("eval", 112, seed=0) == task.generate("eval", 112, seed=0, name="eval")
+
+
 def test_generate_rejects_bad_input():
     with pytest.raises(ValueError, match="split"):
         task.generate("test", 4)
@@ -240,10 +256,28 @@ def test_grader():
 
 def test_build_data_files(tmp_path):
     written = build_data.main(
-        ["--out", str(tmp_path), "--seed", "1", "--train", "50", "--probe", "14", "--eval", "21"]
+        [
+            "--out",
+            str(tmp_path),
+            "--seed",
+            "1",
+            "--train",
+            "50",
+            "--probe",
+            "14",
+            "--eval",
+            "21",
+            "--heldout",
+            "35",
+        ]
     )
-    assert written == {"train.parquet": 50, "probe.parquet": 14, "val.parquet": 21}
-    splits = {"train.parquet": "train", "probe.parquet": "probe", "val.parquet": "eval"}
+    assert written == {"train.parquet": 50, "probe.parquet": 14, "val.parquet": 21, "heldout.parquet": 35}
+    splits = {
+        "train.parquet": "train",
+        "probe.parquet": "probe",
+        "val.parquet": "eval",
+        "heldout.parquet": "eval",
+    }
     terms_by_file = {}
     for name, split in splits.items():
         path = tmp_path / name
@@ -260,8 +294,10 @@ def test_build_data_files(tmp_path):
             assert compute_score(row["data_source"], info["reference_solution"], info["answer"]) == 1.0
         assert sorted({r["extra_info"]["difficulty"] for r in rows}) == list(task.DIFFICULTIES)
         terms_by_file[name] = {task.parse_problem(r["extra_info"]["problem"]) for r in rows}
-    a, b, c = terms_by_file.values()
-    assert not (a & b or a & c or b & c)
+    a, b, c, d = terms_by_file.values()
+    assert not (
+        a & b or a & c or b & c or a & d or b & d
+    )  # the held-out sets share no problem with train, probe
     assert pq.read_table(tmp_path / "probe.parquet").to_pylist() == [
         build_data.toy_row(p, i, "probe") for i, p in enumerate(task.generate("probe", 14, seed=1))
     ]

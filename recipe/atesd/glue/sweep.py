@@ -49,6 +49,7 @@ from recipe.atesd.tools.run_dirs import (
     CONFIG,
     DONE,
     GENERATIONS,
+    INITIAL_STATE,
     METRICS,
     RECORD,
 )
@@ -61,7 +62,6 @@ PLACE_KEYS = (
     "trainer.experiment_name",
     "actor_rollout_ref.rollout.trace.experiment_name",  # verl's ${trainer.experiment_name}
 )
-INITIAL_STATE = "initial_state"
 OUTPUTS = (METRICS, CHECKPOINTS, GENERATIONS, CONFIG, RECORD)  # what makes a folder an (incomplete) attempt
 _MISSING = object()
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from recipe.atesd.tools.repro_rows import discover
-from recipe.atesd.tools.repro_sweep import DONE, GENERATIONS, METRICS, RUN
+from recipe.atesd.tools.run_dirs import DONE, GENERATIONS, METRICS, RECORD, RUN
 
 
 def members(root: Path) -> list[Path]:
@@ -32,7 +32,7 @@ def members(root: Path) -> list[Path]:
     found = discover(root)
     out = [root, *found.aside]
     for _, _, d in found.runs:
-        out += [d, *(d / name for name in (RUN, DONE, METRICS) if (d / name).is_file())]
+        out += [d, *(d / name for name in (RUN, RECORD, DONE, METRICS) if (d / name).is_file())]
         dumps = sorted((int(p.stem), p) for p in (d / GENERATIONS).glob("*.jsonl") if p.stem.isdigit())
         out += [p for step, p in dumps if step in (0, dumps[-1][0])]
     return out

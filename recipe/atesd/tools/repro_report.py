@@ -59,6 +59,7 @@ from recipe.atesd.tools.repro_sweep import (
     METHODS,
     PER_DIFFICULTY,
 )
+from recipe.atesd.tools.study_stats import accuracy_se
 
 # ---------------------------------------------------------------------------------------------- report
 
@@ -70,6 +71,36 @@ def _f(v, digits: int = 4) -> str:
 def _figure_md(name: str, why: str | None, rel: str) -> list[str]:
     """Markdown lines for one plot: the image (``why`` None: it was drawn) or why it was not, then a blank."""
     return [f"![{PLOTS[name]}]({rel}/{name})" if why is None else f"*Not drawn: {name} ({why}).*", ""]
+
+
+def provenance_lines(rows: list[dict]) -> list[str]:
+    """Where the runs were made (a sweep arm's ``record.json``): the code commits (dirty: with uncommitted changes)
+    and CPUs, each with its runs' count; more than one is said, never pooled silently."""
+    if not rows:
+        return []
+    groups: dict[tuple, int] = {}
+    for r in rows:
+        key = (r["commit"], r["dirty"], r["cpu"])
+        groups[key] = groups.get(key, 0) + 1
+    if list(groups) == [(None, None, None)]:
+        return [
+            "- Code and machine: **not recorded** (runs made before the sweep arms' `record.json`, issue 28)."
+        ]
+    parts = [
+        f"{n} run(s) at `{(c or 'not recorded')[:12]}`{' (dirty)' if d else ''} on {cpu or 'not recorded'}"
+        for (c, d, cpu), n in groups.items()
+    ]
+    head = "- Code and machine" + (
+        " (**they differ between runs**: read the comparisons with that in mind)" if len(groups) > 1 else ""
+    )
+    return [f"{head}: " + "; ".join(parts) + "."]
+
+
+def _acc(p, n) -> str:
+    """An accuracy with its per-run SE over the n held-out problems (recipe/atesd/tools/study_stats.py)."""
+    if p is None:
+        return "–"
+    return f"{_f(p)} ± {accuracy_se(p, n):.3f}" if n else _f(p)
 
 
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -231,6 +262,7 @@ def render(
             if rows
             else []
         ),
+        *provenance_lines(rows),
         f"- {len(rows)} run directories ({len(done)} finished), methods "
         + (", ".join(f"`{m}`" for m in METHODS if any(r["method"] == m for r in rows)) or "none")
         + f"; seeds {seeds}; step budget {budgets} per run (the same for every method).",
@@ -288,7 +320,13 @@ def render(
     else:
         md += ["No finished run yet.", ""]
 
-    md += ["## Every run"]
+    md += [
+        "## Every run",
+        "",
+        "Accuracies with their per-run standard error over the held-out problems, √(p(1 − p)/n) "
+        "(`recipe/atesd/tools/study_stats.py::accuracy_se`; n = the rows of the run's step-0 validation dump): "
+        "the noise of one run's reading, which differences between runs of one held-out set partly share.",
+    ]
     md += _table(
         [
             "method",
@@ -309,8 +347,8 @@ def render(
                 str(r["seed"]),
                 r["status"],
                 f"{r['steps']}/{r['steps_budget']}",
-                _f(r["acc_before"]),
-                _f(r["acc_after"]),
+                _acc(r["acc_before"], r["val_rows"]),
+                _acc(r["acc_after"], r["val_rows"]),
                 _f(r["kl_step1"]),
                 _f(r["kl_mean_over_steps"]),
                 _f(r["probe_nll_final"]),

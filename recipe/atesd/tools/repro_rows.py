@@ -18,7 +18,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipe.atesd.tools.repro_sweep import DONE, GENERATIONS, METHODS, METRICS, PER_DIFFICULTY, RUN
+from recipe.atesd.tools.repro_sweep import METHODS, PER_DIFFICULTY
+from recipe.atesd.tools.run_dirs import DONE, GENERATIONS, INITIAL_STATE, METRICS, RECORD, RUN, STACKS
 from recipe.atesd.tools.run_history import read_history
 from recipe.atesd.tools.run_report import ALPHA, hold_windows, series, value
 from recipe.atesd.tools.summarize import read_metrics, validations, windows
@@ -54,13 +55,14 @@ class Found:
 
 
 def discover(root: str | Path) -> Found:
-    """Every ``<method>/seed<s>`` under ``root`` (in :data:`METHODS` order, then seed); anything else there is
-    an error naming it (nothing is silently left out)."""
+    """Every ``<method>/seed<s>`` under ``root`` (in :data:`METHODS` order, then seed); anything else there but the
+    sweep stacks' records and start state (recipe/atesd/tools/run_dirs.py) is an error naming it (nothing is
+    silently left out)."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: no such sweep directory")
     runs, aside = [], []
-    for method_dir in sorted(p for p in root.iterdir()):
+    for method_dir in sorted(p for p in root.iterdir() if p.name not in (STACKS, INITIAL_STATE)):
         if method_dir.name not in METHODS or not method_dir.is_dir():
             raise ValueError(f"{method_dir}: not a method of the sweep ({', '.join(METHODS)})")
         for d in sorted(method_dir.iterdir()):
@@ -176,18 +178,25 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
     if meta["method"] != method or meta["seed"] != seed:
         raise ValueError(f"{directory / RUN}: names {meta['method']} seed {meta['seed']}, not its directory")
     done = _json(directory / DONE) if (directory / DONE).exists() else None
+    record = _json(directory / RECORD) if (directory / RECORD).exists() else {}
     row = {
         "method": method,
         "mode": mode(method),
         "alpha": m.alpha,
         "seed": seed,
         "model_sha256": (meta.get("model") or {}).get("sha256"),  # None: not recorded (runs before issue 26)
+        # a sweep arm's provenance (recipe/atesd/glue/sweep.py::arm_record); None: not recorded (before issue 28)
+        "config_sha256": record.get("config_sha256"),
+        "commit": record.get("commit"),
+        "dirty": record.get("dirty"),
+        "cpu": record.get("cpu"),
         "status": "done" if done else "incomplete",
         "steps_budget": meta["steps"],
         "steps": 0,
         "acc_key": None,
         "acc_before": None,
         "acc_after": None,
+        "val_rows": None,  # held-out problems per validation (its dump's rows): n of the per-run SE
         "acc_curve": [],
         "acc_by_difficulty_before": None,
         "acc_by_difficulty_after": None,
@@ -264,6 +273,9 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         row["testing_s"] = sum(v for _, v in series(rows, TEST_TIME, metrics))
         if done:
             row["outside_steps_s"] = done["wall_s"] - row["steps_s"] - row["testing_s"]
+    dump0 = directory / GENERATIONS / "0.jsonl"
+    if dump0.exists():
+        row["val_rows"] = sum(1 for line in dump0.read_text(encoding="utf-8").splitlines() if line.strip())
     if difficulties is not None:
         for when, step in (("before", 0), ("after", row["steps"] if row["acc_after"] is not None else None)):
             dump = directory / GENERATIONS / f"{step}.jsonl"

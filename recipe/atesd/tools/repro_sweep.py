@@ -1,6 +1,8 @@
 """The toy-world reproduction sweep (issue 13): ``python -m recipe.atesd.tools.repro_sweep [options]``.
 
-Runs the real recipe, one stack at a time, for every (method, seed) asked:
+Runs the real recipe for every (method, seed) asked, one stack at a time: per seed, every ATESD method as an arm
+of one sweep stack (recipe/atesd/glue/sweep.py: the stack put back to its start between arms, so an arm trains
+exactly what its run alone would), then GRPO as a stack of its own. The methods:
 
 - ``fixed-0`` … ``fixed-1``: ``recipe.atesd.main_atesd controller.exposure_mode=fixed controller.alpha=α``
   (α ∈ {0, 0.25, 0.5, 0.75, 1}; α = 1 is OPSD), ``random`` (α ~ U[α_min, α_max] per hold window) and
@@ -21,10 +23,13 @@ Every run starts from ``--model`` (default ``artifacts/toy-qwen3``, where ``make
 model), passed as ``actor_rollout_ref.model.path``; its hash (``recipe/atesd/data/manifest.py::model_record``)
 is taken once before the sweep and recorded in each ``run.json``.
 
-Run directory ``<root>/<method>/seed<s>/``: ``run.json`` (written first: method, seed, the command, the model),
-``metrics.jsonl`` (verl's file logger via ``VERL_FILE_LOGGER_PATH``, as ``make demo``), ``train.log``,
-``checkpoints/``, ``val_generations/<step>.jsonl`` and ``done.json`` (written last, atomically: wall time,
-start/end times). Resumability (:func:`run_state`):
+Run directory ``<root>/<method>/seed<s>/`` (recipe/atesd/tools/run_dirs.py): ``run.json`` (written first: method,
+seed, the command that trains it alone, the sweep stack's command, the model), ``metrics.jsonl``,
+``checkpoints/``, ``val_generations/<step>.jsonl``, a sweep arm's ``config.yaml`` and ``record.json`` (config hash,
+code commit, CPU) and ``done.json`` (written last, atomically, by the trainer for an arm, by this driver for
+GRPO: wall time, start/end times); GRPO's output goes to its ``train.log``, a stack's to
+``<root>/stacks/seed<s>-<UTC time>.log`` beside its record (``.json``: command, arms, exit status, wall time).
+Resumability (:func:`run_state`):
 
 - ``done.json`` present → the run is finished and skipped, provided ``run.json`` names the same command
   (same overrides, so the same budget) and the same model hash; a different command or model (or none
@@ -32,15 +37,12 @@ start/end times). Resumability (:func:`run_state`):
 - a directory without ``done.json`` (killed, crashed, or failed) is **restarted from scratch**: it is moved
   aside to ``<root>/<method>/seed<s>.incomplete-<UTC time>/`` (kept, listed by the report, never read as a
   result) and the run starts fresh. Checkpoints are written at the last step only, so there is nothing to
-  resume from; a toy run is ~3 minutes.
+  resume from; a seed's stack trains only its unfinished arms.
 
 A failed run (non-zero exit, or no checkpoint / validation at the last step) does not stop the sweep; the
-failures are listed at the end and the exit status is 1.
-
-One Ray cluster for the whole sweep is **not** offered: the CPU patches reach Ray's workers only through the
-environment of the process that starts the raylet (recipe/atesd/glue/platform.py), and platform/cpu.yaml
-passes ``ray_init.num_cpus``, which ``ray.init`` refuses when connecting to an existing cluster. The report
-states the measured split of wall time (start-up and shutdown vs steps) instead.
+failures are listed at the end and the exit status is 1. The end also prints the benchmark of issue 28
+(:func:`overhead_lines`): each run's wall time and share outside training steps, each stack's start-up and
+shutdown, and ``overhead share: X`` over everything this invocation ran.
 """
 
 from __future__ import annotations
@@ -66,13 +68,13 @@ from recipe.atesd.tools.run_dirs import (
     LOG,
     METRICS,
     RUN,
+    STACKS,
     move_aside,
     write_json,
 )
 from recipe.atesd.tools.run_history import read_history
 from recipe.atesd.tools.summarize import TRACKER, validations
 
-STACKS = "stacks"  # <root>/stacks/seed<s>-<UTC time>.log / .json: one sweep stack's output and record
 # the demo's controller overrides (Makefile DEMO_OVERRIDES): several decisions and updates in 40 steps
 CONTROLLER = ("controller.hold_window=2", "controller.lookahead=3", "controller.batch_decisions=2")
 

@@ -16,6 +16,9 @@ from pathlib import Path
 RUN, DONE, METRICS, LOG = "run.json", "done.json", "metrics.jsonl", "train.log"
 CONFIG, RECORD = "config.yaml", "record.json"
 CHECKPOINTS, GENERATIONS = "checkpoints", "val_generations"
+# beside the runs in a sweep's root, not runs: each stack's log and record (recipe/atesd/tools/repro_sweep.py) and
+# the actor's state every arm starts from (recipe/atesd/glue/sweep.py::initial_state_dir)
+STACKS, INITIAL_STATE = "stacks", "initial_state"
 
 
 def write_json(path: Path, data: dict) -> None:

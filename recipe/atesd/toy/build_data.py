@@ -1,9 +1,11 @@
 """Write the toy world's parquet files (``recipe/atesd/toy/task.py``) in the verl row contract.
 
-    python -m recipe.atesd.toy.build_data --out data/toy --seed 0 --train 2000 --probe 32 --eval 112
+    python -m recipe.atesd.toy.build_data --out data/toy --seed 0 --train 2000 --probe 32 --eval 112 --heldout 1024
 
-Files: ``train.parquet`` (split train), ``probe.parquet`` (split probe: the controller's probe set) and
-``val.parquet`` (split eval: held-out evaluation). Rows come from ``recipe/atesd/data/schema.py``'s
+Files: ``train.parquet`` (split train), ``probe.parquet`` (split probe: the controller's probe set),
+``val.parquet`` (split eval: held-out evaluation, the runs' validation) and ``heldout.parquet`` (split eval
+again, drawn apart: 1024 problems for a study's low-noise evaluation; it may share problems with val.parquet,
+never with train or probe). Rows come from ``recipe/atesd/data/schema.py``'s
 ``make_row`` (data_source ``toy_sum``, student prompt from ``task.prompt_config()``, ground truth = the
 answer digit). ``make_row`` and its ``PARQUET_SCHEMA`` have no difficulty field, so this module adds
 ``extra_info.difficulty`` (int) and ``extra_info.order`` (reference order) after ``make_row`` and writes
@@ -22,8 +24,16 @@ from recipe.atesd.data.schema import PARQUET_SCHEMA, make_row, write_parquet
 from recipe.atesd.toy.task import DIFFICULTIES, generate, prompt_config
 
 DATA_SOURCE = "toy_sum"
-FILES = {"train": "train.parquet", "probe": "probe.parquet", "eval": "val.parquet"}
-DEFAULT_COUNTS = {"train": 2000, "probe": 32, "eval": 112}  # eval: 16 per difficulty 2..8
+FILES = {
+    "train": "train.parquet",
+    "probe": "probe.parquet",
+    "eval": "val.parquet",
+    "heldout": "heldout.parquet",
+}
+# heldout: a second, larger held-out set from the eval split, for a study's low-noise evaluation (docs/toy.md,
+# "Low-noise evaluation"): 1024 problems, every one of difficulty 2 and 3 the split has (17, 146), 172-173 of each other
+SPLIT_OF = {"heldout": "eval"}
+DEFAULT_COUNTS = {"train": 2000, "probe": 32, "eval": 112, "heldout": 1024}  # eval: 16 per difficulty 2..8
 
 
 def _toy_schema() -> pa.Schema:
@@ -63,8 +73,9 @@ def build(
         raise ValueError(f"counts has unknown splits {sorted(unknown)}; expected {sorted(FILES)}")
     cfg = prompt_config()
     written = {}
-    for split, name in FILES.items():
-        problems = generate(split, counts[split], seed, difficulties)
+    for key, name in FILES.items():
+        split = SPLIT_OF.get(key, key)
+        problems = generate(split, counts[key], seed, difficulties, name=key)
         rows = [toy_row(p, i, split, cfg) for i, p in enumerate(problems)]
         write_parquet(rows, Path(out) / name, TOY_PARQUET_SCHEMA)
         written[name] = len(rows)
@@ -90,10 +101,16 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         "--eval", type=int, default=DEFAULT_COUNTS["eval"], help="held-out rows (val.parquet)"
     )
     parser.add_argument(
+        "--heldout",
+        type=int,
+        default=DEFAULT_COUNTS["heldout"],
+        help="rows of the larger held-out set (heldout.parquet, from the eval split)",
+    )
+    parser.add_argument(
         "--difficulties", type=_difficulties, default=DIFFICULTIES, help="comma-separated, e.g. 2,3,4"
     )
     args = parser.parse_args(argv)
-    counts = {"train": args.train, "probe": args.probe, "eval": args.eval}
+    counts = {"train": args.train, "probe": args.probe, "eval": args.eval, "heldout": args.heldout}
     written = build(args.out, args.seed, counts, args.difficulties)
     print(json.dumps({"out": str(args.out), "seed": args.seed, "rows": written}))
     return written

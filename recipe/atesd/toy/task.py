@@ -154,10 +154,29 @@ def _check_difficulties(difficulties: object) -> tuple[int, ...]:
     return tuple(difficulties)
 
 
-def _counts(n: int, difficulties: tuple[int, ...]) -> dict[int, int]:
-    """n spread over the difficulties as evenly as possible (the first ``n mod len`` get one more)."""
-    base, extra = divmod(n, len(difficulties))
-    return {k: base + (i < extra) for i, k in enumerate(difficulties)}
+def _counts(n: int, difficulties: tuple[int, ...], split: str) -> dict[int, int]:
+    """n spread over the difficulties as evenly as possible (the first ``n mod len`` get one more); in probe and
+    eval, a difficulty whose pool holds fewer problems than its share gets its whole pool and the others share the
+    rest (eval has 17 problems of difficulty 2, 146 of difficulty 3). More than every pool together: its share,
+    for :func:`_pick` to refuse."""
+    cap = {
+        k: len(_pool(split, k)) if split != "train" and MODULUS**k <= ENUMERATE_LIMIT else None
+        for k in difficulties
+    }
+    counts: dict[int, int] = {}
+    left, remaining = list(difficulties), n
+    while True:
+        base, extra = divmod(remaining, len(left))
+        share = {k: base + (i < extra) for i, k in enumerate(left)}
+        capped = [k for k in left if cap[k] is not None and share[k] > cap[k]]
+        if not capped or len(capped) == len(left):
+            break
+        for k in capped:
+            counts[k] = cap[k]
+            remaining -= cap[k]
+            left.remove(k)
+    counts.update(share)
+    return {k: counts[k] for k in difficulties}
 
 
 def _pick(split: str, k: int, count: int, rng: random.Random) -> list[tuple[int, ...]]:
@@ -210,24 +229,31 @@ def make_problem(terms: tuple[int, ...] | list[int], order: str, problem_id: str
 
 
 def generate(
-    split: str, n: int, seed: int = 0, difficulties: tuple[int, ...] | list[int] = DIFFICULTIES
+    split: str,
+    n: int,
+    seed: int = 0,
+    difficulties: tuple[int, ...] | list[int] = DIFFICULTIES,
+    name: str | None = None,
 ) -> list[dict]:
-    """``n`` problems of ``split``, spread evenly over ``difficulties``, deterministic in (split, n, seed, difficulties).
+    """``n`` problems of ``split``, spread evenly over ``difficulties`` (:func:`_counts`), deterministic in (split,
+    n, seed, difficulties, name).
 
     Problems are distinct within a split (train repeats only once a difficulty's train pool is used up,
     e.g. more than ~70 problems of difficulty 2); each reference order is drawn from the seeded stream; the
-    list is shuffled. Ids are ``toy-{split}-s{seed}-{i:05d}``.
+    list is shuffled. Ids are ``toy-{name}-s{seed}-{i:05d}``; ``name`` (default: the split) also keys the seeded
+    stream, so a second set drawn from one split (the toy world's ``heldout``) has ids and draws of its own.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     _check_int(n, "n", 0)
     _check_int(seed, "seed", 0)
     difficulties = _check_difficulties(difficulties)
-    rng = random.Random(f"toy_sum/{split}/{seed}")
-    chosen = [t for k, count in _counts(n, difficulties).items() for t in _pick(split, k, count, rng)]
+    name = name or split
+    rng = random.Random(f"toy_sum/{name}/{seed}")
+    chosen = [t for k, count in _counts(n, difficulties, split).items() for t in _pick(split, k, count, rng)]
     rng.shuffle(chosen)
     orders = [rng.choice(ORDERS) for _ in chosen]
     return [
-        make_problem(terms, order, f"toy-{split}-s{seed}-{i:05d}")
+        make_problem(terms, order, f"toy-{name}-s{seed}-{i:05d}")
         for i, (terms, order) in enumerate(zip(chosen, orders, strict=True))
     ]
