@@ -30,6 +30,7 @@ MODES = {
     "fixed-sweep": ("_distill", "_fixed-sweep"),
     "random": ("_distill", "_random"),
     "reference-free": ("_distill", "_opsd", "_reference-free"),
+    "pw-opsd": ("_distill", "_opsd", "_pw-opsd"),
     "grpo": ("_grpo",),
 }
 ENTRY_POINTS = {

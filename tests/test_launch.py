@@ -69,6 +69,15 @@ MODES = {
         "controller.exposure_mode": "fixed",
         "teacher_prompt.teacher_context": "reference_free",
     },
+    "pw-opsd": {
+        **DISTILL,
+        "controller.exposure_mode": "fixed",
+        "controller.alpha": 1.0,
+        "distill.token_weighting": "position",
+        "distill.position_w_min": 0.25,
+        "distill.position_tau": 0.30,
+        "distill.position_s": 0.10,
+    },
     "grpo": {
         "actor_rollout_ref.rollout.n": 8,
         "actor_rollout_ref.rollout.temperature": 1.2,

@@ -44,6 +44,9 @@ KEPT_FROM_CPU_CONFIG = {
         "actor_rollout_ref.actor.checkpoint.save_lora_only": "LoRA steps save adapters only (docs/config.md)",
         "actor_rollout_ref.rollout.agent.default_agent_loop": "seeded requests: paired rollouts (docs/cpu.md)",
         "actor_rollout_ref.rollout.agent.agent_loop_config_path": "registers the seeded agent loop",
+        "sweep.root": "sweep mode off (no arms): a single run",
+        "sweep.subdir": "sweep mode off",
+        "sweep.arms": "sweep mode off",
     },
     "grpo_trainer.yaml": {
         "data.filter_overlong_prompts": "data hygiene, not a size",

@@ -2,8 +2,9 @@
 (as a user's own file would), runs through the controller and the worker's loss in-process.
 
 Registries: exposure modes (``method/controller/exposure.py::EXPOSURE_MODES``), controller return terms
-(``method/controller/reward.py::RETURN_TERMS``), teacher kinds (``method/teacher.py::TEACHER_KINDS``) and teacher
-contexts (``method/prompts.py::TEACHER_CONTEXTS``); the loss registry has its own tests (tests/test_losses.py).
+(``method/controller/reward.py::RETURN_TERMS``), teacher kinds (``method/teacher.py::TEACHER_KINDS``), teacher
+contexts (``method/prompts.py::TEACHER_CONTEXTS``) and token weightings (``method/token_weights.py::
+TOKEN_WEIGHTINGS``); the loss registry has its own tests (tests/test_losses.py).
 """
 
 import importlib.util
@@ -20,8 +21,10 @@ from test_worker_loss import tokenizer as tokenizer  # noqa: F401  (fixture)
 from recipe.atesd.method.controller import ControllerConfig, ExposureController, StepStats
 from recipe.atesd.method.controller.exposure import EXPOSURE_MODES
 from recipe.atesd.method.controller.reward import RETURN_TERMS
+from recipe.atesd.method.losses import DistillLossConfig
 from recipe.atesd.method.prompts import TEACHER_CONTEXTS, TeacherPromptConfig, chat_ids, student_prompt_ids
 from recipe.atesd.method.teacher import TEACHER_KINDS, TeacherConfig, teacher_weights
+from recipe.atesd.method.token_weights import TOKEN_WEIGHTINGS
 
 DUMMY_MODULE = '''
 """A user's extension file: one dummy entry per registry."""
@@ -29,6 +32,7 @@ from recipe.atesd.method.controller.exposure import register_exposure_mode, unle
 from recipe.atesd.method.controller.reward import register_return_term
 from recipe.atesd.method.prompts import TeacherPrompt, Revealed, chat_ids, register_teacher_context
 from recipe.atesd.method.teacher import register_teacher_kind
+from recipe.atesd.method.token_weights import register_weighting
 
 CALLS = []
 
@@ -55,9 +59,21 @@ def dummy_context(tokenizer, row, alpha, cfg, max_len):
     text = row["problem"] + " The answer is " + row["answer"] + "."
     ids = chat_ids(tokenizer, [{"role": "user", "content": text}], enable_thinking=True)
     return TeacherPrompt(ids, Revealed("", row["reference_solution"], 0, 1), 0)
+
+@register_weighting("dummy_weighting")
+def dummy_weighting(mask, lengths, cfg):
+    """Only the last valid token of each response counts (weight 2)."""
+    import torch
+    out, start = torch.zeros(mask.numel(), dtype=torch.float64), 0
+    for n in lengths.tolist():
+        valid = mask[start : start + n].nonzero()
+        if len(valid):
+            out[start + int(valid[-1])] = 2.0
+        start += n
+    return out
 '''
 
-REGISTRIES = (EXPOSURE_MODES, RETURN_TERMS, TEACHER_KINDS, TEACHER_CONTEXTS)
+REGISTRIES = (EXPOSURE_MODES, RETURN_TERMS, TEACHER_KINDS, TEACHER_CONTEXTS, TOKEN_WEIGHTINGS)
 
 
 @pytest.fixture
@@ -145,6 +161,32 @@ def test_dummy_context_is_what_the_worker_scores_with(dummy, tokenizer, rows):
     assert worker_loss(exposure) == pytest.approx(dense, abs=1e-9)  # fp64 models
     privileged = worker_loss(TeacherPromptConfig(segmenter="sentences"))
     assert abs(privileged - dense) > 1e-6  # the control: another context gives another loss
+
+
+def test_dummy_weighting_is_what_the_worker_weighs_with(dummy, tokenizer, rows):
+    """The worker's loss under the dummy weighting equals the dense loss with each response's last token at weight 2
+    and the others at 0, and differs from the unweighted loss."""
+    exposure = TeacherPromptConfig(segmenter="sentences")
+    vocab = len(tokenizer)
+    student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
+    responses = responses_for(len(rows), vocab, seed=4)
+    n_tokens = sum(len(r) for r in responses)
+
+    def worker_loss(weighting):
+        worker = make_worker(tokenizer, teacher, exposure, alpha=0.5)
+        worker._distill_cfg = DistillLossConfig(fused=False, token_weighting=weighting)
+        td, prompts = micro_batch(tokenizer, exposure, rows, responses, n_tokens)
+        return run_micro_batch(worker, student, td, prompts, responses).item()
+
+    from test_worker_loss import dense_reference
+
+    dense = dense_reference(
+        student, teacher, tokenizer, exposure, rows, responses, alpha=0.5, weight=lambda i, n: 2.0 * (i == n)
+    ).item()
+    assert worker_loss("dummy_weighting") == pytest.approx(dense, abs=1e-9)  # fp64 models
+    assert abs(worker_loss("none") - dense) > 1e-6  # the control: no weighting gives another loss
+    with pytest.raises(ValueError, match="distill.token_weighting"):
+        DistillLossConfig(token_weighting="missing").validate()
 
 
 def test_dummy_teacher_kind_runs_after_each_update(dummy, monkeypatch):

@@ -7,6 +7,7 @@ CIs. Every bound is derived in the test that uses it.
 import json
 import math
 import re
+import statistics
 from statistics import NormalDist
 
 import numpy as np
@@ -338,3 +339,31 @@ def test_load_criteria_runs_no_code(tmp_path):
     path.write_text("claim: not a list\n")
     with pytest.raises(ValueError, match="expected a non-empty list of criteria, got dict"):
         ss.load_criteria(path)
+
+
+def test_report_from_results_rows_and_criteria(tmp_path, capsys):
+    """The CLI's report on synthetic results.json rows: a = b + 0.05 + noise over 6 seeds (known mean difference,
+    SD(d) of the noise), an unfinished row left out, an unknown arm in a criterion named."""
+    noise = [0.01, -0.01, 0.02, -0.02, 0.0, 0.0]
+    rows = [{"method": "b", "seed": s, "status": "done", "acc_after": 0.6 + 0.01 * s} for s in range(6)]
+    rows += [
+        {"method": "a", "seed": s, "status": "done", "acc_after": 0.65 + 0.01 * s + noise[s]}
+        for s in range(6)
+    ]
+    rows.append({"method": "a", "seed": 9, "status": "incomplete", "acc_after": None})
+    criteria = [ss.Criterion("a beats b", "a", "b", "a_gt_b", 0.0)]
+    text = ss.report(rows, criteria)
+    sd = statistics.stdev(noise)
+    assert f"| a | 6 | {statistics.fmean(0.65 + 0.01 * s + noise[s] for s in range(6)):.4f} |" in text
+    assert "**supported**" in text and "+0.0500 over 6 paired seeds" in text
+    assert f"| a − b | 6 | {sd:.4f} | {ss.seeds_needed(sd, 0.01)} | {ss.seeds_needed(sd, 0.02)} |" in text
+    with pytest.raises(ValueError, match=r"no finished runs of \['c'\]"):
+        ss.report(rows, [ss.Criterion("c beats b", "c", "b", "a_gt_b", 0.0)])
+    with pytest.raises(ValueError, match="a seed 0 appears twice"):
+        ss.values_by_arm([*rows, rows[6]], "acc_after")
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+    (tmp_path / "criteria.yaml").write_text(
+        "- {claim: a beats b, arm_a: a, arm_b: b, rule: a_gt_b, margin: 0}\n"
+    )
+    ss.main([str(tmp_path / "results.json"), str(tmp_path / "criteria.yaml")])
+    assert capsys.readouterr().out == text

@@ -26,6 +26,7 @@ from test_worker_loss import FP64_ZERO, make_worker, micro_batch
 from transformers import AutoTokenizer
 
 from recipe.atesd.data.tiny_model import tokenizer_dir
+from recipe.atesd.method.losses import DistillLossConfig
 from recipe.atesd.method.prompts import TeacherPromptConfig
 
 ALPHA = 0.5
@@ -79,6 +80,7 @@ def run(
     part=None,
     dp_size=1,
     dtype=torch.float64,
+    token_weighting="none",
 ):
     """One micro-batch: forward_step + backward through the seam; per-token KL, loss, gradient."""
     from verl.utils import tensordict_utils as tu
@@ -99,6 +101,7 @@ def run(
         if not shared:
             wrap(teacher)
     worker = make_worker(tokenizer, teacher, EXPOSURE, alpha=ALPHA, fused=fused)
+    worker._distill_cfg = DistillLossConfig(fused=fused, token_weighting=token_weighting)
     worker.actor = SimpleNamespace(engine=SimpleNamespace(module=student))
     if lora:  # frozen LoRA teacher: the actor with its adapters disabled, the head shared
         worker._weights = "adapters_off"
@@ -150,7 +153,7 @@ def assert_same(fused, logits):
     assert fused["loss"] == pytest.approx(logits["loss"], abs=FUSED_VS_LOGITS)
     assert logits["grad"].abs().max() > 1e3 * FUSED_VS_LOGITS
     assert float((fused["grad"] - logits["grad"]).abs().max()) <= FUSED_VS_LOGITS
-    for key in ("loss_sum", "n_tokens", "agree_sum", "entropy_sum"):
+    for key in ("loss_sum", "weight_sum", "n_tokens", "agree_sum", "entropy_sum"):
         assert getattr(fused["report"], key) == pytest.approx(getattr(logits["report"], key), abs=1e-9), key
 
 
@@ -161,6 +164,7 @@ CASES = {
     "tied": {"tied": True},
     "tied, shared-head teacher": {"tied": True, "shared": True},
     "LoRA student, adapters-off teacher": {"lora": True, "shared": True},
+    "position-weighted (PW-OPSD)": {"token_weighting": "position"},  # float w_n through the fused kernel
 }
 
 

@@ -104,20 +104,26 @@ def responses_for(n, vocab, seed=0):
     ]
 
 
-def dense_loss(student, teacher, triples, temperature=TEMPERATURE, tau=0.05):
+def dense_loss(student, teacher, triples, temperature=TEMPERATURE, tau=0.05, weight=None):
     """method.md §1 written densely, each sequence alone: mean over response tokens of
-    Σ_v min(p_T(log p_T − log p_S), τ), for ``triples`` = [(student prompt ids, teacher prompt ids, response)]."""
+    w_i · Σ_v min(p_T(log p_T − log p_S), τ), for ``triples`` = [(student prompt ids, teacher prompt ids,
+    response)]; ``weight(i, L)`` of the i-th (1-based) of a response's L tokens, None = 1 (method.md §2.6)."""
     total, count = 0.0, 0
     for sp, tp, resp in triples:
         s = student(input_ids=torch.tensor([sp + resp])).logits[0, len(sp) - 1 : -1] / temperature
         t = teacher(input_ids=torch.tensor([tp + resp])).logits[0, len(tp) - 1 : -1] / temperature
         log_t, log_s = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
-        total += torch.clamp(log_t.exp() * (log_t - log_s), max=tau).sum(-1).sum()
+        per_token = torch.clamp(log_t.exp() * (log_t - log_s), max=tau).sum(-1)
+        if weight is not None:
+            per_token = per_token * torch.tensor(
+                [weight(i + 1, len(resp)) for i in range(len(resp))], dtype=torch.float64
+            )
+        total += per_token.sum()
         count += len(resp)
     return total / count
 
 
-def dense_reference(student, teacher, tokenizer, exposure, infos, responses, alpha, tau=0.05):
+def dense_reference(student, teacher, tokenizer, exposure, infos, responses, alpha, tau=0.05, weight=None):
     """:func:`dense_loss` with c_T(α) from ``teacher_prompt_ids``."""
     triples = [
         (
@@ -129,7 +135,7 @@ def dense_reference(student, teacher, tokenizer, exposure, infos, responses, alp
         )
         for info, resp in zip(infos, responses, strict=True)
     ]
-    return dense_loss(student, teacher, triples, tau=tau)
+    return dense_loss(student, teacher, triples, tau=tau, weight=weight)
 
 
 def test_worker_loss_matches_dense_reference(tokenizer, rows):
@@ -145,6 +151,40 @@ def test_worker_loss_matches_dense_reference(tokenizer, rows):
     assert loss.item() == pytest.approx(want.item(), abs=1e-9)
     assert worker._report.n_tokens == n_tokens
     assert worker._report.loss_sum / n_tokens == pytest.approx(want.item(), abs=1e-9)
+
+
+def test_position_weighted_loss_matches_dense_reference(tokenizer, rows):
+    """``distill.token_weighting=position`` (PW-OPSD, method.md §2.6) through the worker = the dense loss with each
+    token's weight written from the formula (fp64, the same 1e-9 as the unweighted parity); a schedule off by half a
+    token (frac = i/L) is seen, and the report's mean weight is the formula's."""
+    import math
+
+    exposure = TeacherPromptConfig(segmenter="sentences")
+    vocab = len(tokenizer)
+    student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
+    responses = responses_for(len(rows), vocab, seed=7)
+    n_tokens = sum(len(r) for r in responses)
+    worker = make_worker(tokenizer, teacher, exposure, alpha=0.5)
+    worker._distill_cfg = DistillLossConfig(fused=False, token_weighting="position")
+    td, prompts = micro_batch(tokenizer, exposure, rows, responses, n_tokens)
+    loss = run_micro_batch(worker, student, td, prompts, responses)
+
+    def pw(shift):
+        def weight(i, length):
+            frac = (i - shift) / length
+            return 0.25 + 0.75 / (1 + math.exp(-(frac - 0.30) / 0.10))
+
+        return weight
+
+    want = dense_reference(student, teacher, tokenizer, exposure, rows, responses, alpha=0.5, weight=pw(0.5))
+    wrong = dense_reference(student, teacher, tokenizer, exposure, rows, responses, alpha=0.5, weight=pw(0.0))
+    assert loss.item() == pytest.approx(want.item(), abs=1e-9)
+    # the control: a schedule off by half a token moves the loss by 7.5e-4 here (measured), 1e5 × the bound
+    assert abs(wrong.item() - want.item()) > 1e-4
+    weights = [pw(0.5)(i + 1, len(r)) for r in responses for i in range(len(r))]
+    assert worker._report.weight_sum / worker._report.n_tokens == pytest.approx(
+        sum(weights) / n_tokens, abs=1e-12
+    )
 
 
 def test_micro_batch_split_gives_same_loss_and_gradient(tokenizer, rows):

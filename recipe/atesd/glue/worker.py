@@ -63,6 +63,7 @@ from recipe.atesd.method.scoring import (
     teacher_response_logits,
 )
 from recipe.atesd.method.teacher import TeacherConfig, teacher_kind, teacher_weights
+from recipe.atesd.method.token_weights import token_weighting
 from verl_patches import student_output_loss
 
 student_output_loss.apply()  # the seam StudentOutputLoss goes through, in every process that holds this worker
@@ -89,6 +90,7 @@ class UpdateReport:
 
     exposure: ExposureTable | None = None  # the table this rank built its teacher prompts with
     loss_sum: float = 0.0
+    weight_sum: float = 0.0  # Σ w_n over the valid response tokens (distill.token_weighting)
     n_tokens: int = 0
     agree_sum: float = 0.0
     entropy_sum: float = 0.0
@@ -268,6 +270,11 @@ class ATESDWorker(ActorRolloutRefWorker):
         response_mask = data["response_mask"].values().to(dev).bool()
         rows = packed_response_rows(data["input_ids"].offsets(), data["responses"].offsets().diff()).to(dev)
         target_ids = data["responses"].values().to(dev)
+        lengths = data["responses"].offsets().diff()
+        weighting = token_weighting(self._distill_cfg.token_weighting)
+        weights = weighting.weights(
+            response_mask, lengths.to(dev), self._distill_cfg
+        )  # w_n (method/token_weights.py)
         batch, buckets = self._teacher_batch(tu.get(data, "extra_info"), responses)
         temperatures = _token_temperatures(data, dev)[:, None]
         if self._distill_cfg.fused:
@@ -287,7 +294,7 @@ class ATESDWorker(ActorRolloutRefWorker):
                 t_hidden,
                 t_head,
                 self._distill_cfg,
-                weights=response_mask,
+                weights=weights,
                 target_ids=target_ids,
             )
             del head, t_head
@@ -299,13 +306,12 @@ class ATESDWorker(ActorRolloutRefWorker):
             token_loss, diag = distill_token_losses(
                 logits[rows], teacher_logits, self._distill_cfg, target_ids=target_ids
             )
-            token_loss = token_loss * response_mask
+            token_loss = token_loss * weights.to(token_loss.dtype)
         out = torch.zeros(logits.shape[0], dtype=token_loss.dtype, device=logits.device)
         out = out.index_put((rows,), token_loss)
-        self._accumulate(token_loss, diag, response_mask, t1 - t0, time.perf_counter() - t1)
+        self._accumulate(token_loss, diag, response_mask, weights, t1 - t0, time.perf_counter() - t1)
         if self._exposure.edges:
-            lengths = data["responses"].offsets().diff().cpu()
-            self._accumulate_buckets(diag["token_kl"], response_mask, buckets, lengths)
+            self._accumulate_buckets(diag["token_kl"], response_mask, buckets, lengths.cpu())
         return out
 
     def _teacher_batch(self, infos, responses) -> tuple[TeacherBatch, list[int]]:
@@ -327,10 +333,11 @@ class ATESDWorker(ActorRolloutRefWorker):
             r.bucket_kl_sum[k] += float(kl[k])
             r.bucket_tokens[k] += int(n[k])
 
-    def _accumulate(self, token_loss, diag, mask, teacher_s, loss_s):
+    def _accumulate(self, token_loss, diag, mask, weights, teacher_s, loss_s):
         r = self._report
         m = mask.float()
         r.loss_sum += float((token_loss.detach() * m).sum())
+        r.weight_sum += float((weights * mask).sum())
         r.n_tokens += int(m.sum())
         r.agree_sum += float((diag["top1_agree"].float() * m).sum())
         r.entropy_sum += float((diag["student_entropy"] * m).sum())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from recipe.atesd.method.loss_kernels import LOSSES, ChunkStats, LossEntry, register_loss
+from recipe.atesd.method.token_weights import token_weighting
 
 __all__ = [
     "LOSSES",
@@ -43,6 +44,9 @@ class DistillLossConfig:
     fused: the worker scores from final hidden states and LM head weights (``fused_loss.py``): no
       [T, V] logits of either model; false = this file's path from verl's [T, V] student logits
       (the reference). Both give the same loss (``recipe/atesd/glue/worker.py``).
+    token_weighting: a key of ``token_weights.TOKEN_WEIGHTINGS``: w_n of the loss's token mean of w_n · ℓ_n
+      (``none``: 1; ``position``: PW-OPSD's schedule over the response, ``token_weights.py``).
+    position_w_min, position_tau, position_s: PW-OPSD's (w_min, τ, s) of ``position``; theirs (0.25, 0.30, 0.10).
     """
 
     mode: str = "forward_kl"
@@ -52,6 +56,10 @@ class DistillLossConfig:
     chunk_size: int = 256
     use_torch_compile: bool = True
     fused: bool = True
+    token_weighting: str = "none"
+    position_w_min: float = 0.25
+    position_tau: float = 0.30
+    position_s: float = 0.10
 
     def validate(self) -> DistillLossConfig:
         """Raise ValueError naming the offending key; return self."""
@@ -65,6 +73,13 @@ class DistillLossConfig:
             raise ValueError(f"distill.topk must be >= 1, got {self.topk!r}")
         if self.chunk_size < 1:
             raise ValueError(f"distill.chunk_size must be >= 1, got {self.chunk_size!r}")
+        token_weighting(self.token_weighting)
+        if not 0.0 <= self.position_w_min <= 1.0:
+            raise ValueError(f"distill.position_w_min must be in [0, 1], got {self.position_w_min!r}")
+        if not 0.0 <= self.position_tau <= 1.0:
+            raise ValueError(f"distill.position_tau must be in [0, 1], got {self.position_tau!r}")
+        if not self.position_s > 0:
+            raise ValueError(f"distill.position_s must be > 0, got {self.position_s!r}")
         return self
 
 

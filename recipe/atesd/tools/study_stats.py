@@ -1,5 +1,9 @@
 """Statistics for comparing exposure policies over seeds (issue 28 item 4): what a study resolves, its verdicts.
 
+``python -m recipe.atesd.tools.study_stats RESULTS CRITERIA [--metric acc_after]`` prints :func:`report` for a
+study's results.json (recipe/atesd/tools/repro_report.py) and its criteria file (docs/toy.md, "Running a
+comparison").
+
 A study runs every arm (a fixed α, adaptive, OPSD, …: recipe/atesd/tools/repro_sweep.py ``METHODS``) with the
 same seeds; for one seed every arm sees the same data order and the same step-1 rollouts (paired rollouts,
 recipe/atesd/glue/seeded_rollout.py), so arms are compared **per seed**. The outcome is one number per run,
@@ -413,3 +417,61 @@ def render_verdicts(verdicts: Iterable[Verdict]) -> str:
         cells = (v.criterion.claim, v.criterion.describe(), f"**{v.outcome}**", v.text)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def values_by_arm(rows: Iterable[Mapping], metric: str) -> dict[str, dict[int, float]]:
+    """``{method: {seed: rows' metric}}`` of the finished rows of a study's results.json
+    (recipe/atesd/tools/repro_report.py); a method seen twice with one seed is an error naming both."""
+    out: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row.get("status") != "done" or row.get(metric) is None:
+            continue
+        arm = out.setdefault(row["method"], {})
+        if row["seed"] in arm:
+            raise ValueError(f"results: {row['method']} seed {row['seed']} appears twice")
+        arm[row["seed"]] = float(row[metric])
+    return out
+
+
+def report(rows: Iterable[Mapping], criteria: list[Criterion], metric: str = "acc_after") -> str:
+    """Markdown: each arm's :func:`arm_summary`, the criteria's verdicts (:func:`render_verdicts`) and, per
+    criterion, the seeds a paired study needs for Δ = 0.01 / 0.02 / 0.05 at its SD(d) (:func:`power_table`).
+    A criterion naming an arm the results lack is an error naming both."""
+    arms = values_by_arm(rows, metric)
+    lines = [f"## Arms ({metric})", "", "| arm | n | mean | SD | 95 % CI |", "|---|---|---|---|---|"]
+    for name, values in arms.items():
+        a = arm_summary(values) if len(values) > 1 else None
+        cells = (
+            (str(a.n), f"{a.mean:.4f}", f"{a.sd:.4f}", f"[{a.ci_low:.4f}, {a.ci_high:.4f}]")
+            if a
+            else ("1", f"{next(iter(values.values())):.4f}", "–", "–")
+        )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    verdicts, power = [], ["", "## Seeds needed (power 0.8, α = 0.05, at each comparison's SD(d))", ""]
+    power += ["| a − b | n | SD(d) | Δ = 0.01 | Δ = 0.02 | Δ = 0.05 |", "|---|---|---|---|---|---|"]
+    for c in criteria:
+        missing = [arm for arm in (c.arm_a, c.arm_b) if arm not in arms]
+        if missing:
+            raise ValueError(f"criterion {c.claim!r}: no finished runs of {missing} for {metric}")
+        diff = paired_difference(arms[c.arm_a], arms[c.arm_b])
+        verdicts.append(judge(c, diff))
+        needed = [str(r.seeds_needed) for r in power_table(diff.sd)]
+        power.append(f"| {c.arm_a} − {c.arm_b} | {diff.n} | {diff.sd:.4f} | " + " | ".join(needed) + " |")
+    return "\n".join([*lines, "", "## Verdicts", "", render_verdicts(verdicts), *power]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="A study's verdicts and power from its results.json")
+    parser.add_argument("results", help="results.json of recipe/atesd/tools/repro_report.py")
+    parser.add_argument("criteria", help="the verdict criteria, written before the runs (JSON or YAML)")
+    parser.add_argument("--metric", default="acc_after", help="the row field compared (default acc_after)")
+    args = parser.parse_args(argv)
+    rows = json.loads(Path(args.results).read_text(encoding="utf-8"))
+    print(report(rows, load_criteria(args.criteria), args.metric), end="")
+
+
+if __name__ == "__main__":
+    main()
