@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from pathlib import Path
 
 MANIFEST = "MANIFEST.json"
@@ -149,3 +150,15 @@ def read_run_model(checkpoint_root: str | Path) -> dict | None:
     """The model record of a run's checkpoint root, or None where the run recorded none."""
     path = Path(checkpoint_root) / RUN_MODEL
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def cpu_model() -> str:
+    """The machine's CPU model name (``/proc/cpuinfo``; else ``platform.processor()``): a model's build and a run
+    record it, since another CPU rounds differently (docs/toy.md, "The model")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import re
 import subprocess
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recipe.atesd import REPO_ROOT
+from recipe.atesd.data.manifest import cpu_model
 from recipe.atesd.glue.config_check import uses_lora
 from recipe.atesd.method.teacher import teacher_kind, teacher_weights
 from recipe.atesd.tools.run_dirs import (
@@ -212,17 +212,6 @@ def code_state(repo: Path = REPO_ROOT) -> dict:
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(status.strip())}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def arm_record(arm: Arm, model: dict | None) -> dict:

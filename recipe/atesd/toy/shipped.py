@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -32,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recipe.atesd import REPO_ROOT
-from recipe.atesd.data.manifest import MANIFEST, file_hashes, model_sha256, verify
+from recipe.atesd.data.manifest import MANIFEST, cpu_model, file_hashes, model_sha256, verify
 
 SHIPPED = REPO_ROOT / "models" / "toy-qwen3"
 INSTALLED = REPO_ROOT / "artifacts" / "toy-qwen3"
@@ -129,16 +128,6 @@ def install(to: str | Path = INSTALLED, shipped: str | Path = SHIPPED) -> Path:
     return to
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def write_manifest(directory: str | Path, build: dict, figures: dict) -> dict:
     """Write ``MANIFEST.json`` for the files now in ``directory``; return it."""
     directory = Path(directory)
@@ -196,7 +185,7 @@ def rebuild(spec_name: str, seed: int, out: str | Path, steps: int | None = None
         ),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "built": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "build_s": round(build_s, 1),
     }
@@ -236,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         print(side_by_side(manifest["figures"], shipped["figures"]))
     failures = premise_failures(manifest["figures"])
     verdict = "HOLDS" if not failures else "FAILS: " + "; ".join(failures)
-    print(f"[toy] the world's premise on the rebuilt model ({_cpu()}): {verdict}")
+    print(f"[toy] the world's premise on the rebuilt model ({cpu_model()}): {verdict}")
     if args.ship:
         if failures:
             sys.exit("[toy] not shipped: the premise fails on the rebuilt model")
