@@ -14,7 +14,12 @@ import textwrap
 import pytest
 import torch
 from conftest import tiny_qwen
-from test_worker_loss import dense_loss, make_worker, micro_batch, responses_for, run_micro_batch
+from test_worker_loss import (
+    dense_loss,
+    dense_reference,
+    responses_for,
+    whole_batch_loss,
+)
 from test_worker_loss import rows as rows  # noqa: F401  (fixture)
 from test_worker_loss import tokenizer as tokenizer  # noqa: F401  (fixture)
 
@@ -145,12 +150,9 @@ def test_dummy_context_is_what_the_worker_scores_with(dummy, tokenizer, rows):
     vocab = len(tokenizer)
     student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
     responses = responses_for(len(rows), vocab, seed=3)
-    n_tokens = sum(len(r) for r in responses)
 
     def worker_loss(prompt_cfg):
-        worker = make_worker(tokenizer, teacher, prompt_cfg, alpha=0.5)
-        td, prompts = micro_batch(tokenizer, prompt_cfg, rows, responses, n_tokens)
-        return run_micro_batch(worker, student, td, prompts, responses).item()
+        return whole_batch_loss(tokenizer, student, teacher, prompt_cfg, rows, responses)[0].item()
 
     triples = []
     for info, resp in zip(rows, responses, strict=True):
@@ -170,15 +172,11 @@ def test_dummy_weighting_is_what_the_worker_weighs_with(dummy, tokenizer, rows):
     vocab = len(tokenizer)
     student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
     responses = responses_for(len(rows), vocab, seed=4)
-    n_tokens = sum(len(r) for r in responses)
 
     def worker_loss(weighting):
-        worker = make_worker(tokenizer, teacher, exposure, alpha=0.5)
-        worker._distill_cfg = DistillLossConfig(fused=False, token_weighting=weighting)
-        td, prompts = micro_batch(tokenizer, exposure, rows, responses, n_tokens)
-        return run_micro_batch(worker, student, td, prompts, responses).item()
-
-    from test_worker_loss import dense_reference
+        return whole_batch_loss(
+            tokenizer, student, teacher, exposure, rows, responses, token_weighting=weighting
+        )[0].item()
 
     dense = dense_reference(
         student, teacher, tokenizer, exposure, rows, responses, alpha=0.5, weight=lambda i, n: 2.0 * (i == n)

@@ -9,7 +9,15 @@ a dense fp64 reference on that c_T, with a control that another context gives an
 import pytest
 import torch
 from conftest import tiny_qwen
-from test_worker_loss import TEMPERATURE, dense_loss, make_worker, micro_batch, responses_for, run_micro_batch
+from test_worker_loss import (
+    TEMPERATURE,
+    dense_loss,
+    make_worker,
+    micro_batch,
+    responses_for,
+    run_micro_batch,
+    whole_batch_loss,
+)
 from test_worker_loss import rows as rows  # noqa: F401  (fixture)
 from test_worker_loss import tokenizer as tokenizer  # noqa: F401  (fixture)
 
@@ -87,12 +95,9 @@ def test_worker_loss_matches_dense_reference_on_the_context(tokenizer, rows, con
     vocab = len(tokenizer)
     student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
     responses = responses_for(len(rows), vocab, seed=9)
-    n_tokens = sum(len(r) for r in responses)
 
     def worker_loss(cfg):
-        worker = make_worker(tokenizer, teacher, cfg, alpha=0.5)
-        td, prompts = micro_batch(tokenizer, cfg, rows, responses, n_tokens)
-        return run_micro_batch(worker, student, td, prompts, responses).item()
+        return whole_batch_loss(tokenizer, student, teacher, cfg, rows, responses)[0].item()
 
     tau = float(
         torch.tensor(TEMPERATURE, dtype=torch.float32)

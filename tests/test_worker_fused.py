@@ -26,7 +26,6 @@ from test_worker_loss import FP64_ZERO, make_worker, micro_batch
 from transformers import AutoTokenizer
 
 from recipe.atesd.data.tiny_model import tokenizer_dir
-from recipe.atesd.method.losses import DistillLossConfig
 from recipe.atesd.method.prompts import TeacherPromptConfig
 
 ALPHA = 0.5
@@ -100,8 +99,9 @@ def run(
         wrap(student)
         if not shared:
             wrap(teacher)
-    worker = make_worker(tokenizer, teacher, EXPOSURE, alpha=ALPHA, fused=fused)
-    worker._distill_cfg = DistillLossConfig(fused=fused, token_weighting=token_weighting)
+    worker = make_worker(
+        tokenizer, teacher, EXPOSURE, alpha=ALPHA, fused=fused, token_weighting=token_weighting
+    )
     worker.actor = SimpleNamespace(engine=SimpleNamespace(module=student))
     if lora:  # frozen LoRA teacher: the actor with its adapters disabled, the head shared
         worker._weights = "adapters_off"

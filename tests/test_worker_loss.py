@@ -37,7 +37,13 @@ def rows():
 
 
 def make_worker(
-    tokenizer, teacher, exposure: TeacherPromptConfig, alpha: float, mode="forward_kl", fused=False
+    tokenizer,
+    teacher,
+    exposure: TeacherPromptConfig,
+    alpha: float,
+    mode="forward_kl",
+    fused=False,
+    token_weighting="none",
 ):
     """An ATESDWorker with just the state its loss reads (what ``init_teacher`` + ``set_exposure`` set).
 
@@ -51,7 +57,7 @@ def make_worker(
     w._prompt_cfg = exposure
     w._teacher_cfg = TeacherConfig()
     w._weights = "reference"
-    w._distill_cfg = DistillLossConfig(mode=mode, fused=fused)
+    w._distill_cfg = DistillLossConfig(mode=mode, fused=fused, token_weighting=token_weighting)
     w._head_capture = None
     w._tokenizer = tokenizer
     w._exposure = None if alpha is None else ExposureTable(0, (alpha,))
@@ -94,6 +100,15 @@ def run_micro_batch(worker, student, td, prompts, responses):
     loss, metrics = StudentOutputLoss(worker)(model_output={"student_logits": logits}, data=td)
     assert metrics == {}
     return loss
+
+
+def whole_batch_loss(
+    tokenizer, student, teacher, exposure, rows, responses, alpha=0.5, token_weighting="none"
+):
+    """(loss, worker): the rows and responses as one micro-batch through the worker's loss (reference path)."""
+    worker = make_worker(tokenizer, teacher, exposure, alpha=alpha, token_weighting=token_weighting)
+    td, prompts = micro_batch(tokenizer, exposure, rows, responses, sum(len(r) for r in responses))
+    return run_micro_batch(worker, student, td, prompts, responses), worker
 
 
 def responses_for(n, vocab, seed=0):
@@ -164,10 +179,9 @@ def test_position_weighted_loss_matches_dense_reference(tokenizer, rows):
     student, teacher = tiny_qwen(vocab, 1), tiny_qwen(vocab, 2)
     responses = responses_for(len(rows), vocab, seed=7)
     n_tokens = sum(len(r) for r in responses)
-    worker = make_worker(tokenizer, teacher, exposure, alpha=0.5)
-    worker._distill_cfg = DistillLossConfig(fused=False, token_weighting="position")
-    td, prompts = micro_batch(tokenizer, exposure, rows, responses, n_tokens)
-    loss = run_micro_batch(worker, student, td, prompts, responses)
+    loss, worker = whole_batch_loss(
+        tokenizer, student, teacher, exposure, rows, responses, token_weighting="position"
+    )
 
     def pw(shift):
         def weight(i, length):
