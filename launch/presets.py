@@ -31,6 +31,8 @@ MODES = {
     "random": ("_distill", "_random"),
     "reference-free": ("_distill", "_opsd", "_reference-free"),
     "pw-opsd": ("_distill", "_opsd", "_pw-opsd"),
+    "anchor-residual": ("_distill", "_opsd", "_anchor-residual"),
+    "multi-view": ("_distill", "_opsd", "_multi-view"),
     "grpo": ("_grpo",),
 }
 ENTRY_POINTS = {

@@ -78,6 +78,15 @@ MODES = {
         "distill.position_tau": 0.30,
         "distill.position_s": 0.10,
     },
+    "anchor-residual": {
+        **DISTILL,
+        "controller.exposure_mode": "fixed",
+        "controller.alpha": 0.5,
+        "distill.target": "anchor_residual",
+        "distill.residual_lambda": 0.8,
+        "distill.residual_clip": 5.0,
+    },
+    "multi-view": {**DISTILL, "controller.exposure_mode": "fixed", "distill.target": "multi_view"},
     "grpo": {
         "actor_rollout_ref.rollout.n": 8,
         "actor_rollout_ref.rollout.temperature": 1.2,

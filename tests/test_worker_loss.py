@@ -44,6 +44,7 @@ def make_worker(
     mode="forward_kl",
     fused=False,
     token_weighting="none",
+    target="single",
 ):
     """An ATESDWorker with just the state its loss reads (what ``init_teacher`` + ``set_exposure`` set).
 
@@ -57,7 +58,7 @@ def make_worker(
     w._prompt_cfg = exposure
     w._teacher_cfg = TeacherConfig()
     w._weights = "reference"
-    w._distill_cfg = DistillLossConfig(mode=mode, fused=fused, token_weighting=token_weighting)
+    w._distill_cfg = DistillLossConfig(mode=mode, fused=fused, token_weighting=token_weighting, target=target)
     w._head_capture = None
     w._tokenizer = tokenizer
     w._exposure = None if alpha is None else ExposureTable(0, (alpha,))
@@ -103,10 +104,12 @@ def run_micro_batch(worker, student, td, prompts, responses):
 
 
 def whole_batch_loss(
-    tokenizer, student, teacher, exposure, rows, responses, alpha=0.5, token_weighting="none"
+    tokenizer, student, teacher, exposure, rows, responses, alpha=0.5, token_weighting="none", target="single"
 ):
     """(loss, worker): the rows and responses as one micro-batch through the worker's loss (reference path)."""
-    worker = make_worker(tokenizer, teacher, exposure, alpha=alpha, token_weighting=token_weighting)
+    worker = make_worker(
+        tokenizer, teacher, exposure, alpha=alpha, token_weighting=token_weighting, target=target
+    )
     td, prompts = micro_batch(tokenizer, exposure, rows, responses, sum(len(r) for r in responses))
     return run_micro_batch(worker, student, td, prompts, responses), worker
 

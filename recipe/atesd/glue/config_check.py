@@ -19,6 +19,7 @@ from recipe.atesd.method.losses import DistillLossConfig
 from recipe.atesd.method.probe import REQUIRED_EXTRA_INFO
 from recipe.atesd.method.prompts import TEACHER_CONTEXTS, TeacherPromptConfig
 from recipe.atesd.method.teacher import TeacherConfig, teacher_weights
+from recipe.atesd.method.teacher_targets import check_target, uses_alpha, view_contexts
 
 
 def uses_lora(model_cfg) -> bool:
@@ -35,13 +36,14 @@ def check_atesd_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first bad key of the ATESD groups or of their verl neighbours."""
     prompt = TeacherPromptConfig(**plain(cfg.teacher_prompt))
     controller = ControllerConfig.from_mapping(plain(cfg.controller)).validate()
-    if not TEACHER_CONTEXTS[prompt.teacher_context].uses_alpha and controller.exposure_mode != "fixed":
+    distill = distill_config(plain(cfg.distill))
+    check_target(distill.target, prompt.teacher_context)
+    if not uses_alpha(distill.target, prompt.teacher_context) and controller.exposure_mode != "fixed":
         raise ValueError(
-            f"teacher_prompt.teacher_context={prompt.teacher_context} does not use α, so "
-            f"controller.exposure_mode={controller.exposure_mode} would choose α for nothing: use "
+            f"teacher_prompt.teacher_context={prompt.teacher_context} with distill.target={distill.target} does "
+            f"not use α, so controller.exposure_mode={controller.exposure_mode} would choose α for nothing: use "
             "controller.exposure_mode=fixed"
         )
-    distill_config(plain(cfg.distill))
     teacher = TeacherConfig(**plain(cfg.teacher)).validate()
     teacher_weights(teacher.kind, uses_lora(cfg.actor_rollout_ref.model))
     if not cfg.trainer.use_v1 or cfg.trainer.v1.trainer_mode != "atesd":
@@ -66,7 +68,8 @@ def check_atesd_config(cfg: DictConfig) -> None:
     for path in [train] if isinstance(train, str) else list(train):
         check_reference_rows(path)
     check_reference_rows(cfg.probe.path)
-    if "donor_problem" in TEACHER_CONTEXTS[prompt.teacher_context].needs:  # other_reference: pairable here
+    contexts = view_contexts(distill.target, prompt.teacher_context)
+    if any("donor_problem" in TEACHER_CONTEXTS[c].needs for c in contexts):  # other_reference: pairable here
         donor_rows(train, cfg.probe.path, prompt.donor_seed)
     resolve_bucket_edges(controller, train)
     if controller.buckets > 1:  # the probe's g places every probe row in its bucket (docs/method.md §2.4)

@@ -442,6 +442,7 @@ def _summarise(reports, grad_norm: float) -> dict:
         "distill/student_entropy": sum(r.entropy_sum for r in reports) / max(n, 1),
         "distill/response_tokens": float(n),
         "distill/token_weight_mean": sum(r.weight_sum for r in reports) / max(n, 1),
+        "distill/target_kl_mean": sum(r.target_kl_sum for r in reports) / max(n, 1),
         "distill/teacher_truncated": float(sum(r.n_truncated for r in reports)),
         "distill/teacher_cut_segments": float(sum(r.n_cut_segments for r in reports)),
         "distill/skipped": float(skipped),

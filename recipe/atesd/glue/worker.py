@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
@@ -63,6 +63,7 @@ from recipe.atesd.method.scoring import (
     teacher_response_logits,
 )
 from recipe.atesd.method.teacher import TeacherConfig, teacher_kind, teacher_weights
+from recipe.atesd.method.teacher_targets import teacher_target
 from recipe.atesd.method.token_weights import token_weighting
 from verl_patches import student_output_loss
 
@@ -91,6 +92,7 @@ class UpdateReport:
     exposure: ExposureTable | None = None  # the table this rank built its teacher prompts with
     loss_sum: float = 0.0
     weight_sum: float = 0.0  # Σ w_n over the valid response tokens (distill.token_weighting)
+    target_kl_sum: float = 0.0  # Σ KL(q* ‖ q_1) over the valid response tokens (distill.target)
     n_tokens: int = 0
     agree_sum: float = 0.0
     entropy_sum: float = 0.0
@@ -120,8 +122,8 @@ class ATESDWorker(ActorRolloutRefWorker):
         self._tokenizer = hf_tokenizer(self.config.model.path)
         self._difficulty = (settings.difficulty_signal, settings.difficulty_level_key)
         self._exposure: ExposureTable | None = None  # from the last set_exposure
-        # (row id, α) → (c_T ids, cut segments), this window
-        self._prompt_cache: dict[tuple[str, float], tuple[list[int], int]] = {}
+        # (row id, teacher context, α) → (c_T ids, cut segments), this window
+        self._prompt_cache: dict[tuple[str, str, float], tuple[list[int], int]] = {}
         # (α per bucket, edges) → g, only while the teacher's weights never change
         self._ground_cache: dict[tuple, float] = {}
         self._report = UpdateReport()
@@ -135,7 +137,7 @@ class ATESDWorker(ActorRolloutRefWorker):
         )
         self._donors = (  # row id → its donor's texts, only for a context that shows a donor (other_reference)
             donor_rows(settings.train_files, settings.probe_path, self._prompt_cfg.donor_seed)
-            if "donor_problem" in TEACHER_CONTEXTS[self._prompt_cfg.teacher_context].needs
+            if any("donor_problem" in TEACHER_CONTEXTS[context].needs for context, _ in self._views)
             else {}
         )
         if self._probe is not None and self._donors:
@@ -250,6 +252,15 @@ class ATESDWorker(ActorRolloutRefWorker):
             finally:
                 self._head_capture = None
 
+    @property
+    def _views(self) -> list[tuple[str, float | None]]:
+        """(teacher context, fixed α or None = the row's α) of each view of ``distill.target``
+        (``recipe/atesd/method/teacher_targets.py``)."""
+        return [
+            (view.context or self._prompt_cfg.teacher_context, view.alpha)
+            for view in teacher_target(self._distill_cfg.target).views
+        ]
+
     def _require_exposure(self) -> ExposureTable:
         if self._exposure is None:
             raise RuntimeError("ATESD worker has no exposure: the trainer must call set_exposure first")
@@ -275,7 +286,7 @@ class ATESDWorker(ActorRolloutRefWorker):
         weights = weighting.weights(
             response_mask, lengths.to(dev), self._distill_cfg
         )  # w_n (method/token_weights.py)
-        batch, buckets = self._teacher_batch(tu.get(data, "extra_info"), responses)
+        batches, buckets = self._teacher_batches(tu.get(data, "extra_info"), responses)
         temperatures = _token_temperatures(data, dev)[:, None]
         if self._distill_cfg.fused:
             if self._head_capture is None:
@@ -283,9 +294,11 @@ class ATESDWorker(ActorRolloutRefWorker):
                     "distill.fused: the loss ran outside StudentOutputLoss.student_forward (no head weight)"
                 )
             head = self._head_capture.pop()  # this micro-batch's W, differentiable back to the head
+            t_hidden = []  # one [N, H] per view of distill.target, all through the teacher's head t_head
             with self._teacher_module() as teacher:
-                t_hidden, t_head = teacher_response_hidden(teacher, batch, dev, self._head_capture, head)
-            t_hidden = t_hidden.to(t_head.dtype) / temperatures.to(t_head.dtype)
+                for batch in batches:
+                    hidden, t_head = teacher_response_hidden(teacher, batch, dev, self._head_capture, head)
+                    t_hidden.append(hidden.to(t_head.dtype) / temperatures.to(t_head.dtype))
             t1 = time.perf_counter()
             # the head's dtype, as autocast / the head's own matmul would use (h is bf16 under FSDP's bf16)
             token_loss, diag = fused_distill_loss(
@@ -300,8 +313,8 @@ class ATESDWorker(ActorRolloutRefWorker):
             del head, t_head
         else:
             with self._teacher_module() as teacher:
-                teacher_logits = teacher_response_logits(teacher, batch, dev)
-            teacher_logits = teacher_logits / temperatures.to(teacher_logits.dtype)
+                views = [teacher_response_logits(teacher, batch, dev) for batch in batches]
+            teacher_logits = [v / temperatures.to(v.dtype) for v in views]
             t1 = time.perf_counter()
             token_loss, diag = distill_token_losses(
                 logits[rows], teacher_logits, self._distill_cfg, target_ids=target_ids
@@ -314,11 +327,18 @@ class ATESDWorker(ActorRolloutRefWorker):
             self._accumulate_buckets(diag["token_kl"], response_mask, buckets, lengths.cpu())
         return out
 
-    def _teacher_batch(self, infos, responses) -> tuple[TeacherBatch, list[int]]:
-        """The teacher's padded batch c_T(α_r) ⊕ ŷ_r of a micro-batch, and each row's bucket."""
+    def _teacher_batches(self, infos, responses) -> tuple[list[TeacherBatch], list[int]]:
+        """The teacher's padded batch c_T ⊕ ŷ_r of a micro-batch per view of ``distill.target`` (a view's context
+        at its fixed α, or at the row's α_r), and each row's bucket."""
         alphas, buckets = self._row_alphas(infos)
-        prompts = [self._teacher_prompt(info, alpha) for info, alpha in zip(infos, alphas, strict=True)]
-        return build_teacher_batch(prompts, responses, self._tokenizer.pad_token_id), buckets
+        batches = []
+        for context, fixed in self._views:
+            prompts = [
+                self._teacher_prompt(info, alpha if fixed is None else fixed, context)
+                for info, alpha in zip(infos, alphas, strict=True)
+            ]
+            batches.append(build_teacher_batch(prompts, responses, self._tokenizer.pad_token_id))
+        return batches, buckets
 
     def _accumulate_buckets(self, token_kl, mask, buckets, lengths) -> None:
         """Σ token KL and #tokens per bucket over this micro-batch's response tokens (``distill/kl_mean_bucket_*``)."""
@@ -338,6 +358,7 @@ class ATESDWorker(ActorRolloutRefWorker):
         m = mask.float()
         r.loss_sum += float((token_loss.detach() * m).sum())
         r.weight_sum += float((weights * mask).sum())
+        r.target_kl_sum += float((diag["target_kl"].double() * mask).sum())
         r.n_tokens += int(m.sum())
         r.agree_sum += float((diag["top1_agree"].float() * m).sum())
         r.entropy_sum += float((diag["student_entropy"] * m).sum())
@@ -345,14 +366,16 @@ class ATESDWorker(ActorRolloutRefWorker):
         r.teacher_seconds += teacher_s
         r.loss_seconds += loss_s
 
-    def _teacher_prompt(self, info: dict, alpha: float) -> list[int]:
-        """c_T(α) of one row, built once per (row, α) in a hold window (``set_exposure`` empties the cache)."""
-        key = (info["id"], alpha)
+    def _teacher_prompt(self, info: dict, alpha: float, context: str) -> list[int]:
+        """c_T of one row by teacher context ``context`` at ``alpha``, built once per (row, context, α) in a hold
+        window (``set_exposure`` empties the cache)."""
+        key = (info["id"], context, alpha)
         if key not in self._prompt_cache:
             row = self._with_donor(info) if self._donors else info
-            prompt = row_teacher_prompt(
-                self._tokenizer, row, alpha, self._prompt_cfg, self._prompt_cfg.max_length
-            )
+            cfg = self._prompt_cfg
+            if context != cfg.teacher_context:
+                cfg = replace(cfg, teacher_context=context)
+            prompt = row_teacher_prompt(self._tokenizer, row, alpha, cfg, cfg.max_length)
             self._prompt_cache[key] = (prompt.ids, prompt.n_cut_segments)
         ids, n_cut = self._prompt_cache[key]
         self._report.n_truncated += int(n_cut > 0)

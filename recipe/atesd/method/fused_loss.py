@@ -30,14 +30,18 @@ weights) gets no gradient from the teacher's logits. A student head that is also
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from recipe.atesd.method.losses import (
     DistillLossConfig,
     chunk_forward_for,
+    target_chunk,
     validated_target_ids,
     validated_temperature,
 )
+from recipe.atesd.method.teacher_targets import teacher_target
 
 __all__ = ["fused_distill_loss"]
 
@@ -52,7 +56,8 @@ def _accumulate_head_grad(acc: torch.Tensor, g: torch.Tensor, h: torch.Tensor) -
 
 
 class _FusedDistill(torch.autograd.Function):
-    """(weighted loss[N], token_kl[N], top1_agree[N], student_entropy[N]) from hidden states, chunk by chunk."""
+    """(weighted loss[N], token_kl[N], top1_agree[N], student_entropy[N], target_kl[N]) from hidden states, chunk
+    by chunk; ``h_t``: the teacher views' hidden states (one for ``distill.target=single``), all through ``w_t``."""
 
     @staticmethod
     def forward(ctx, h_s, w_s, h_t, w_t, weights, target_ids, cfg, temperature, grad_enabled):
@@ -60,7 +65,9 @@ class _FusedDistill(torch.autograd.Function):
         want_h = grad_enabled and ctx.needs_input_grad[0]
         want_w = grad_enabled and ctx.needs_input_grad[1]
         dtype = torch.promote_types(h_s.dtype, torch.float32)
-        loss, token_kl, agree, entropy = (torch.zeros(n, dtype=dtype, device=dev) for _ in range(4))
+        loss, token_kl, agree, entropy, target_kl = (
+            torch.zeros(n, dtype=dtype, device=dev) for _ in range(5)
+        )
         grad_h = torch.zeros_like(h_s) if want_h else None
         acc_dtype = torch.promote_types(w_s.dtype, torch.float32)
         grad_w = torch.zeros(w_s.shape, dtype=acc_dtype, device=dev) if want_w else None
@@ -71,9 +78,13 @@ class _FusedDistill(torch.autograd.Function):
             idx = rows[lo : lo + cfg.chunk_size]
             hs = h_s.index_select(0, idx)
             tgt = None if target_ids is None else target_ids[idx]
+            z_s = hs @ w_s.t()
+            z_t, c_target_kl = target_chunk(
+                [h.index_select(0, idx) @ w_t.t() for h in h_t], z_s, cfg, temperature, dtype
+            )
             c_loss, c_kl, c_agree, c_ent, g = chunk_forward(
-                hs @ w_s.t(),
-                h_t.index_select(0, idx) @ w_t.t(),
+                z_s,
+                z_t,
                 tgt,
                 cfg,
                 temperature,
@@ -84,16 +95,17 @@ class _FusedDistill(torch.autograd.Function):
             # .to(dtype): under verl's bf16 autocast (FSDP engine forward_step) bmm/matmul results are bf16
             loss[idx], token_kl[idx] = (c_loss * w).to(dtype), c_kl.to(dtype)
             agree[idx], entropy[idx] = c_agree.to(dtype), c_ent.to(dtype)
+            target_kl[idx] = c_target_kl.to(dtype)
             if g is not None:
                 g = g.mul_(w.unsqueeze(-1)).to(w_s.dtype)
                 if want_h:
                     grad_h[idx] = (g @ w_s).to(grad_h.dtype)
                 if want_w:
                     _accumulate_head_grad(grad_w, g, hs)
-            del g, hs
+            del g, hs, z_s, z_t
         ctx.grads, ctx.rows, ctx.head_dtype = (grad_h, grad_w), rows, w_s.dtype
-        ctx.mark_non_differentiable(token_kl, agree, entropy)
-        return loss, token_kl, agree, entropy
+        ctx.mark_non_differentiable(token_kl, agree, entropy, target_kl)
+        return loss, token_kl, agree, entropy, target_kl
 
     @staticmethod
     def backward(ctx, grad_loss, *_unused):
@@ -122,40 +134,45 @@ class _FusedDistill(torch.autograd.Function):
 def fused_distill_loss(
     student_hidden: torch.Tensor,
     student_head: torch.Tensor,
-    teacher_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor | Sequence[torch.Tensor],
     teacher_head: torch.Tensor,
     cfg: DistillLossConfig,
     weights: torch.Tensor | None = None,
     target_ids: torch.Tensor | None = None,
     temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted per-row distillation loss w_n · D_n(p_T ‖ p_S) of ``cfg.mode`` from final hidden states.
+    """Weighted per-row distillation loss w_n · D_n(q* ‖ p_S) of ``cfg.mode`` from final hidden states.
 
     student_hidden [..., H] and student_head [V, H] (same dtype); p_S = softmax(h_S W_Sᵀ / temperature).
-    teacher_hidden [..., H_T] and teacher_head [V, H_T] (same dtype; detached); p_T likewise.
+    teacher_hidden [..., H_T] (the one view) or a sequence of them, one per view of ``cfg.target``
+    (``teacher_targets.py``: q* combined per chunk), and teacher_head [V, H_T] (same dtype; detached).
     weights [...] (bool or float; None = all 1): w_n. Rows with w_n = 0 are skipped.
     target_ids [...]: the sampled tokens (required by ``sampled_token``).
-    temperature (> 0): both logits are divided by it before the softmax. Hidden states already divided
+    temperature (> 0): all logits are divided by it before the softmax. Hidden states already divided
     by the sampling temperature pass none: the recipe's worker does so (verl divides the student's,
     ``recipe/atesd/glue/worker.py::_token_temperatures`` the teacher's).
-    Returns ``(w · loss [...], diag)`` with detached per-row ``token_kl``, ``top1_agree`` and
-    ``student_entropy`` as in ``losses.distill_token_losses`` (0 on skipped rows). Differentiable w.r.t.
+    Returns ``(w · loss [...], diag)`` with detached per-row ``token_kl``, ``top1_agree``, ``student_entropy``
+    and ``target_kl`` as in ``losses.distill_token_losses`` (0 on skipped rows). Differentiable w.r.t.
     ``student_hidden`` and ``student_head`` for any reduction c · Σ output (module docstring).
     """
     cfg.validate()
     temperature = validated_temperature(temperature)
+    views = [teacher_hidden] if isinstance(teacher_hidden, torch.Tensor) else list(teacher_hidden)
+    expected = len(teacher_target(cfg.target).views)
+    if len(views) != expected:
+        raise ValueError(f"distill.target={cfg.target!r} needs {expected} teacher view(s), got {len(views)}")
     lead, hidden, vocab = student_hidden.shape[:-1], student_hidden.shape[-1], student_head.shape[0]
     if student_head.dim() != 2 or student_head.shape[1] != hidden:
         raise ValueError(f"student_head {tuple(student_head.shape)} must be [V, {hidden}]")
-    if teacher_hidden.shape[:-1] != lead:
-        raise ValueError(
-            f"teacher_hidden {tuple(teacher_hidden.shape)} must have the rows of student_hidden {tuple(lead)}"
-        )
-    if teacher_head.dim() != 2 or teacher_head.shape != (vocab, teacher_hidden.shape[-1]):
-        raise ValueError(
-            f"teacher_head {tuple(teacher_head.shape)} must be [{vocab}, {teacher_hidden.shape[-1]}]"
-        )
-    for name, h, w in (("student", student_hidden, student_head), ("teacher", teacher_hidden, teacher_head)):
+    for view in views:
+        if view.shape[:-1] != lead:
+            raise ValueError(
+                f"teacher_hidden {tuple(view.shape)} must have the rows of student_hidden {tuple(lead)}"
+            )
+        if teacher_head.dim() != 2 or teacher_head.shape != (vocab, view.shape[-1]):
+            raise ValueError(f"teacher_head {tuple(teacher_head.shape)} must be [{vocab}, {view.shape[-1]}]")
+    pairs = [("student", student_hidden, student_head)] + [("teacher", v, teacher_head) for v in views]
+    for name, h, w in pairs:
         if h.dtype != w.dtype:
             raise ValueError(f"{name}_hidden is {h.dtype} but {name}_head is {w.dtype}")
     if weights is None:
@@ -166,7 +183,7 @@ def fused_distill_loss(
     outs = _FusedDistill.apply(
         student_hidden.reshape(-1, hidden),
         student_head,
-        teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1]),
+        tuple(v.detach().reshape(-1, v.shape[-1]) for v in views),
         teacher_head.detach(),
         weights.reshape(-1),
         target_ids,
@@ -174,5 +191,10 @@ def fused_distill_loss(
         temperature,
         torch.is_grad_enabled(),
     )
-    loss, token_kl, agree, entropy = (o.view(lead) for o in outs)
-    return loss, {"token_kl": token_kl, "top1_agree": agree, "student_entropy": entropy}
+    loss, token_kl, agree, entropy, target_kl = (o.view(lead) for o in outs)
+    return loss, {
+        "token_kl": token_kl,
+        "top1_agree": agree,
+        "student_entropy": entropy,
+        "target_kl": target_kl,
+    }

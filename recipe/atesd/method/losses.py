@@ -14,11 +14,14 @@ The token mean over the batch's valid response tokens is the worker's (``recipe/
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from recipe.atesd.method.loss_kernels import LOSSES, ChunkStats, LossEntry, register_loss
+from recipe.atesd.method.teacher_targets import combined_target, teacher_target
 from recipe.atesd.method.token_weights import token_weighting
 
 __all__ = [
@@ -47,6 +50,9 @@ class DistillLossConfig:
     token_weighting: a key of ``token_weights.TOKEN_WEIGHTINGS``: w_n of the loss's token mean of w_n · ℓ_n
       (``none``: 1; ``position``: PW-OPSD's schedule over the response, ``token_weights.py``).
     position_w_min, position_tau, position_s: PW-OPSD's (w_min, τ, s) of ``position``; theirs (0.25, 0.30, 0.10).
+    target: a key of ``teacher_targets.TEACHER_TARGETS``: the distribution q* the student is trained toward, from
+      one teacher view (``single``) or several combined per token (``anchor_residual``, ``multi_view``).
+    residual_lambda, residual_clip: AR-OPD's λ and c of ``anchor_residual`` (``teacher_targets.py``).
     """
 
     mode: str = "forward_kl"
@@ -60,6 +66,9 @@ class DistillLossConfig:
     position_w_min: float = 0.25
     position_tau: float = 0.30
     position_s: float = 0.10
+    target: str = "single"
+    residual_lambda: float = 0.8
+    residual_clip: float = 5.0
 
     def validate(self) -> DistillLossConfig:
         """Raise ValueError naming the offending key; return self."""
@@ -80,6 +89,13 @@ class DistillLossConfig:
             raise ValueError(f"distill.position_tau must be in [0, 1], got {self.position_tau!r}")
         if not self.position_s > 0:
             raise ValueError(f"distill.position_s must be > 0, got {self.position_s!r}")
+        teacher_target(self.target)
+        if not (math.isfinite(self.residual_lambda) and self.residual_lambda >= 0):
+            raise ValueError(
+                f"distill.residual_lambda must be a finite number >= 0, got {self.residual_lambda!r}"
+            )
+        if not self.residual_clip > 0:
+            raise ValueError(f"distill.residual_clip must be > 0, got {self.residual_clip!r}")
         return self
 
 
@@ -147,31 +163,48 @@ def validated_target_ids(
     return target_ids.reshape(-1).long()
 
 
+def target_chunk(teacher_views, student, cfg, temperature: float, dtype):
+    """(teacher logits for ``chunk_forward``, KL(q* ‖ q_1) [C]) of one chunk: the one view's raw logits, or with
+    several views log q* (``teacher_targets.combined_target`` of the temperature-scaled views) × temperature,
+    which the kernels' own division by the temperature turns back into log q*. Both drivers call it."""
+    if len(teacher_views) == 1 and teacher_target(cfg.target).combine is None:
+        return teacher_views[0], teacher_views[0].new_zeros(teacher_views[0].shape[0], dtype=dtype)
+    scaled = [v.to(dtype) / temperature for v in teacher_views]
+    log_q, target_kl = combined_target(
+        cfg.target, scaled, student.detach().to(dtype) / temperature, cfg, dtype
+    )
+    return (log_q if temperature == 1.0 else log_q * temperature), target_kl
+
+
 class _ChunkedDistill(torch.autograd.Function):
-    """loss[T] (+ detached token_kl, top1_agree, student_entropy) from [T, V] logits, chunk by chunk."""
+    """loss[T] (+ detached token_kl, top1_agree, student_entropy, target_kl) from [T, V] logits, chunk by chunk;
+    ``teacher``: the views' [T, V] logits (one for ``distill.target=single``)."""
 
     @staticmethod
     def forward(ctx, student, teacher, target_ids, cfg, temperature, grad_enabled):
         need_grad = grad_enabled and ctx.needs_input_grad[0]  # no [T, V] gradient buffer under no_grad
         n = student.shape[0]
         dtype = torch.promote_types(student.dtype, torch.float32)
-        loss, token_kl, agree, entropy = (
-            torch.empty(n, dtype=dtype, device=student.device) for _ in range(4)
+        loss, token_kl, agree, entropy, target_kl = (
+            torch.empty(n, dtype=dtype, device=student.device) for _ in range(5)
         )
         grad = torch.empty(student.shape, dtype=student.dtype, device=student.device) if need_grad else None
         chunk_forward = chunk_forward_for(cfg, student.device)
         for lo in range(0, n, cfg.chunk_size):
             hi = min(lo + cfg.chunk_size, n)
             tgt = None if target_ids is None else target_ids[lo:hi]
+            t, target_kl[lo:hi] = target_chunk(
+                [v[lo:hi] for v in teacher], student[lo:hi], cfg, temperature, dtype
+            )
             loss[lo:hi], token_kl[lo:hi], agree[lo:hi], entropy[lo:hi], g = chunk_forward(
-                student[lo:hi], teacher[lo:hi], tgt, cfg, temperature, need_grad, dtype
+                student[lo:hi], t, tgt, cfg, temperature, need_grad, dtype
             )
             if need_grad:
                 grad[lo:hi] = g
-            del g
+            del g, t
         ctx.grad, ctx.chunk_size = grad, cfg.chunk_size
-        ctx.mark_non_differentiable(token_kl, agree, entropy)
-        return loss, token_kl, agree, entropy
+        ctx.mark_non_differentiable(token_kl, agree, entropy, target_kl)
+        return loss, token_kl, agree, entropy, target_kl
 
     @staticmethod
     def backward(ctx, grad_loss, *_unused):
@@ -193,39 +226,51 @@ class _ChunkedDistill(torch.autograd.Function):
 
 def distill_token_losses(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | Sequence[torch.Tensor],
     cfg: DistillLossConfig,
     target_ids: torch.Tensor | None = None,
     temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-token distillation loss D(p_T ‖ p_S) of ``cfg.mode`` (docs/method.md §1).
+    """Per-token distillation loss D(q* ‖ p_S) of ``cfg.mode`` (docs/method.md §1), q* the teacher's target.
 
-    student_logits, teacher_logits: [..., V] (same shape; any float dtype, computed per chunk in
-    fp32, or fp64 for fp64 inputs); both are divided by ``temperature`` (> 0) before the softmax.
+    student_logits: [..., V]; teacher_logits: [..., V] (the one view), or a sequence of them, one per view of
+    ``cfg.target`` (``teacher_targets.py``: q* combined per token); any float dtype, computed per chunk in
+    fp32, or fp64 for fp64 inputs; all are divided by ``temperature`` (> 0) before the softmax.
     Logits already divided by the sampling temperature pass none: the recipe's worker does so
     (verl divides the student's, ``recipe/atesd/glue/worker.py::_token_temperatures`` the teacher's).
     target_ids: [...] sampled token ids (required by ``sampled_token``).
     Returns ``(token_loss[...], diag)``: the loss (differentiable w.r.t. the student logits only;
     the teacher is detached) and detached per-token diagnostics ``token_kl`` (unclipped forward
-    KL), ``top1_agree`` (1.0 where the argmaxes agree) and ``student_entropy`` (of the
-    temperature-scaled student). Reduce over valid tokens with a mask.
+    KL from q*), ``top1_agree`` (1.0 where the argmaxes of q* and p_S agree), ``student_entropy`` (of the
+    temperature-scaled student) and ``target_kl`` (KL(q* ‖ q_1), the first view; 0 with one view). Reduce over
+    valid tokens with a mask.
     """
     cfg.validate()
     temperature = validated_temperature(temperature)
-    if student_logits.dim() < 2 or student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"student_logits {tuple(student_logits.shape)} and teacher_logits {tuple(teacher_logits.shape)} "
-            "must have the same shape [..., V]"
-        )
+    views = [teacher_logits] if isinstance(teacher_logits, torch.Tensor) else list(teacher_logits)
+    expected = len(teacher_target(cfg.target).views)
+    if len(views) != expected:
+        raise ValueError(f"distill.target={cfg.target!r} needs {expected} teacher view(s), got {len(views)}")
+    for view in views:
+        if student_logits.dim() < 2 or student_logits.shape != view.shape:
+            raise ValueError(
+                f"student_logits {tuple(student_logits.shape)} and teacher_logits {tuple(view.shape)} "
+                "must have the same shape [..., V]"
+            )
     lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
     target_ids = validated_target_ids(target_ids, lead, vocab, cfg)
     outs = _ChunkedDistill.apply(
         student_logits.reshape(-1, vocab),
-        teacher_logits.detach().reshape(-1, vocab),
+        tuple(v.detach().reshape(-1, vocab) for v in views),
         target_ids,
         cfg,
         temperature,
         torch.is_grad_enabled(),
     )
-    loss, token_kl, agree, entropy = (o.view(lead) for o in outs)
-    return loss, {"token_kl": token_kl, "top1_agree": agree, "student_entropy": entropy}
+    loss, token_kl, agree, entropy, target_kl = (o.view(lead) for o in outs)
+    return loss, {
+        "token_kl": token_kl,
+        "top1_agree": agree,
+        "student_entropy": entropy,
+        "target_kl": target_kl,
+    }

@@ -92,6 +92,11 @@ DEFAULT_WORKED_EXAMPLE_TEMPLATE = (
     "answer within \\boxed{{}}."
 )
 
+# The ``incomplete`` context's note after a cut reference (AVSD's wording, src/avsd/math/privileged_views.py).
+DEFAULT_INCOMPLETE_MARKER = (
+    "[The reference above is incomplete and may omit later steps or the final answer.]"
+)
+
 # Template field -> the exact set of format fields it must use.
 _TEMPLATE_FIELDS = {
     "student_template": {"problem"},
@@ -110,6 +115,7 @@ class TeacherPromptConfig:
     the end, never the answer statement (:func:`teacher_prompt_ids`); None = no limit.
     worked_example_template, donor_seed: ``other_reference``'s user turn and the seed of its donor pairing
     (``recipe/atesd/method/donors.py``).
+    incomplete_marker: the note the ``incomplete`` context puts after a cut reference (AVSD's partial view).
     """
 
     segmenter: str = "paragraph"
@@ -122,6 +128,7 @@ class TeacherPromptConfig:
     max_length: int | None = 4096
     worked_example_template: str = DEFAULT_WORKED_EXAMPLE_TEMPLATE
     donor_seed: int = 0
+    incomplete_marker: str = DEFAULT_INCOMPLETE_MARKER
 
     def __post_init__(self) -> None:
         self.validate()
@@ -143,6 +150,7 @@ class TeacherPromptConfig:
             raise ValueError(f"teacher_prompt.max_length must be >= 1 or None, got {self.max_length!r}")
         if isinstance(self.donor_seed, bool) or not isinstance(self.donor_seed, int) or self.donor_seed < 0:
             raise ValueError(f"teacher_prompt.donor_seed must be an int >= 0, got {self.donor_seed!r}")
+        _check_text(self.incomplete_marker, "teacher_prompt.incomplete_marker")
         context_check = TEACHER_CONTEXTS[self.teacher_context].check
         if context_check is not None:
             context_check(self)
@@ -352,21 +360,27 @@ def _privileged_context(
 ) -> TeacherPrompt:
     """c_T(α): the problem and the first ⌊α·m⌋ reference segments plus the answer statement, thinking on, cut to
     ``max_len`` (:func:`teacher_prompt_ids`; docs/method.md §1, §2.1)."""
-    problem, reference, answer = row["problem"], row["reference_solution"], row["answer"]
-    revealed = reveal(
-        reference, alpha, cfg.segmenter, cfg.keep_final_answer, answer, cfg.answer_statement_template
-    )
+    return _revealing_context(tokenizer, row, alpha, cfg, max_len, cfg.keep_final_answer, marker=None)
+
+
+def _revealing_context(
+    tokenizer, row: dict, alpha: float, cfg: TeacherPromptConfig, max_len, keep_answer: bool, marker
+) -> TeacherPrompt:
+    """The first ⌊α·m⌋ reference segments (+ the answer statement when ``keep_answer``; + ``marker`` after the
+    revealed text when something is left unrevealed) in the teacher template, thinking on; revealed segments
+    are cut from the end until the prompt fits ``max_len`` (the answer statement never)."""
+    problem, reference, answer = row["problem"], row["reference_solution"], row.get("answer")
+    revealed = reveal(reference, alpha, cfg.segmenter, keep_answer, answer, cfg.answer_statement_template)
 
     def ids_for(rev: Revealed) -> list[int]:
-        return chat_ids(tokenizer, build_teacher_messages(problem, rev.text, cfg), enable_thinking=True)
+        text = "\n\n".join(p for p in (rev.text, marker if rev.remainder else None) if p)
+        return chat_ids(tokenizer, build_teacher_messages(problem, text, cfg), enable_thinking=True)
 
     ids = ids_for(revealed)
     if max_len is None or len(ids) <= max_len:
         return TeacherPrompt(ids, revealed, 0)
     segments = split_segments(reference, cfg.segmenter)
-    statement = (
-        _answer_statement(reference, answer, cfg.answer_statement_template) if cfg.keep_final_answer else None
-    )
+    statement = _answer_statement(reference, answer, cfg.answer_statement_template) if keep_answer else None
     shortest = _render(segments, 0, statement)
     shortest_ids = ids_for(shortest)
     if len(shortest_ids) > max_len:
@@ -385,6 +399,16 @@ def _privileged_context(
         else:
             hi = mid - 1
     return TeacherPrompt(best_ids, best, revealed.n_revealed - best.n_revealed)
+
+
+@register_teacher_context("incomplete", needs=("problem", "reference_solution"), uses_alpha=True)
+def _incomplete_context(
+    tokenizer, row: dict, alpha: float, cfg: TeacherPromptConfig, max_len
+) -> TeacherPrompt:
+    """The first ⌊α·m⌋ reference segments, no answer statement, then ``cfg.incomplete_marker``: AVSD's partial
+    view at α = 0.5 (theirs keeps ⌈m/2⌉ segments and deletes the reference's last ``\\boxed{}``; here the
+    cut segments carry the answer line whenever it ends the reference). α = 1 is the whole reference, unmarked."""
+    return _revealing_context(tokenizer, row, alpha, cfg, max_len, False, marker=cfg.incomplete_marker)
 
 
 def _answer_kept(cfg: TeacherPromptConfig) -> None:
