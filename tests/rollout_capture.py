@@ -5,8 +5,9 @@ the test sets ``VERL_USE_EXTERNAL_MODULES=rollout_capture`` (``verl/__init__.py`
 on ``PYTHONPATH``. With ``$ATESD_ROLLOUT_CAPTURE_DIR`` set, verl's ``SingleTurnAgentLoop.run`` is wrapped when
 its module is imported (in the agent-loop worker); each finished request appends one JSON line to
 ``$ATESD_ROLLOUT_CAPTURE_DIR/<pid>.jsonl``: the trainer step, the prompt's dataset index, its sample number
-(``session_id``), the ``seed`` of its sampling parameters (``None`` unseeded), its temperature, and the prompt
-and response token ids. The seeded loop (recipe/atesd/glue/seeded_rollout.py) calls this ``run`` through
+(``session_id``), the ``seed`` of its sampling parameters (``None`` unseeded), its temperature, the prompt
+and response token ids, and the engine's log-probability of each response token when the stack asks vLLM for them
+(``actor_rollout_ref.rollout.calculate_log_probs=true``; None otherwise). The seeded loop (recipe/atesd/glue/seeded_rollout.py) calls this ``run`` through
 ``super()``, so both verl's loop and ours are recorded. The production stack carries no hook.
 """
 
@@ -34,6 +35,10 @@ def _patch(module) -> None:
             "temperature": float(sampling_params["temperature"]),
             "prompt_ids": [int(t) for t in output.prompt_ids],
             "response_ids": [int(t) for t in output.response_ids],
+            # the engine's log-prob of each response token (rollout.calculate_log_probs=true), else None
+            "response_logprobs": None
+            if output.response_logprobs is None
+            else [float(x) for x in output.response_logprobs],
         }
         folder = os.environ[CAPTURE_DIR_VAR]
         os.makedirs(folder, exist_ok=True)

@@ -104,9 +104,10 @@ RUN_TIMEOUT_S = 900
 # captured logits. Each fp32 log p over V = 151,669 entries is off by up to ~u·|logsumexp| (≈ ln V + max|z|
 # ≈ 15 here), so log p_T − log p_S by ~2e-6, and the p_T-weighted vocabulary sum adds its own summation
 # error (order log2 V · u): a few 1e-6 per token, and the reduction order is CPU-dependent. Seen: 6.1e-6 (AMD
-# EPYC), which the former 1e-5 bound passed with only 1.6× margin. 5e-5 leaves ~8× headroom and stays 20×
-# under a real defect: a row shifted by one token or another teacher context changes the largest per-token
-# loss of the batch (0.024 here) by O(itself), ≥ 1e-3.
+# EPYC), which the former 1e-5 bound passed with only 1.6× margin. 5e-5 leaves ~8× headroom. What this checks is
+# the kernel's fp32 arithmetic against fp64 on the logits it was given: a misaligned row or another teacher
+# context would already be inside the captured logits, which the recomputation follows (those are checked by
+# tests/test_worker_loss.py and tests/test_teacher_contexts.py against prompts built independently).
 TOKEN_LOSS_FP32_TOL = 5e-5
 
 
@@ -448,13 +449,21 @@ def test_kill_and_resume_matches_uninterrupted(full_run, resumed_run):
 # ulp and almost never a bf16 compute weight — later steps see the same weights. Seen (CI rehearsal on this
 # machine, steps 1-4): distill/loss, probe/nll and probe/teacher_ground identical (gap 0.0), actor/grad_norm
 # 7.6e-6 … 1.6e-5 relative (the norm's fp32 sum of squares taken per rank shard, then across ranks, vs in
-# one order). 1e-3 leaves 60x over the largest seen, for other CPUs' reduction orders; a collective
-# defect moves these by >= 1e-2: a rank's gradient dropped or doubled, a per-rank token normaliser (×2),
-# a rank on another α (another teacher prompt), a probe padding row counted (ℓ off by O(1/7)), a row lost.
+# one order). The grad norm gets 1e-3 (60x over the largest seen, for other CPUs' reduction orders); the loss
+# and probe sums, seen exact, get 1e-5 (~100 fp32 ulps of reordering). A collective defect moves the loss or the
+# grad norm by >= 1e-2: a rank's gradient dropped or doubled, a per-rank token normaliser (×2), a rank on another
+# α (another teacher prompt), a row lost. A probe padding row counted moves ℓ far less on this random model
+# (every row's NLL is ~ln V, so the extra copy of row 0 shifts the mean by ~1e-4 relative, an estimate), which
+# is why ℓ and g are held to 1e-5; tests/test_probe_two_ranks.py guards the padding in-process (fp64 sums).
 # Steps 3-4 use window 1's α, drawn after noisy observations (≤ 2e-3 relative seen): only if that moves a
 # row's revealed-segment count across an integer does its teacher prompt — and its loss — change (rare).
-TWO_RANKS_REL_TOL = 1e-3
-COMPARED = ("distill/loss", "actor/grad_norm", "probe/nll", "probe/teacher_ground")
+TWO_RANKS_REL_TOL = {
+    "distill/loss": 1e-5,
+    "actor/grad_norm": 1e-3,
+    "probe/nll": 1e-5,
+    "probe/teacher_ground": 1e-5,
+}
+COMPARED = tuple(TWO_RANKS_REL_TOL)
 
 
 def test_two_ranks_match_one_rank_before_the_kill(full_run, resumed_run):
@@ -471,7 +480,7 @@ def test_two_ranks_match_one_rank_before_the_kill(full_run, resumed_run):
             f"step {step}: α {got['exposure/alpha']:.6g} vs {want['exposure/alpha']:.6g}; relative gaps {gaps}"
         )
         for key in COMPARED:
-            assert got[key] == pytest.approx(want[key], rel=TWO_RANKS_REL_TOL), (
+            assert got[key] == pytest.approx(want[key], rel=TWO_RANKS_REL_TOL[key]), (
                 f"step {step}: {key} {got[key]!r} on 2 ranks vs {want[key]!r} on 1 (α {got['exposure/alpha']} "
                 f"vs {want['exposure/alpha']})"
             )

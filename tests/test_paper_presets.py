@@ -36,6 +36,7 @@ KEPT_FROM_CPU_CONFIG = {
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": "interpolation: the actor's micro-batch",
         "actor_rollout_ref.rollout.calculate_log_probs": "distillation needs no rollout log-probs",
         "algorithm.adv_estimator": "advantages for logging only",
+        "algorithm.rollout_correction": "off: it needs old log-probs, which a distillation update never computes",
         "algorithm.use_kl_in_reward": "no KL (method.md §1)",
         "reward.custom_reward_function.path": "the math grader",
         "reward.custom_reward_function.name": "the math grader",

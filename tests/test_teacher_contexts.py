@@ -200,7 +200,13 @@ def test_worker_loss_under_other_reference_matches_dense_reference(tokenizer, ro
             example_solution=d["donor_reference_solution"],
         )
         triples.append((sp, chat_ids(tokenizer, [{"role": "user", "content": user}], True), resp))
-    assert got == pytest.approx(dense_loss(student, teacher, triples, temperature=tau).item(), abs=1e-10)
+    dense = dense_loss(student, teacher, triples, temperature=tau).item()
+    assert got == pytest.approx(dense, abs=1e-10)
+    # the control: the privileged context (the row's own reference) misses it by more than 1e3 × the bound
+    privileged = whole_batch_loss(
+        tokenizer, student, teacher, TeacherPromptConfig(**SENTENCES), rows, responses
+    )
+    assert abs(privileged[0].item() - dense) > 1e3 * 1e-10, (privileged[0].item(), dense)
 
 
 def test_the_run_records_its_donor_pairing_and_a_resume_must_match(tmp_path):

@@ -20,19 +20,28 @@ import pytest
 import torch
 from export_check import actor_from_checkpoint, token_log_probs
 from integration_utils import python_module, ray_temp_overrides, run_stack
+from sync_check import (
+    ENGINE_LOGPROBS,
+    as_synced,
+    describe,
+    logprob_gaps,
+    read_logprob_records,
+    rollout_capture,
+)
 from test_grpo_cpu_e2e import read_metrics
 
 STACK_TIMEOUT_S = 600
-# vLLM and the FSDP actor hold the same bf16 weights (step 1 samples before any update) but compute in bf16
-# with different kernels (u = 2^-8: a logit of magnitude ~20 is off by ~0.08, more after 4 layers), so on this
-# trained, confident model single-token probabilities differ visibly: measured |p_vLLM - p_FSDP| mean 0.0014 /
-# 0.0017 and max 0.088 / 0.14 at steps 1 / 2 on the `long` build, mean 0.0011 / 0.0011 and max 0.047 / 0.061 on
-# the `default` build (docs/toy.md) (on the tiny random model every p is ~1/V, which is why the GRPO
-# test's 1e-5 bound, tests/test_grpo_cpu_e2e.py, cannot transfer). A real defect — another tokenizer or chat
-# template, shifted positions, other weights — moves most tokens' probabilities by O(0.1 .. 1): bounds 7x over
-# the measured mean and 3.5x over the measured max still sit well below that.
-PROBS_DIFF_MEAN_TOL = 0.01
-PROBS_DIFF_MAX_TOL = 0.5
+# The weight-sync check (tests/sync_check.py), |log p_vLLM − log p_weights| over every sampled token of a step, on
+# this trained model. With the right weights (bf16-rounded, as synced) only vLLM's bf16 compute differs: u = 2^-8
+# on logits and a logsumexp of magnitude ~10 gives up to a few 0.01 on a token, far less on most. Measured
+# (AMD EPYC, 2026-12-07): mean 0.0015-0.0017, max 0.06-0.16 over GRPO steps 1-2 and ATESD steps 1, 3 and 3 after
+# the resume (380-1697 tokens each). With the weights of one or two updates away — what an engine that missed a
+# sync samples from — mean 0.108-0.176, max 8.1-12.7. Bounds: mean 0.01 (6x over the synced, 11x under the
+# stale), max 1.0 (6x over the synced, 8x under the stale); the control asserts the stale mean exceeds 5x the
+# mean bound, i.e. that the check fails without the sync.
+SYNC_MEAN_TOL = 0.01
+SYNC_MAX_TOL = 1.0
+STALE_MEAN_MIN = 5 * SYNC_MEAN_TOL
 PROBLEM = re.compile(r"add [0-9 ]+ mod 10")
 
 
@@ -61,13 +70,17 @@ def toy(toy_model, tmp_path_factory):
             f"trainer.default_local_dir={workdir}/ckpt",
             f"trainer.validation_data_dir={workdir}/val",
             "trainer.total_training_steps=2",
-            "trainer.save_freq=2",  # the evaluation chain's checkpoint
+            "trainer.save_freq=1",  # step 1: the weights step 2 samples from; step 2: the evaluation chain's
             "trainer.test_freq=-1",
+            *ENGINE_LOGPROBS,
             *ray_temp_overrides(workdir / "ray"),
         ),
         workdir,
         timeout_s=STACK_TIMEOUT_S,
-        env={"VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl")},
+        env={
+            "VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl"),
+            **rollout_capture(workdir / "rollouts"),
+        },
         name="toy-grpo",
     )
     assert result.returncode == 0 and not result.timed_out, result.describe()
@@ -77,6 +90,7 @@ def toy(toy_model, tmp_path_factory):
         "data": data,
         "workdir": workdir,
         "metrics": read_metrics(workdir / "metrics.jsonl"),
+        "rollouts": read_logprob_records(workdir / "rollouts"),
     }
 
 
@@ -111,17 +125,32 @@ def test_vllm_greedy_answers_are_the_hf_models(toy):
     assert 0.0 < acc < 1.0  # partial competence, as measured by the same grader
 
 
+def initial_weights(model_dir: Path):
+    from transformers import AutoModelForCausalLM
+
+    return as_synced(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
+
+
+def step_weights(ckpt: Path, step: int):
+    return as_synced(actor_from_checkpoint(ckpt / f"global_step_{step}" / "actor"))
+
+
+def assert_synced(label: str, records: list[dict], right, wrong) -> None:
+    """The engine's log-probs of ``records`` match the weights it should hold (``right``) and not those it would
+    hold had it missed a sync (``wrong``): SYNC_* bounds below."""
+    good, stale = logprob_gaps(records, right), logprob_gaps(records, wrong)
+    print(f"{label}: |Δ log p| synced {describe(good)}; stale weights {describe(stale)}")
+    assert good.mean() < SYNC_MEAN_TOL and good.max() < SYNC_MAX_TOL, describe(good)
+    assert stale.mean() > STALE_MEAN_MIN, describe(stale)  # the control: the check sees a missed sync
+
+
 @pytest.mark.integration
-def test_rollout_probs_match_the_fsdp_actor(toy):
-    for step in (1, 2):
-        m = toy["metrics"][step]
-        print(
-            f"step {step}: |p_vLLM - p_FSDP| mean {m['training/rollout_probs_diff_mean']:.4f}"
-            f" max {m['training/rollout_probs_diff_max']:.3f}"
-        )
-        assert m["training/rollout_probs_diff_valid"] == 1.0
-        assert m["training/rollout_probs_diff_mean"] < PROBS_DIFF_MEAN_TOL, m
-        assert m["training/rollout_probs_diff_max"] < PROBS_DIFF_MAX_TOL, m
+def test_grpo_engine_samples_from_the_synced_weights(toy):
+    """Step 1 samples after the initial sync (the shipped model's weights), step 2 after the first update (the
+    step-1 checkpoint's weights); each against the other as the control."""
+    initial, after_1 = initial_weights(toy["model"]), step_weights(toy["workdir"] / "ckpt", 1)
+    assert_synced("GRPO step 1", toy["rollouts"][1], initial, after_1)
+    assert_synced("GRPO step 2", toy["rollouts"][2], after_1, initial)
 
 
 EVAL_TIMEOUT_S = 600  # evaluate_run: export + one vLLM engine on 2 problems x 2 samples
@@ -222,20 +251,31 @@ def per_difficulty(toy_model, tmp_path_factory):
     write_greedy(data / "train.parquet", data / "train.parquet")
     common = [
         *PER_DIFFICULTY,
+        *ENGINE_LOGPROBS,
         f"actor_rollout_ref.model.path={toy_model}",
         f"data.train_files={data}/train.parquet",
         f"data.val_files={data}/val.parquet",
         f"probe.path={data}/probe.parquet",
     ]
-    first, ckpt = launch(workdir, "first", common, history="run")
+    first, ckpt = launch(workdir, "first", common, history="run", env=rollout_capture(workdir / "rollouts"))
     assert first.returncode == 0 and not first.timed_out, first.describe()
     uninterrupted = metrics_rows(workdir / "run.jsonl")
     again = workdir / "resume"
     copy_checkpoint_step(ckpt, 2, again / "ckpt")
     shutil.copy(workdir / "run.jsonl", again / "run.jsonl")
-    resumed, _ = launch(again, "resumed", [*common, "trainer.resume_mode=auto"], history="run")
+    resumed, _ = launch(
+        again,
+        "resumed",
+        [*common, "trainer.resume_mode=auto"],
+        history="run",
+        env=rollout_capture(again / "rollouts"),
+    )
     assert resumed.returncode == 0 and not resumed.timed_out, resumed.describe()
-    return uninterrupted, metrics_rows(again / "run.jsonl"), ckpt, data, again / "run.jsonl"
+    rollouts = {
+        "first": read_logprob_records(workdir / "rollouts"),
+        "resumed": read_logprob_records(again / "rollouts"),
+    }
+    return uninterrupted, metrics_rows(again / "run.jsonl"), ckpt, data, again / "run.jsonl", rollouts
 
 
 @pytest.mark.integration
@@ -247,7 +287,7 @@ def test_per_difficulty_exposure_runs_and_resumes(per_difficulty):
     from recipe.atesd.method.difficulty import quantile_edges
     from recipe.atesd.tools.run_history import read_history
 
-    before, rows, ckpt, data, history_path = per_difficulty
+    before, rows, ckpt, data, history_path, _ = per_difficulty
     assert sorted(before) == sorted(rows) == [1, 2, 3, 4]
     assert all(rows[s] == before[s] for s in (1, 2))  # the resumed attempt kept steps <= 2 of the history
     # The resume folder started with the uninterrupted run's whole history (steps 1-4): the resumed attempt
@@ -290,3 +330,17 @@ def test_per_difficulty_exposure_runs_and_resumes(per_difficulty):
     for k in k_range:  # window 1, drawn after the resume, against the uninterrupted run (1%: see above)
         want = before[4][f"exposure/alpha_bucket_{k}"]
         assert rows[4][f"exposure/alpha_bucket_{k}"] == pytest.approx(want, rel=1e-2), k
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(2 * 900 + 300)
+def test_atesd_engine_samples_from_the_synced_weights(per_difficulty, toy_model):
+    """The ATESD stack's engine: step 1 after the initial sync (the shipped weights), step 3 after two updates
+    (the step-2 checkpoint's weights), and step 3 again in the run resumed from that checkpoint (the sync after a
+    resume, a fresh engine); each against the weights of the other point as the control."""
+    _, _, ckpt, _, _, rollouts = per_difficulty
+    initial, after_2 = initial_weights(toy_model), step_weights(ckpt, 2)
+    assert_synced("ATESD step 1", rollouts["first"][1], initial, after_2)
+    assert_synced("ATESD step 3", rollouts["first"][3], after_2, initial)
+    assert sorted(rollouts["resumed"]) == [3, 4]  # the resumed attempt rolled out steps 3 and 4 only
+    assert_synced("ATESD step 3 after the resume", rollouts["resumed"][3], after_2, initial)

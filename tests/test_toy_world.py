@@ -400,8 +400,9 @@ def test_batch_backward_in_parts_matches_one_batch(tok):
     (transformers/loss/loss_utils.py): the loss value is an fp32 sum in another order (~6e-8 relative per
     addition over ~700 response tokens; measured 0 to 1e-7 on two draws, bound 1e-5), while each token's
     gradient is the same fp32 row computation with the same divisor, and the rest is fp64 (measured 1.8e-16
-    to 3.5e-16 of the largest entry, bound 1e-10). A wrong normaliser (a mean per part: ×4 on some parts) or one dropped token
-    (1/700 = 1.4e-3) lies far outside both."""
+    to 3.5e-16 of the largest entry, bound 1e-10). A wrong normaliser (a mean per part: ×4 on some parts) lies far
+    outside both; one dropped token moves the mean loss only by (ℓ_i − ℓ̄)/700 (each token's loss is ~ln 111 on
+    this fresh model, so possibly under 1e-5 relative) but changes the gradient far beyond the 1e-10 bound."""
     import torch
 
     from recipe.atesd.toy.pretrain import PretrainSpec, batch_backward, build_model
