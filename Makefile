@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 # Integration tests start Ray + vLLM stacks; never run two at once on a 2-core machine.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit lint demo model data data-paper bench toy toy-build reproduce-toy reproduce-toy-report
+.PHONY: setup test test-unit lint demo model data data-paper bench toy toy-build reproduce-toy reproduce-toy-report study-toy
 
 setup: $(STAMP)
 
@@ -132,6 +132,18 @@ reproduce-toy: toy
 		$(if $(strip $(REPRO_EXTRA)),--extra $(REPRO_EXTRA)) || rc=$$?; \
 	$(PY) -m recipe.atesd.tools.repro_archive $(REPRO_DIR) $(REPRO_RECORDS); \
 	$(PY) -m recipe.atesd.tools.repro_report $(REPRO_RECORDS) --out $(REPRO_REPORT); exit $$rc
+
+# The toy-world study (issue 30, docs/toy-study.md): per seed the study plan's 16 ATESD arms as one sweep stack
+# (recipe/atesd/tools/repro_sweep.py, STUDY_METHODS), 200 steps, validation on the 1024 held-out problems every 50
+# steps; GRPO's lr grid on its own seed: `make study-toy STUDY_METHODS=grpo-grid STUDY_SEEDS=100`. Resumable and
+# runnable in parts (STUDY_SEEDS=0, then 1 ...): finished runs are skipped, runs of another command or model refused.
+STUDY_DIR ?= runs/toy-study
+STUDY_SEEDS ?= 0 1 2 3 4
+STUDY_METHODS ?= arms
+
+study-toy: toy
+	$(PY) -m recipe.atesd.tools.repro_sweep --plan study --root $(STUDY_DIR) --steps 200 --seeds $(STUDY_SEEDS) \
+		--methods $(STUDY_METHODS) --test-freq 50 --extra data.val_files=$(CURDIR)/data/toy/heldout.parquet
 
 # data/toy/val.parquet (held-out difficulties) as `make toy` builds it; the model is not needed.
 reproduce-toy-report: setup

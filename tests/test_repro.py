@@ -976,3 +976,36 @@ def test_execute_logs_output_and_points_the_file_logger(tmp_path):
     assert outcome == "failed" and "no checkpoint at step 3" in detail
     assert (d / rs.LOG).read_text() == f"logger at {d / rs.METRICS}\n"
     assert not (d / rs.DONE).exists()
+
+
+# ---------------------------------------------------------------------------------------------- the study plan
+
+
+def test_study_plan_arms_are_sweep_arms_with_the_recipe_defaults(tmp_path):
+    """The study's table (issue 30, docs/toy-study.md): 16 ATESD arms that a sweep may carry (only controller,
+    teacher_prompt and distill keys), none with the reproduction's demo controller overrides; the GRPO grid as
+    separate runs with their lr; every arm the registered criteria name is in the table."""
+    from recipe.atesd.tools.study_stats import load_criteria
+
+    plan = rs.PLANS["study"]
+    arms = rs.select_methods(["arms"], plan)
+    assert len(arms) == 16 and "fixed-1" in arms and "anchor_residual-adaptive" in arms
+    for arm in arms:
+        assert set(rs.arm_keys(arm, plan)) <= {"controller", "teacher_prompt", "distill"}, arm
+        assert not set(rs.CONTROLLER) & set(plan.methods[arm].overrides()), arm
+    assert rs.arm_keys("adaptive-paper", plan)["controller"]["reward_norm"] == "none"
+    assert rs.arm_keys("anchor_residual-0.5", plan)["distill"]["target"] == "anchor_residual"
+    assert rs.arm_keys("reference_free", plan)["teacher_prompt"] == {"teacher_context": "reference_free"}
+    grid = rs.select_methods(["grpo-grid"], plan)
+    assert grid == ["grpo-lr2e-05", "grpo-lr1e-04", "grpo-lr5e-04"]
+    run = rs.overrides("grpo-lr1e-04", 100, 200, 50, tmp_path, "toy", [], MODEL, plan)
+    assert "actor_rollout_ref.actor.optim.lr=0.0001" in run and rs.command("grpo-lr1e-04", run, "py", plan)[
+        2
+    ] == ("recipe.atesd.main_grpo")
+    stack = rs.stack_overrides(arms, 0, 200, 50, tmp_path, "toy", [], MODEL, plan)
+    assert "controller_seed=0" in stack and not set(rs.CONTROLLER) & set(stack)
+    named = {c.arm_a for c in load_criteria(rs.REPO_ROOT / "docs/toy-study/criteria.yaml")}
+    named |= {c.arm_b for c in load_criteria(rs.REPO_ROOT / "docs/toy-study/criteria.yaml")}
+    assert named <= set(arms), named - set(arms)
+    with pytest.raises(ValueError, match="unknown method 'fixed-0'"):
+        rs.select_methods(["fixed-0"], plan)  # the reproduction's α = 0 arm is not in the study

@@ -2,7 +2,9 @@
 
 Runs the real recipe for every (method, seed) asked, one stack at a time: per seed, every ATESD method as an arm
 of one sweep stack (recipe/atesd/glue/sweep.py: the stack put back to its start between arms, so an arm trains
-exactly what its run alone would), then GRPO as a stack of its own. The methods:
+exactly what its run alone would), then GRPO as a stack of its own. ``--plan`` picks the table of methods: ``repro``
+(below, the default) or ``study`` (:data:`STUDY_METHODS`: the toy-world study of issue 30, docs/toy-study.md, with
+the recipe's controller defaults). The reproduction's methods:
 
 - ``fixed-0`` … ``fixed-1``: ``recipe.atesd.main_atesd controller.exposure_mode=fixed controller.alpha=α``
   (α ∈ {0, 0.25, 0.5, 0.75, 1}; α = 1 is OPSD), ``random`` (α ~ U[α_min, α_max] per hold window) and
@@ -81,11 +83,13 @@ CONTROLLER = ("controller.hold_window=2", "controller.lookahead=3", "controller.
 
 @dataclass(frozen=True)
 class Method:
-    """One arm of the sweep: its exposure mode (``grpo`` for verl's GRPO) and α (``fixed`` only)."""
+    """One arm of the sweep: its exposure mode (``grpo`` for verl's GRPO), α (``fixed`` only), the controller
+    overrides every ATESD arm of its plan shares (the reproduction's: :data:`CONTROLLER`) and its own ``extra``."""
 
     mode: str
     alpha: float | None = None
     extra: tuple[str, ...] = ()
+    controller: tuple[str, ...] = CONTROLLER
 
     @property
     def entry(self) -> str:
@@ -93,9 +97,9 @@ class Method:
 
     def overrides(self) -> list[str]:
         if self.mode == "grpo":
-            return []
+            return list(self.extra)
         alpha = [f"controller.alpha={self.alpha}"] if self.mode == "fixed" else []
-        return [f"controller.exposure_mode={self.mode}", *alpha, *CONTROLLER, *self.extra]
+        return [f"controller.exposure_mode={self.mode}", *alpha, *self.controller, *self.extra]
 
 
 FIXED_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -110,18 +114,81 @@ METHODS = {
 }
 GROUPS = {"all": list(METHODS), "fixed": [m for m in METHODS if m.startswith("fixed-")]}
 
+# The toy-world study (issue 30; its design and the reasons: docs/toy-study.md): the recipe's controller defaults
+# (no shared controller overrides), every teacher option of docs/method.md §2.5-2.7 beside fixed and adaptive
+# exposure, and GRPO's lr grid (run on its own seed; the chosen lr becomes the study's `grpo` arm).
+PAPER_CONTROLLER = (  # the paper's learning values (docs/config.md, "Evidence for the [chosen] learning keys")
+    "controller.lr=0.001",
+    "controller.reward_norm=none",
+    "controller.entropy_target=-1.0",
+    "controller.entropy_coef=0.1",
+    "controller.entropy_floor=-10.0",
+)
+ANCHOR_RESIDUAL = (
+    "distill.target=anchor_residual",
+    "distill.residual_lambda=0.8",
+    "distill.residual_clip=5.0",
+)
+GRPO_LRS = (2e-5, 1e-4, 5e-4)
 
-def select_methods(names: list[str]) -> list[str]:
-    """Method names from names and groups (``all``, ``fixed``), in :data:`METHODS` order, each once."""
+
+def _context(name: str) -> tuple[str, ...]:
+    return (f"teacher_prompt.teacher_context={name}",)
+
+
+STUDY_METHODS = {
+    **{f"fixed-{a:g}": Method("fixed", a, controller=()) for a in (0.25, 0.5, 0.75, 1.0)},
+    **{
+        c: Method("fixed", 1.0, _context(c), ()) for c in ("answer_only", "reference_free", "other_reference")
+    },
+    "random": Method("random", controller=()),
+    "schedule-down": Method(
+        "schedule", None, ("controller.schedule_start=1.0", "controller.schedule_end=0.25"), ()
+    ),
+    "schedule-up": Method(
+        "schedule", None, ("controller.schedule_start=0.25", "controller.schedule_end=1.0"), ()
+    ),
+    "adaptive": Method("adaptive", controller=()),
+    "adaptive-paper": Method("adaptive", None, PAPER_CONTROLLER, ()),
+    "adaptive_per_difficulty": Method("adaptive", None, PER_DIFFICULTY, ()),
+    "anchor_residual-0.5": Method("fixed", 0.5, ANCHOR_RESIDUAL, ()),
+    "anchor_residual-adaptive": Method("adaptive", None, ANCHOR_RESIDUAL, ()),
+    "pw-opsd": Method("fixed", 1.0, ("distill.token_weighting=position",), ()),
+    **{
+        f"grpo-lr{lr:.0e}": Method("grpo", None, (f"actor_rollout_ref.actor.optim.lr={lr:g}",))
+        for lr in GRPO_LRS
+    },
+}
+STUDY_GROUPS = {
+    "arms": [m for m in STUDY_METHODS if STUDY_METHODS[m].mode != "grpo"],
+    "grpo-grid": [m for m in STUDY_METHODS if m.startswith("grpo-lr")],
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A table of methods and named groups of them: what ``--plan`` selects."""
+
+    methods: dict[str, Method]
+    groups: dict[str, list[str]]
+
+
+PLANS = {"repro": Plan(METHODS, GROUPS), "study": Plan(STUDY_METHODS, STUDY_GROUPS)}
+REPRO = PLANS["repro"]
+
+
+def select_methods(names: list[str], plan: Plan = REPRO) -> list[str]:
+    """Method names from names and groups of ``plan`` (the reproduction's: ``all``, ``fixed``), in its table's
+    order, each once."""
     chosen = set()
     for name in names:
-        if name in GROUPS:
-            chosen.update(GROUPS[name])
-        elif name in METHODS:
+        if name in plan.groups:
+            chosen.update(plan.groups[name])
+        elif name in plan.methods:
             chosen.add(name)
         else:
-            raise ValueError(f"unknown method {name!r}: one of {', '.join([*GROUPS, *METHODS])}")
-    return [m for m in METHODS if m in chosen]
+            raise ValueError(f"unknown method {name!r}: one of {', '.join([*plan.groups, *plan.methods])}")
+    return [m for m in plan.methods if m in chosen]
 
 
 def run_dir(root: str | Path, method: str, seed: int) -> Path:
@@ -149,10 +216,11 @@ def overrides(
     world: str,
     extra: list[str],
     model: Path,
+    plan: Plan = REPRO,
 ) -> list[str]:
     """The hydra overrides of one run (``directory`` and ``model`` absolute: the entry points run from the
     repository root)."""
-    m = METHODS[method]
+    m = plan.methods[method]
     seeds = [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}"]
     if m.mode != "grpo":
         seeds.append(f"controller_seed={seed}")
@@ -169,11 +237,11 @@ def overrides(
     ]
 
 
-def arm_keys(method: str) -> dict:
+def arm_keys(method: str, plan: Plan = REPRO) -> dict:
     """The keys of ``method`` as a sweep arm (recipe/atesd/glue/sweep.py): its overrides, nested, values read as
     YAML (as hydra reads them)."""
     nested: dict = {}
-    for item in METHODS[method].overrides():
+    for item in plan.methods[method].overrides():
         key, value = item.split("=", 1)
         *path, name = key.split(".")
         node = nested
@@ -205,13 +273,14 @@ def stack_overrides(
     world: str,
     extra: list[str],
     model: Path,
+    plan: Plan = REPRO,
 ) -> list[str]:
     """The hydra overrides of one stack training every ATESD method of ``seed`` as an arm of a sweep
     (recipe/atesd/glue/sweep.py): the keys :func:`overrides` gives every method of the seed, once, and each
     method's own keys as its arm; arm ``m``'s outputs go to :func:`run_dir` ``(root, m, seed)``. An ``extra``
     override of a key an arm sets is refused (in a sweep the arm's value would win, alone the extra one)."""
-    arms = {m: arm_keys(m) for m in methods}
-    armed = {o.split("=", 1)[0] for m in methods for o in METHODS[m].overrides()}
+    arms = {m: arm_keys(m, plan) for m in methods}
+    armed = {o.split("=", 1)[0] for m in methods for o in plan.methods[m].overrides()}
     clash = [o for o in extra if o.split("=", 1)[0].lstrip("+~") in armed]
     if clash:
         raise ValueError(f"--extra {clash}: a key the methods set themselves")
@@ -230,8 +299,10 @@ def stack_overrides(
     ]
 
 
-def command(method: str, run_overrides: list[str], python: str = sys.executable) -> list[str]:
-    return [python, "-m", METHODS[method].entry, *run_overrides]
+def command(
+    method: str, run_overrides: list[str], python: str = sys.executable, plan: Plan = REPRO
+) -> list[str]:
+    return [python, "-m", plan.methods[method].entry, *run_overrides]
 
 
 def run_state(directory: Path, cmd: list[str], model: dict | None = None) -> str:
@@ -428,11 +499,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="runs/toy-repro", help="runs go to <root>/<method>/seed<s>/")
     parser.add_argument(
+        "--plan",
+        default="repro",
+        choices=sorted(PLANS),
+        help="the methods table: repro (issue 13) or study (issue 30, docs/toy-study.md)",
+    )
+    parser.add_argument(
         "--steps", type=int, default=40, help="training steps per run (the same for every run)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--methods", nargs="+", default=["all"], help=f"names or groups: {', '.join([*GROUPS, *METHODS])}"
+        "--methods",
+        nargs="+",
+        default=["all"],
+        help=f"names or groups of the plan (repro: {', '.join([*GROUPS, *METHODS])}; study: "
+        f"{', '.join([*STUDY_GROUPS, *STUDY_METHODS])})",
     )
     parser.add_argument(
         "--test-freq", type=int, default=10, help="validate every N steps (and at 0 and the end)"
@@ -449,8 +530,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.test_freq < 1:
         parser.error("--steps and --test-freq must be >= 1")
+    plan_table = PLANS[args.plan]
     try:
-        methods = select_methods(args.methods)
+        methods = select_methods(args.methods, plan_table)
     except ValueError as err:
         parser.error(str(err))
     root = (REPO_ROOT / args.root).resolve()
@@ -461,22 +543,31 @@ def main(argv: list[str] | None = None) -> None:
             f"--model {model_path}: no model hash ({model['source']}); `make toy` installs the toy model"
         )
     print(f"[repro] model {model['sha256']} ({model['path']}, {model['source']})")
-    stacked = [m for m in methods if METHODS[m].mode != "grpo"]  # one sweep stack per seed
-    separate = [m for m in methods if METHODS[m].mode == "grpo"]
+    stacked = [m for m in methods if plan_table.methods[m].mode != "grpo"]  # one sweep stack per seed
+    separate = [m for m in methods if plan_table.methods[m].mode == "grpo"]
     plan = {}  # seed -> method -> (its command alone, its directory)
     for seed in args.seeds:  # seed-major: a partial sweep still covers every method for the first seeds
         for method in methods:
             directory = run_dir(root, method, seed)
             run_overrides = overrides(
-                method, seed, args.steps, args.test_freq, directory, args.world, args.extra, model_path
+                method,
+                seed,
+                args.steps,
+                args.test_freq,
+                directory,
+                args.world,
+                args.extra,
+                model_path,
+                plan_table,
             )
-            plan.setdefault(seed, {})[method] = (command(method, run_overrides), directory)
+            cmd = command(method, run_overrides, plan=plan_table)
+            plan.setdefault(seed, {})[method] = (cmd, directory)
 
     def stack_command(seed: int, arms: list[str]) -> list[str]:
         stack = stack_overrides(
-            arms, seed, args.steps, args.test_freq, root, args.world, args.extra, model_path
+            arms, seed, args.steps, args.test_freq, root, args.world, args.extra, model_path, plan_table
         )
-        return [sys.executable, "-m", METHODS[arms[0]].entry, *stack]
+        return [sys.executable, "-m", plan_table.methods[arms[0]].entry, *stack]
 
     n_runs = len(methods) * len(args.seeds)
     print(
