@@ -106,8 +106,8 @@ def test_each_rows_teacher_prompt_uses_its_buckets_alpha(tokenizer, rows, monkey
     assert len(seen) == 1 and same_batch(
         seen[0], build_teacher_batch(want, responses, tokenizer.pad_token_id)
     )
-    assert set(worker._prompt_cache) == {
-        (info["id"], BUCKET_ALPHAS[k]) for info, k in zip(rows, buckets, strict=True)
+    assert set(worker._prompt_cache) == {  # (row id, teacher context, α): one view, the configured context
+        (info["id"], "privileged", BUCKET_ALPHAS[k]) for info, k in zip(rows, buckets, strict=True)
     }
     # per-bucket KL accounting covers every response token exactly once
     report = worker._report
