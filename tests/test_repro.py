@@ -998,6 +998,11 @@ def test_study_plan_arms_are_sweep_arms_with_the_recipe_defaults(tmp_path):
     assert rs.arm_keys("reference_free", plan)["teacher_prompt"] == {"teacher_context": "reference_free"}
     grid = rs.select_methods(["grpo-grid"], plan)
     assert grid == ["grpo-lr2e-05", "grpo-lr1e-04", "grpo-lr5e-04"]
+    assert rs.select_methods(["all"], plan) == [
+        *arms,
+        "grpo",
+    ]  # the study: the arms and GRPO at the grid's lr
+    assert plan.methods["grpo"].overrides() == plan.methods["grpo-lr1e-04"].overrides()
     run = rs.overrides("grpo-lr1e-04", 100, 200, 50, tmp_path, "toy", [], MODEL, plan)
     assert "actor_rollout_ref.actor.optim.lr=0.0001" in run and rs.command("grpo-lr1e-04", run, "py", plan)[
         2

@@ -24,12 +24,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from recipe.atesd.tools.repro_rows import discover
+from recipe.atesd.tools.repro_sweep import PLANS
 from recipe.atesd.tools.run_dirs import DONE, GENERATIONS, METRICS, RECORD, RUN
 
 
-def members(root: Path) -> list[Path]:
-    """The paths :func:`pack` puts into the archive, in order (module docstring)."""
-    found = discover(root)
+def members(root: Path, methods: dict | None = None) -> list[Path]:
+    """The paths :func:`pack` puts into the archive, in order (module docstring); ``methods``: the sweep plan's
+    table (``repro_sweep.PLANS``; None: the reproduction's)."""
+    found = discover(root, methods)
     out = [root, *found.aside]
     for _, _, d in found.runs:
         out += [d, *(d / name for name in (RUN, RECORD, DONE, METRICS) if (d / name).is_file())]
@@ -45,7 +47,7 @@ def _bare(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def pack(root: str | Path, archive: str | Path) -> int:
+def pack(root: str | Path, archive: str | Path, methods: dict | None = None) -> int:
     """Write ``archive`` from the sweep directory ``root`` (a relative path: the report shows it); return the
     number of members. Written to a temporary file first: a failed pack leaves the old archive as it was."""
     root, archive = Path(root), Path(archive)
@@ -53,7 +55,7 @@ def pack(root: str | Path, archive: str | Path) -> int:
         raise ValueError(
             f"{root}: give the sweep directory by its path relative to here (the report names runs by it)"
         )
-    paths = members(root)
+    paths = members(root, methods)
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(archive.name + ".partial")
     try:
@@ -104,9 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="the sweep's --root, relative to here (e.g. runs/toy-repro)")
     parser.add_argument("archive", help="the archive to write (e.g. docs/toy-reproduction/runs.tar.xz)")
+    parser.add_argument("--plan", default="repro", choices=sorted(PLANS), help="the sweep's --plan")
     args = parser.parse_args(argv)
     try:
-        n = pack(args.root, args.archive)
+        n = pack(args.root, args.archive, PLANS[args.plan].methods)
     except (ValueError, OSError) as err:
         sys.exit(f"repro_archive: {err}")
     print(f"run records: {args.archive} ({n} members, {Path(args.archive).stat().st_size} bytes)")

@@ -54,17 +54,18 @@ class Found:
     aside: list[Path]
 
 
-def discover(root: str | Path) -> Found:
-    """Every ``<method>/seed<s>`` under ``root`` (in :data:`METHODS` order, then seed); anything else there but the
-    sweep stacks' records and start state (recipe/atesd/tools/run_dirs.py) is an error naming it (nothing is
-    silently left out)."""
+def discover(root: str | Path, methods: dict | None = None) -> Found:
+    """Every ``<method>/seed<s>`` under ``root`` (in the order of ``methods``, the sweep plan's table, by default
+    the reproduction's :data:`METHODS`; then seed); anything else there but the sweep stacks' records and start
+    state (recipe/atesd/tools/run_dirs.py) is an error naming it (nothing is silently left out)."""
+    methods = METHODS if methods is None else methods
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: no such sweep directory")
     runs, aside = [], []
     for method_dir in sorted(p for p in root.iterdir() if p.name not in (STACKS, INITIAL_STATE)):
-        if method_dir.name not in METHODS or not method_dir.is_dir():
-            raise ValueError(f"{method_dir}: not a method of the sweep ({', '.join(METHODS)})")
+        if method_dir.name not in methods or not method_dir.is_dir():
+            raise ValueError(f"{method_dir}: not a method of the sweep ({', '.join(methods)})")
         for d in sorted(method_dir.iterdir()):
             if m := _SEED_DIR.fullmatch(d.name):
                 runs.append((method_dir.name, int(m.group(1)), d))
@@ -74,7 +75,7 @@ def discover(root: str | Path) -> Found:
                 raise ValueError(
                     f"{d}: neither a run (seed<s>) nor a moved-aside attempt (seed<s>.incomplete-*)"
                 )
-    order = list(METHODS)
+    order = list(methods)
     return Found(sorted(runs, key=lambda r: (order.index(r[0]), r[1])), aside)
 
 

@@ -158,8 +158,11 @@ STUDY_METHODS = {
         f"grpo-lr{lr:.0e}": Method("grpo", None, (f"actor_rollout_ref.actor.optim.lr={lr:g}",))
         for lr in GRPO_LRS
     },
+    # the grid's choice (seed 100, 2026-12-08; docs/toy-study.md, amendment 1): lr 1e-4
+    "grpo": Method("grpo", None, ("actor_rollout_ref.actor.optim.lr=0.0001",)),
 }
 STUDY_GROUPS = {
+    "all": [m for m in STUDY_METHODS if not m.startswith("grpo-lr")],
     "arms": [m for m in STUDY_METHODS if STUDY_METHODS[m].mode != "grpo"],
     "grpo-grid": [m for m in STUDY_METHODS if m.startswith("grpo-lr")],
 }
