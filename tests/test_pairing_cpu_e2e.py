@@ -29,7 +29,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from sync_check import rollout_capture
 
 pytestmark = pytest.mark.integration
 
@@ -95,12 +95,7 @@ def launch_captured(workdir: Path, name: str, overrides: list[str]) -> list[dict
     from test_atesd_cpu_e2e import launch
 
     capture = workdir / f"{name}-rollouts"
-    env = {
-        "ATESD_ROLLOUT_CAPTURE_DIR": str(capture),
-        "VERL_USE_EXTERNAL_MODULES": "rollout_capture",
-        "PYTHONPATH": str(REPO_ROOT / "tests"),
-    }
-    result, _ = launch(workdir / name, name, overrides, env=env)
+    result, _ = launch(workdir / name, name, overrides, env=rollout_capture(capture))
     assert result.returncode == 0 and not result.timed_out, result.describe()
     print(f"{name}: stack {result.wall_s:.0f}s")
     return read_rollouts(capture)

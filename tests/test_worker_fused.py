@@ -204,7 +204,7 @@ def test_bound_sees_the_teacher_scored_with_the_students_head(tokenizer, rows, r
 
     real = worker_module.teacher_response_hidden
 
-    def students_head(model, batch, device, shared=None, weight=None):
+    def students_head(model, batch, device, shared=None, weight=None, copied=None):
         return real(model, batch, device)[0], weight.detach()
 
     logits = run(tokenizer, rows, responses, monkeypatch, fused=False)

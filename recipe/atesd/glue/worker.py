@@ -294,10 +294,12 @@ class ATESDWorker(ActorRolloutRefWorker):
                     "distill.fused: the loss ran outside StudentOutputLoss.student_forward (no head weight)"
                 )
             head = self._head_capture.pop()  # this micro-batch's W, differentiable back to the head
-            t_hidden = []  # one [N, H] per view of distill.target, all through the teacher's head t_head
+            t_hidden, t_head = [], None  # one [N, H] per view of distill.target, all through the head t_head
             with self._teacher_module() as teacher:
-                for batch in batches:
-                    hidden, t_head = teacher_response_hidden(teacher, batch, dev, self._head_capture, head)
+                for batch in batches:  # the head's W is copied once per micro-batch, not once per view
+                    hidden, t_head = teacher_response_hidden(
+                        teacher, batch, dev, self._head_capture, head, copied=t_head
+                    )
                     t_hidden.append(hidden.to(t_head.dtype) / temperatures.to(t_head.dtype))
             t1 = time.perf_counter()
             # the head's dtype, as autocast / the head's own matmul would use (h is bf16 under FSDP's bf16)

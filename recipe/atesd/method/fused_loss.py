@@ -37,11 +37,12 @@ import torch
 from recipe.atesd.method.losses import (
     DistillLossConfig,
     chunk_forward_for,
+    named_outputs,
     target_chunk,
+    teacher_views,
     validated_target_ids,
     validated_temperature,
 )
-from recipe.atesd.method.teacher_targets import teacher_target
 
 __all__ = ["fused_distill_loss"]
 
@@ -157,10 +158,7 @@ def fused_distill_loss(
     """
     cfg.validate()
     temperature = validated_temperature(temperature)
-    views = [teacher_hidden] if isinstance(teacher_hidden, torch.Tensor) else list(teacher_hidden)
-    expected = len(teacher_target(cfg.target).views)
-    if len(views) != expected:
-        raise ValueError(f"distill.target={cfg.target!r} needs {expected} teacher view(s), got {len(views)}")
+    views = teacher_views(teacher_hidden, cfg)
     lead, hidden, vocab = student_hidden.shape[:-1], student_hidden.shape[-1], student_head.shape[0]
     if student_head.dim() != 2 or student_head.shape[1] != hidden:
         raise ValueError(f"student_head {tuple(student_head.shape)} must be [V, {hidden}]")
@@ -191,10 +189,4 @@ def fused_distill_loss(
         temperature,
         torch.is_grad_enabled(),
     )
-    loss, token_kl, agree, entropy, target_kl = (o.view(lead) for o in outs)
-    return loss, {
-        "token_kl": token_kl,
-        "top1_agree": agree,
-        "student_entropy": entropy,
-        "target_kl": target_kl,
-    }
+    return named_outputs(outs, lead)

@@ -163,13 +163,35 @@ def validated_target_ids(
     return target_ids.reshape(-1).long()
 
 
-def target_chunk(teacher_views, student, cfg, temperature: float, dtype):
+def teacher_views(teacher, cfg: DistillLossConfig) -> list[torch.Tensor]:
+    """The teacher's views as a list — one tensor is the one view — after checking their number is what
+    ``cfg.target`` combines (ValueError naming the key). Both drivers call it."""
+    views = [teacher] if isinstance(teacher, torch.Tensor) else list(teacher)
+    expected = len(teacher_target(cfg.target).views)
+    if len(views) != expected:
+        raise ValueError(f"distill.target={cfg.target!r} needs {expected} teacher view(s), got {len(views)}")
+    return views
+
+
+def named_outputs(outs, lead: torch.Size) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss, diagnostics) from a driver's autograd outputs (loss, token_kl, top1_agree, student_entropy,
+    target_kl), each reshaped to ``lead``. Both drivers call it."""
+    loss, token_kl, agree, entropy, target_kl = (o.view(lead) for o in outs)
+    return loss, {
+        "token_kl": token_kl,
+        "top1_agree": agree,
+        "student_entropy": entropy,
+        "target_kl": target_kl,
+    }
+
+
+def target_chunk(views, student, cfg, temperature: float, dtype):
     """(teacher logits for ``chunk_forward``, KL(q* ‖ q_1) [C]) of one chunk: the one view's raw logits, or with
     several views log q* (``teacher_targets.combined_target`` of the temperature-scaled views) × temperature,
     which the kernels' own division by the temperature turns back into log q*. Both drivers call it."""
-    if len(teacher_views) == 1 and teacher_target(cfg.target).combine is None:
-        return teacher_views[0], teacher_views[0].new_zeros(teacher_views[0].shape[0], dtype=dtype)
-    scaled = [v.to(dtype) / temperature for v in teacher_views]
+    if len(views) == 1 and teacher_target(cfg.target).combine is None:
+        return views[0], views[0].new_zeros(views[0].shape[0], dtype=dtype)
+    scaled = [v.to(dtype) / temperature for v in views]
     log_q, target_kl = combined_target(
         cfg.target, scaled, student.detach().to(dtype) / temperature, cfg, dtype
     )
@@ -247,10 +269,7 @@ def distill_token_losses(
     """
     cfg.validate()
     temperature = validated_temperature(temperature)
-    views = [teacher_logits] if isinstance(teacher_logits, torch.Tensor) else list(teacher_logits)
-    expected = len(teacher_target(cfg.target).views)
-    if len(views) != expected:
-        raise ValueError(f"distill.target={cfg.target!r} needs {expected} teacher view(s), got {len(views)}")
+    views = teacher_views(teacher_logits, cfg)
     for view in views:
         if student_logits.dim() < 2 or student_logits.shape != view.shape:
             raise ValueError(
@@ -267,10 +286,4 @@ def distill_token_losses(
         temperature,
         torch.is_grad_enabled(),
     )
-    loss, token_kl, agree, entropy, target_kl = (o.view(lead) for o in outs)
-    return loss, {
-        "token_kl": token_kl,
-        "top1_agree": agree,
-        "student_entropy": entropy,
-        "target_kl": target_kl,
-    }
+    return named_outputs(outs, lead)

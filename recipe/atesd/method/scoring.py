@@ -223,14 +223,21 @@ def teacher_response_logits(model: torch.nn.Module, batch: TeacherBatch, device)
 
 @torch.no_grad()
 def teacher_response_hidden(
-    model: torch.nn.Module, batch: TeacherBatch, device, shared: HeadCapture | None = None, weight=None
+    model: torch.nn.Module,
+    batch: TeacherBatch,
+    device,
+    shared: HeadCapture | None = None,
+    weight=None,
+    copied: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's side of the fused loss: final hidden states at the response rows ``[ΣL_i, H]`` and
     its LM head weight ``[V, H]`` (rows as :func:`teacher_response_logits`; no logits at all).
 
     When ``model``'s head is ``shared.head`` (the student's module: LoRA teacher with adapters off, or
     the live actor) the weight is ``weight`` (the student's, detached): no copy. Otherwise the
-    teacher's W is copied inside its forward, where FSDP has gathered it: one ``[V, H]`` tensor.
+    teacher's W is copied inside its forward, where FSDP has gathered it: one ``[V, H]`` tensor — unless
+    ``copied`` is that copy already, made by an earlier call on the same module (another teacher view of the
+    micro-batch), which is then returned as it is.
     """
     head = plain_linear_head(model)
     if shared is not None and head is shared.head:
@@ -238,7 +245,7 @@ def teacher_response_hidden(
             raise ValueError("teacher_response_hidden: the head is shared but no weight was given")
         out = {"weight": weight.detach()}
     else:
-        out = {}
+        out = {} if copied is None else {"weight": copied}
 
     def keep(hidden: torch.Tensor, _head) -> torch.Tensor:
         if "weight" not in out:
