@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 # Integration tests start Ray + vLLM stacks; never run two at once on a 2-core machine.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit lint demo model data data-paper bench toy toy-build reproduce-toy reproduce-toy-report study-toy
+.PHONY: setup test test-unit lint demo model data data-paper bench toy toy-build reproduce-toy reproduce-toy-report study-toy study-toy-report
 
 setup: $(STAMP)
 
@@ -111,13 +111,13 @@ demo: toy
 # seed, the ATESD methods as the arms of one sweep stack, GRPO a stack of its own: docs/toy.md "Sweep mode"),
 # into $(REPRO_DIR)/<method>/seed<s>/; finished runs are skipped, an incomplete one is moved
 # aside and restarted. Run it in parts with REPRO_METHODS (names or groups: all, fixed, fixed-0.5, random,
-# adaptive, grpo) and REPRO_SEEDS. Then (also when a run failed) the run records the report reads are packed into
+# adaptive, grpo) and REPRO_SEEDS (default: the plan's, repro_sweep.PLANS). Then (also when a run failed) the run records the report reads are packed into
 # REPRO_RECORDS (recipe/atesd/tools/repro_archive.py; runs/ is not in git, the archive is) and the report is
 # written from it: docs/toy-reproduction.md, docs/toy-reproduction/{results.json,*.png}.
 # `make reproduce-toy-report` regenerates only the report, from REPRO_RECORDS (an archive or a sweep directory).
 REPRO_DIR ?= runs/toy-repro
 REPRO_STEPS ?= 40
-REPRO_SEEDS ?= 0 1 2
+REPRO_SEEDS ?=
 REPRO_METHODS ?= all
 REPRO_TEST_FREQ ?= 10
 REPRO_EXTRA ?=
@@ -128,7 +128,7 @@ REPRO_RECORDS ?= $(basename $(REPRO_REPORT))/runs.tar.xz
 # gone: they cannot be regenerated, only their report. A new sweep packs its own records over that archive.
 reproduce-toy: toy
 	rc=0; $(PY) -m recipe.atesd.tools.repro_sweep --root $(REPRO_DIR) --steps $(REPRO_STEPS) \
-		--seeds $(REPRO_SEEDS) --methods $(REPRO_METHODS) --test-freq $(REPRO_TEST_FREQ) \
+		$(if $(strip $(REPRO_SEEDS)),--seeds $(REPRO_SEEDS)) --methods $(REPRO_METHODS) --test-freq $(REPRO_TEST_FREQ) \
 		$(if $(strip $(REPRO_EXTRA)),--extra $(REPRO_EXTRA)) || rc=$$?; \
 	$(PY) -m recipe.atesd.tools.repro_archive $(REPRO_DIR) $(REPRO_RECORDS); \
 	$(PY) -m recipe.atesd.tools.repro_report $(REPRO_RECORDS) --out $(REPRO_REPORT); exit $$rc
@@ -136,15 +136,23 @@ reproduce-toy: toy
 # The toy-world study (issue 30, docs/toy-study.md): per seed the study plan's 16 ATESD arms as one sweep stack
 # (recipe/atesd/tools/repro_sweep.py, STUDY_METHODS), then GRPO at the grid's lr, 200 steps, validation on the 1024
 # held-out problems every 50 steps; GRPO's lr grid on its own seed: `make study-toy STUDY_METHODS=grpo-grid
-# STUDY_SEEDS=100`. Resumable and runnable in parts (STUDY_SEEDS=0, then 1 ...): finished runs are skipped, runs of
+# STUDY_SEEDS=100`. Resumable and runnable in parts (STUDY_SEEDS=0, then 1 ...; default: the plan's 0-4): finished runs are skipped, runs of
 # another command or model refused. The records: `repro_archive --plan study runs/toy-study docs/toy-study/runs.tar.xz`.
 STUDY_DIR ?= runs/toy-study
-STUDY_SEEDS ?= 0 1 2 3 4
+STUDY_SEEDS ?=
 STUDY_METHODS ?= all
 
 study-toy: toy
-	$(PY) -m recipe.atesd.tools.repro_sweep --plan study --root $(STUDY_DIR) --steps 200 --seeds $(STUDY_SEEDS) \
+	$(PY) -m recipe.atesd.tools.repro_sweep --plan study --root $(STUDY_DIR) --steps 200 $(if $(strip $(STUDY_SEEDS)),--seeds $(STUDY_SEEDS)) \
 		--methods $(STUDY_METHODS) --test-freq 50 --extra data.val_files=$(CURDIR)/data/toy/heldout.parquet
+
+# The study's report (recipe/atesd/tools/study_report.py) from its packed records: docs/toy-study/results.md,
+# results.json and the PNGs; data/toy/heldout.parquet (difficulty per problem) as `make toy` builds it, no model.
+STUDY_RECORDS ?= docs/toy-study/runs.tar.xz
+study-toy-report: setup
+	test -f data/toy/heldout.parquet || $(PY) -m recipe.atesd.toy.build_data --out data/toy --seed 0
+	$(PY) -m recipe.atesd.tools.study_report $(STUDY_RECORDS) --criteria docs/toy-study/criteria.yaml \
+		--val-file data/toy/heldout.parquet --out docs/toy-study/results.md
 
 # data/toy/val.parquet (held-out difficulties) as `make toy` builds it; the model is not needed.
 reproduce-toy-report: setup

@@ -3,7 +3,9 @@ teacher budget keeps α = 1 the whole reference, the segmenter grades the refere
 
 The reference statistics come from ``recipe/atesd/data/reference_stats.py`` (what ``make data-paper``
 prints) over the shipped training references: the shared training files, or the committed sample where
-they are absent (as tests/test_prompts.py).
+they are absent (as tests/test_prompts.py). The sample (256 of the shared files' 2,163 rows, solutions of at
+most 1,200 characters) is milder than the shared files, so each check on the loaded rows comes with a control
+on the same rows showing that the defect it guards fails it (issue 31 item iii).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from transformers import AutoTokenizer
 
 from launch import presets
 from recipe.atesd.data.reference_stats import qwen3_tokenizer_dir, reference_stats
-from recipe.atesd.method.prompts import TeacherPromptConfig, teacher_prompt_ids
+from recipe.atesd.method.prompts import TeacherPromptConfig, split_segments, teacher_prompt_ids
 
 TRAIN_FILES = sorted((SHARED_DATA / "train").glob("*.jsonl")) or [REPO_ROOT / "data/train/sample.jsonl"]
 DISTILL = [p for p in presets.known_presets() if not p.endswith("-grpo")]
@@ -98,7 +100,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
     out = [json.loads(line) for path in TRAIN_FILES for line in path.read_text().splitlines() if line.strip()]
-    assert len(out) >= 256
+    assert len(out) >= 256  # the committed sample's size (data/README.md), the smaller source
     return out
 
 
@@ -130,40 +132,61 @@ def test_presets_state_probe_validation_thinking_and_epochs(composed):
 
 
 def test_teacher_budget_fits_every_shipped_reference_at_alpha_1(composed, tokenizer, rows):
-    """α = 1 is OPSD only where c_T(α=1) is not cut; the budget must cover the longest training reference."""
+    """α = 1 is OPSD only where c_T(α=1) is not cut; the budget must cover the longest training reference.
+
+    Both checks bind on the loaded rows; a control on the same rows shows each fails under the defect it
+    guards, from either data source."""
     configs = {
         json.dumps({**composed[p]["teacher_prompt"], "teacher_context": None}, sort_keys=True)
         for p in DISTILL
     }
     assert len(configs) == 1, "the distillation presets differ in teacher_prompt (beyond the teacher context)"
     cfg = teacher_cfg(composed[DISTILL[0]])
-    stats = reference_stats(
-        [
-            {"id": r["id"], "problem": r["problem"], "solution": r["solution"], "answer": r["answer"]}
-            for r in rows
-        ],
-        tokenizer,
-        cfg,
-        cfg.max_length,
-    )
+    refs = [
+        {"id": r["id"], "problem": r["problem"], "solution": r["solution"], "answer": r["answer"]}
+        for r in rows
+    ]
+    stats = reference_stats(refs, tokenizer, cfg, cfg.max_length)
     assert stats["n_cut"] == 0, stats["longest"]
+    # The check binds at the longest c_T(α=1) loaded: 3,577 tokens on the shared files (aime-2020-I-13, a
+    # 5,154-character problem), 1,650 on the sample (aime-2015-I-15). Control: a budget one token under it cuts
+    # on the same rows, so the check fails any budget under the longest loaded reference. A budget in
+    # [1,650, 3,577) passes here on the sample alone; test_alpha_stays_graded_on_a_long_reference keeps α = 1
+    # whole on a c_T(α=1) over 2 × 4,096 tokens built from either source, which that budget fails.
+    short = stats["longest"]["teacher_tokens"] - 1
+    assert reference_stats(refs, tokenizer, cfg, short)["n_cut"] >= 1, stats["longest"]
     # The data command reports the cut share at the presets' budget.
     make = subprocess.run(
         ["make", "-n", "data-paper"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert [int(n) for n in re.findall(r"--max-teacher-length (\d+)", make.stdout)] == [cfg.max_length]
     # The segmenter grades the references: at most 1 in 20 [chosen bound] is a single segment, where every
-    # α < 1 would reveal only the answer (measured on the shared files: sentences 2.1 %, paragraphs 75.5 %).
-    assert stats["segments"][cfg.segmenter]["single_segment_share"] <= 0.05
+    # α < 1 would reveal only the answer (measured: sentences 2.1 % on the shared files, 1.2 % on the sample).
+    shares = {name: s["single_segment_share"] for name, s in stats["segments"].items()}
+    assert shares[cfg.segmenter] <= 0.05, shares
+    # Control: on the same rows the method's paragraphs (the presets' segmenter before issue 15) break the bound
+    # (75.5 % on the shared files, 82.0 % on the sample), so the check fails a preset that goes back to them
+    # from either source; >= 256 rows resolve the bound (one row is at most 0.4 %).
+    assert shares["paragraph"] > 0.05, shares
 
 
 def test_alpha_stays_graded_on_a_long_reference(composed, tokenizer, rows):
     """The case the old 4,096-token budget broke (issue 15: a 19k-character, 91-paragraph reference kept the
     same segments at every α >= 0.5). Here 91 paragraphs of shipped reference text, 300 characters each: its
     c_T(α=1) is over twice 4,096 tokens, so the old budget cut already at α = 0.5. Under the presets'
-    teacher_prompt α = 0.25 .. 1 reveal strictly more, and α = 1 shows the whole reference."""
-    paragraphs = [r["solution"][:300].strip() for r in rows[:91]]
+    teacher_prompt α = 0.25 .. 1 reveal strictly more, and α = 1 shows the whole reference.
+
+    The paragraphs are consecutive 300-character pieces of the loaded solutions run together (whitespace runs
+    made one space, so no piece holds a paragraph break; cycled, so the number of rows does not matter),
+    numbered so no two are equal: the same 91 paragraphs and about the same length from either data source
+    (c_T(α=1) 11,280 tokens from the shared files, 10,926 from the sample; the old budget keeps 34 and 30
+    paragraphs at every α >= 0.5)."""
+    n_paragraphs, width = 91, 300
+    text = " ".join(" ".join(r["solution"].split()) for r in rows)
+    text = " ".join([text] * -(-n_paragraphs * width // len(text)))  # >= 91 × 300 characters
+    paragraphs = [f"({i + 1}) {text[i * width : (i + 1) * width].strip()}" for i in range(n_paragraphs)]
     reference = "\n\n".join(paragraphs[:-1] + [paragraphs[-1] + " So the answer is $\\boxed{7}$."])
+    assert len(split_segments(reference, "paragraph")) == n_paragraphs  # what the old segmenter sees
     cfg = teacher_cfg(composed[DISTILL[0]])
     alphas = (0.25, 0.5, 0.75, 1.0)
 
@@ -180,6 +203,6 @@ def test_alpha_stays_graded_on_a_long_reference(composed, tokenizer, rows):
     assert full.n_cut_segments == 0 and full.revealed.text == reference  # α = 1: the whole reference
     assert len(full.ids) > 2 * 4096
     # The defect reproduced: what the presets resolved to before (paragraphs, 4,096 tokens) keeps the same
-    # prefix at every α >= 0.5.
+    # prefix at every α >= 0.5, short of the 91 paragraphs.
     old = revealed(TeacherPromptConfig(segmenter="paragraph", max_length=4096))
-    assert old[1] == old[2] == old[3] < 91, old
+    assert old[1] == old[2] == old[3] < n_paragraphs, old

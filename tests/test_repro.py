@@ -75,16 +75,21 @@ def make_run(
     test_freq=None,
     model=None,
     model_path=MODEL,
+    plan=rs.REPRO,
+    beta=None,
+    times=("", ""),
 ):
-    """A run directory as the sweep leaves it (``model``: the hash its run.json records); returns its path."""
+    """A run directory as the sweep leaves it of an arm of ``plan`` (``model``: the hash its run.json records;
+    ``beta(window) -> (a, b)``: an adaptive arm's Beta policy; ``times``: done.json's start and end); returns its
+    path."""
     d = rs.run_dir(root, method, seed)
     d.mkdir(parents=True)
-    m = rs.METHODS[method]
-    per_bucket = rw.mode(method) == rw.PER_BUCKET_MODE
+    m = plan.methods[method]
+    per_bucket = rw.mode(method, plan.methods) == rw.PER_BUCKET_MODE
     kl = kl or tuple(0.5 - 0.001 * s for s in range(steps))
-    cmd = rs.command(
-        method, rs.overrides(method, seed, steps, test_freq or steps, d, "toy", [], model_path), python="py"
-    )
+    run_overrides = rs.overrides(method, seed, steps, test_freq or steps, d, "toy", [], model_path, plan)
+    cmd = rs.command(method, run_overrides, python="py", plan=plan)
+    beta = beta or (lambda window: (1.0 + window, 2.0))
     record = {"path": str(model_path), "sha256": model, "source": "manifest"} if model else None
     meta = {"method": method, "seed": seed, "steps": steps, "command": cmd, "model": record}
     (d / rs.RUN).write_text(json.dumps(meta))
@@ -96,15 +101,22 @@ def make_run(
         },
         {"step": 0, "data": {KEY: acc[0], "val-aux/toy_sum/reward/mean@1": acc[0]}},
     ]
+    # acc: (step 0, last step), or one accuracy per evaluation at steps 0, test_freq, 2·test_freq, ...
+    evals = dict(zip(range(0, steps + 1, test_freq or steps), acc, strict=True)) if len(acc) > 2 else {}
     for s in range(1, steps + 1):
-        data = {"training/global_step": s, "timing_s/step": 10.0 if s == 1 else 1.0, "critic/score/mean": 0.5}
+        data = {
+            "training/global_step": s,
+            "timing_s/step": 10.0 if s == 1 else 1.0,
+            "critic/score/mean": 0.5,
+            "actor/grad_norm": 0.1 * s,  # logged, read by no report: left out of the archive
+        }
         if m.mode != "grpo":
             window = (s - 1) // hold
             data |= {
                 "exposure/alpha": m.alpha if m.mode == "fixed" else 0.1 * (window + 1),
                 "exposure/window": float(window),
-                "exposure/beta_a": 1.0 + window if m.mode == "adaptive" else float("nan"),
-                "exposure/beta_b": 2.0 if m.mode == "adaptive" else float("nan"),
+                "exposure/beta_a": beta(window)[0] if m.mode == "adaptive" else float("nan"),
+                "exposure/beta_b": beta(window)[1] if m.mode == "adaptive" else float("nan"),
                 "distill/kl_mean": kl[s - 1],
                 "distill/top1_disagreement": kl[s - 1] / 10,
                 "probe/nll": 1.0 / s,
@@ -125,8 +137,10 @@ def make_run(
                         data[f"exposure/accuracy_bucket_{k}"] = 0.8 - 0.3 * k + 0.01 * s
                     if k < 2:  # bucket 2 never logs a KL here
                         data[f"distill/kl_mean_bucket_{k}"] = kl[s - 1] * (k + 1)
+        if s in evals and s < steps:
+            data |= {KEY: evals[s], "timing_s/testing": 3.0}
         if s == steps:
-            data |= {KEY: acc[1], "timing_s/testing": 3.0}
+            data |= {KEY: acc[-1], "timing_s/testing": 3.0}
         records.append({"step": s, "data": data})
     # verl writes NaN as a bare token; json.dumps does the same, and read_history parses it back
     (d / rs.METRICS).write_text("\n".join(json.dumps(r) for r in records) + "\n")
@@ -135,7 +149,7 @@ def make_run(
     if done:
         (d / rs.CHECKPOINTS).mkdir()
         (d / rs.CHECKPOINTS / "latest_checkpointed_iteration.txt").write_text(str(steps))
-        (d / rs.DONE).write_text(json.dumps({"wall_s": wall, "started": "", "finished": ""}))
+        (d / rs.DONE).write_text(json.dumps({"wall_s": wall, "started": times[0], "finished": times[1]}))
     return d
 
 
@@ -843,6 +857,13 @@ def test_report_from_the_archive_equals_the_report_from_the_directory(tmp_path, 
     assert len([n for n in names if n.endswith("/" + rs.METRICS)]) == 2 * len(rs.METHODS)
     ra.pack(root, tmp_path / "again.tar.xz")
     assert (tmp_path / "again.tar.xz").read_bytes() == archive.read_bytes()  # no times, owners: same bytes
+    # slimmed to what the readers use: no unread metric, no generated text; everything else kept
+    with tarfile.open(archive) as tar:
+        metrics = tar.extractfile("runs/toy-repro/adaptive/seed0/metrics.jsonl").read().decode()
+        dump0 = tar.extractfile("runs/toy-repro/adaptive/seed0/val_generations/0.jsonl").read().decode()
+    assert "actor/grad_norm" in (root / "adaptive" / "seed0" / rs.METRICS).read_text()
+    assert "actor/grad_norm" not in metrics and '"attempt"' in metrics and "distill/kl_mean" in metrics
+    assert [sorted(json.loads(line)) for line in dump0.splitlines()] == [["input", "score"]] * len(PROBLEMS)
 
     from_dir, from_archive = Path("a") / "report.md", Path("b") / "report.md"
     assert rr.write(root, from_dir, val) == rr.write(archive, from_archive, val)
@@ -863,6 +884,13 @@ def test_archive_errors_name_the_file(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="relative to here"):
         ra.pack(tmp_path / "runs", tmp_path / "abs.tar.xz")
     good = tmp_path / "good.tar.xz"
+    dump0 = root / "fixed-0" / "seed0" / rs.GENERATIONS / "0.jsonl"
+    kept = dump0.read_text()
+    dump0.write_text(kept + '{"input": "user\\nadd 1 mod 10"}\n')  # an entry without its score
+    with pytest.raises(ValueError, match=f"{re.escape(str(dump0))}:5: not a record the readers take"):
+        ra.pack(root, good)
+    assert not good.exists()
+    dump0.write_text(kept)
     ra.pack(root, good)
     truncated = tmp_path / "truncated.tar.xz"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])

@@ -327,6 +327,11 @@ def test_per_difficulty_exposure_runs_and_resumes(per_difficulty):
     assert held[0] == held[1] == held[2], held
     assert rows[4]["exposure/window"] == 1 and rows[4]["exposure/window_start"] == 1.0
     assert held[3] != held[0] and len(set(held[0])) == PER_DIFFICULTY_K  # K independent Beta draws
+    gaps = [
+        abs(rows[4][f"exposure/alpha_bucket_{k}"] / before[4][f"exposure/alpha_bucket_{k}"] - 1)
+        for k in k_range
+    ]
+    print(f"per-bucket α of window 1, resumed vs uninterrupted, relative gaps: {gaps}")
     for k in k_range:  # window 1, drawn after the resume, against the uninterrupted run (1%: see above)
         want = before[4][f"exposure/alpha_bucket_{k}"]
         assert rows[4][f"exposure/alpha_bucket_{k}"] == pytest.approx(want, rel=1e-2), k

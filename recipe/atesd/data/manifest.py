@@ -20,7 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import subprocess
 from pathlib import Path
+
+from recipe.atesd import REPO_ROOT
 
 MANIFEST = "MANIFEST.json"
 # A local model directory without a manifest is hashed only up to this size (a 1.7B bf16 checkpoint is
@@ -162,3 +165,20 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def code_state(repo: Path = REPO_ROOT) -> dict:
+    """``{"commit", "dirty"}`` of the repository the recipe runs from (None, None outside a git checkout)."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(status.strip())}

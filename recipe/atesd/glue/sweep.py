@@ -33,15 +33,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from recipe.atesd import REPO_ROOT
-from recipe.atesd.data.manifest import cpu_model
+from recipe.atesd.data.manifest import code_state, cpu_model
 from recipe.atesd.glue.config_check import uses_lora
 from recipe.atesd.method.teacher import teacher_kind, teacher_weights
 from recipe.atesd.tools.run_dirs import (
@@ -195,23 +193,6 @@ def arm_state(arm: Arm) -> str:
     if any((arm.directory / name).exists() for name in OUTPUTS):
         return "incomplete"
     return "new"
-
-
-def code_state(repo: Path = REPO_ROOT) -> dict:
-    """``{"commit", "dirty"}`` of the repository the recipe runs from (None, None outside a git checkout)."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": bool(status.strip())}
 
 
 def arm_record(arm: Arm, model: dict | None) -> dict:

@@ -32,7 +32,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from recipe.atesd.tools.repro_archive import sweep_dir
+from recipe.atesd.tools.repro_archive import read_records
 from recipe.atesd.tools.repro_claims import (
     NOISE,
     claim_a,
@@ -47,12 +47,10 @@ from recipe.atesd.tools.repro_rows import (
     PER_BUCKET_MODE,
     ROLLOUT,
     adaptive_rows,
-    discover,
     done_rows,
     load_difficulties,
     one_model,
     per_difficulty_rows,
-    run_row,
 )
 from recipe.atesd.tools.repro_sweep import (
     CONTROLLER,
@@ -74,15 +72,17 @@ def _figure_md(name: str, why: str | None, rel: str) -> list[str]:
 
 
 def provenance_lines(rows: list[dict]) -> list[str]:
-    """Where the runs were made (a sweep arm's ``record.json``): the code commits (dirty: with uncommitted changes)
-    and CPUs, each with its runs' count; more than one is said, never pooled silently."""
+    """Where the runs were made (a run's ``record.json``): the code commits (dirty: with uncommitted changes)
+    and CPUs, each with its runs' count, and the runs without a record; more than one is said, never pooled
+    silently."""
     if not rows:
         return []
     groups: dict[tuple, int] = {}
     for r in rows:
-        key = (r["commit"], r["dirty"], r["cpu"])
-        groups[key] = groups.get(key, 0) + 1
-    if list(groups) == [(None, None, None)]:
+        if (r["commit"], r["dirty"], r["cpu"]) != (None, None, None):
+            key = (r["commit"], r["dirty"], r["cpu"])
+            groups[key] = groups.get(key, 0) + 1
+    if not groups:
         return [
             "- Code and machine: **not recorded** (runs made before the sweep arms' `record.json`, issue 28)."
         ]
@@ -90,6 +90,11 @@ def provenance_lines(rows: list[dict]) -> list[str]:
         f"{n} run(s) at `{(c or 'not recorded')[:12]}`{' (dirty)' if d else ''} on {cpu or 'not recorded'}"
         for (c, d, cpu), n in groups.items()
     ]
+    unrecorded = len(rows) - sum(groups.values())
+    if unrecorded:
+        parts.append(
+            f"{unrecorded} run(s) without a record (not started yet, or made before records were written)"
+        )
     head = "- Code and machine" + (
         " (**they differ between runs**: read the comparisons with that in mind)" if len(groups) > 1 else ""
     )
@@ -505,19 +510,8 @@ def write(records: str | Path, out: str | Path, val_file: str | Path | None) -> 
     or its archive, :func:`sweep_dir`); return the rows. The runs of an archive are named by their paths in it,
     in the rows, the markdown and the errors."""
     difficulties = load_difficulties(val_file) if val_file else None
-    with sweep_dir(records) as (root, base):
-        try:
-            found = discover(root)
-            rows = [run_row(m, s, d, difficulties) for m, s, d in found.runs]
-        except ValueError as err:
-            if base is None:
-                raise
-            raise ValueError(f"{records}: {str(err).replace(f'{base}/', '')}") from err
-        aside = found.aside
-        if base:
-            aside = [p.relative_to(base) for p in aside]
-            for row in rows:
-                row["directory"] = str(Path(row["directory"]).relative_to(base))
+    found = read_records(records, difficulties)
+    rows, aside = found.rows, found.aside
     one_model(rows)  # before anything is written
     out = Path(out)
     folder = out.with_suffix("")

@@ -11,6 +11,7 @@ docs/metrics.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -38,6 +39,22 @@ BUCKET_MEANS = {
     "train_accuracy_per_bucket": "exposure/accuracy_bucket_{k}",
     "kl_mean_per_bucket": "distill/kl_mean_bucket_{k}",
 }
+# What :func:`run_row` (and the study report, recipe/atesd/tools/study_report.py) reads of a run: the metric keys
+# of a metrics record's ``data`` (prefixes; read_history's attempt boundaries are kept whole) and the fields of a
+# validation dump's entries. recipe/atesd/tools/repro_archive.py packs only these: the records stay small.
+READ_METRICS = (
+    "exposure/",
+    "distill/",
+    "controller/",
+    "probe/",
+    "val-core/",
+    STEP_TIME,
+    TEST_TIME,
+    SCORE,
+    *ROLLOUT,
+    "training/global_step",
+)
+READ_GENERATION = ("input", "score")
 _BUCKET_ALPHA = re.compile(r"exposure/alpha_bucket_(\d+)")
 _SEED_DIR = re.compile(r"seed(\d+)")
 _ASIDE_DIR = re.compile(r"seed(\d+)\.incomplete-.+")
@@ -114,11 +131,12 @@ def _finite(v) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
-def mode(method: str) -> str:
-    """The results.json ``mode`` of a sweep arm: its exposure mode (``Method.mode`` of
-    recipe/atesd/tools/repro_sweep.py), or :data:`PER_BUCKET_MODE` for the adaptive arm run with
-    ``PER_DIFFICULTY``'s overrides (one α per difficulty bucket, issue 14)."""
-    m = METHODS[method]
+def mode(method: str, methods: dict | None = None) -> str:
+    """The results.json ``mode`` of a sweep arm of ``methods`` (the plan's table, by default the reproduction's
+    :data:`METHODS`): its exposure mode (``Method.mode`` of recipe/atesd/tools/repro_sweep.py), or
+    :data:`PER_BUCKET_MODE` for an adaptive arm run with ``PER_DIFFICULTY``'s overrides (one α per difficulty
+    bucket, issue 14)."""
+    m = (METHODS if methods is None else methods)[method]
     return PER_BUCKET_MODE if m.mode == "adaptive" and set(PER_DIFFICULTY) <= set(m.extra) else m.mode
 
 
@@ -170,24 +188,33 @@ def one_model(rows: list[dict]) -> str | None:
     return first["model_sha256"] if first else None
 
 
-def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int] | None) -> dict:
-    """The results.json row of one run directory (nulls where the run logged nothing). The per-bucket fields
-    (:func:`bucket_fields`) are ``[]`` in every row but those of :data:`PER_BUCKET_MODE`."""
+def command_sha256(command: list[str]) -> str:
+    """``command:<SHA-256>`` of a run's command line without its Python executable (``run.json``): the config
+    hash of a run trained alone (GRPO), which writes no resolved config of its own as a sweep arm does."""
+    return "command:" + hashlib.sha256(json.dumps(command[1:]).encode()).hexdigest()
+
+
+def run_row(
+    method: str, seed: int, directory: Path, difficulties: dict[str, int] | None, methods: dict | None = None
+) -> dict:
+    """The results.json row of one run directory (nulls where the run logged nothing) of an arm of ``methods``
+    (the plan's table; None: the reproduction's). The per-bucket fields (:func:`bucket_fields`) are ``[]`` in
+    every row but those of :data:`PER_BUCKET_MODE`."""
     if not (directory / RUN).exists():
         raise ValueError(f"{directory}: no {RUN} (not started by recipe/atesd/tools/repro_sweep.py)")
-    meta, m = _json(directory / RUN), METHODS[method]
+    meta, m = _json(directory / RUN), (METHODS if methods is None else methods)[method]
     if meta["method"] != method or meta["seed"] != seed:
         raise ValueError(f"{directory / RUN}: names {meta['method']} seed {meta['seed']}, not its directory")
     done = _json(directory / DONE) if (directory / DONE).exists() else None
     record = _json(directory / RECORD) if (directory / RECORD).exists() else {}
     row = {
         "method": method,
-        "mode": mode(method),
+        "mode": mode(method, methods),
         "alpha": m.alpha,
         "seed": seed,
         "model_sha256": (meta.get("model") or {}).get("sha256"),  # None: not recorded (runs before issue 26)
         # a sweep arm's provenance (recipe/atesd/glue/sweep.py::arm_record); None: not recorded (before issue 28)
-        "config_sha256": record.get("config_sha256"),
+        "config_sha256": record.get("config_sha256") or command_sha256(meta["command"]),
         "commit": record.get("commit"),
         "dirty": record.get("dirty"),
         "cpu": record.get("cpu"),
@@ -216,6 +243,9 @@ def run_row(method: str, seed: int, directory: Path, difficulties: dict[str, int
         "rollout_step1": None,
         "dump_vs_logged": [],
         "wall_s": done["wall_s"] if done else None,
+        # when the run (a sweep arm: from its reset) started and finished training, UTC ISO (done.json)
+        "started": done.get("started") if done else None,
+        "finished": done.get("finished") if done else None,
         "steps_s": None,
         "first_step_s": None,
         "testing_s": None,

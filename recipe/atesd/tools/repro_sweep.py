@@ -62,13 +62,14 @@ from pathlib import Path
 import yaml
 
 from recipe.atesd import REPO_ROOT
-from recipe.atesd.data.manifest import model_record
+from recipe.atesd.data.manifest import code_state, cpu_model, model_record
 from recipe.atesd.tools.run_dirs import (
     CHECKPOINTS,
     DONE,
     GENERATIONS,
     LOG,
     METRICS,
+    RECORD,
     RUN,
     STACKS,
     move_aside,
@@ -170,13 +171,19 @@ STUDY_GROUPS = {
 
 @dataclass(frozen=True)
 class Plan:
-    """A table of methods and named groups of them: what ``--plan`` selects."""
+    """A table of methods, named groups of them and the seeds of its design: what ``--plan`` selects (``--seeds``
+    runs a part of the seeds)."""
 
     methods: dict[str, Method]
     groups: dict[str, list[str]]
+    seeds: tuple[int, ...]
 
 
-PLANS = {"repro": Plan(METHODS, GROUPS), "study": Plan(STUDY_METHODS, STUDY_GROUPS)}
+# the seeds of each design: the reproduction's three (issue 13), the study's five (docs/toy-study.md, "Seeds")
+PLANS = {
+    "repro": Plan(METHODS, GROUPS, (0, 1, 2)),
+    "study": Plan(STUDY_METHODS, STUDY_GROUPS, (0, 1, 2, 3, 4)),
+}
 REPRO = PLANS["repro"]
 
 
@@ -487,6 +494,10 @@ def run_one(
     write_json(
         directory / RUN, {"method": method, "seed": seed, "steps": steps, "command": cmd, "model": model}
     )
+    # what a sweep arm's record.json holds (recipe/atesd/glue/sweep.py::arm_record) but the resolved config's
+    # hash: a run trained alone is named by its command's (recipe/atesd/tools/repro_rows.py::command_sha256)
+    record = {"model": model, **code_state(), "cpu": cpu_model(), "started": started.isoformat()}
+    write_json(directory / RECORD, record)
     t0 = time.monotonic()
     rc = runner(cmd, directory, directory / LOG)
     wall = time.monotonic() - t0
@@ -510,7 +521,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--steps", type=int, default=40, help="training steps per run (the same for every run)"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="a part of the plan's seeds, or others (default: the plan's seeds)",
+    )
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -534,6 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps < 1 or args.test_freq < 1:
         parser.error("--steps and --test-freq must be >= 1")
     plan_table = PLANS[args.plan]
+    args.seeds = list(plan_table.seeds) if args.seeds is None else args.seeds
     try:
         methods = select_methods(args.methods, plan_table)
     except ValueError as err:
