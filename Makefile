@@ -111,7 +111,7 @@ demo: toy
 # seed, the ATESD methods as the arms of one sweep stack, GRPO a stack of its own: docs/toy.md "Sweep mode"),
 # into $(REPRO_DIR)/<method>/seed<s>/; finished runs are skipped, an incomplete one is moved
 # aside and restarted. Run it in parts with REPRO_METHODS (names or groups: all, fixed, fixed-0.5, random,
-# adaptive, grpo) and REPRO_SEEDS (default: the plan's, repro_sweep.PLANS). Then (also when a run failed) the run records the report reads are packed into
+# adaptive, grpo) and REPRO_SEEDS (default: the plan's, sweep_plans.PLANS). Then (also when a run failed) the run records the report reads are packed into
 # REPRO_RECORDS (recipe/atesd/tools/repro_archive.py; runs/ is not in git, the archive is) and the report is
 # written from it: docs/toy-reproduction.md, docs/toy-reproduction/{results.json,*.png}.
 # `make reproduce-toy-report` regenerates only the report, from REPRO_RECORDS (an archive or a sweep directory).

@@ -23,6 +23,7 @@ from recipe.atesd.tools import repro_plots as rp
 from recipe.atesd.tools import repro_report as rr
 from recipe.atesd.tools import repro_rows as rw
 from recipe.atesd.tools import repro_sweep as rs
+from recipe.atesd.tools import sweep_plans as sp
 
 KEY = "val-core/toy_sum/acc/mean@1"
 MODEL = rs.REPO_ROOT / "artifacts" / "toy-qwen3"  # a path only: the sweep's default --model
@@ -75,7 +76,7 @@ def make_run(
     test_freq=None,
     model=None,
     model_path=MODEL,
-    plan=rs.REPRO,
+    plan=sp.REPRO,
     beta=None,
     times=("", ""),
 ):
@@ -157,16 +158,16 @@ def make_run(
 
 
 def test_methods_and_groups():
-    assert rs.select_methods(["all"]) == list(rs.METHODS)
-    assert rs.select_methods(["grpo", "fixed", "fixed-1"]) == [*rs.GROUPS["fixed"], "grpo"]
-    assert [rs.METHODS[m].alpha for m in rs.GROUPS["fixed"]] == list(rs.FIXED_ALPHAS)
+    assert sp.select_methods(["all"]) == list(sp.METHODS)
+    assert sp.select_methods(["grpo", "fixed", "fixed-1"]) == [*sp.GROUPS["fixed"], "grpo"]
+    assert [sp.METHODS[m].alpha for m in sp.GROUPS["fixed"]] == list(sp.FIXED_ALPHAS)
     with pytest.raises(ValueError, match="unknown method 'fixed-0.3'"):
-        rs.select_methods(["fixed-0.3"])
+        sp.select_methods(["fixed-0.3"])
 
 
 def test_overrides_same_data_order_and_budget_per_seed(tmp_path):
     """For one seed every method gets the same data/rollout seed and step budget; the mode keys differ."""
-    runs = {m: rs.overrides(m, 7, 40, 10, tmp_path / m, "toy", ["x=1"], MODEL) for m in rs.METHODS}
+    runs = {m: rs.overrides(m, 7, 40, 10, tmp_path / m, "toy", ["x=1"], MODEL) for m in sp.METHODS}
     for m, o in runs.items():
         assert {
             "+world=toy",
@@ -184,7 +185,7 @@ def test_overrides_same_data_order_and_budget_per_seed(tmp_path):
         "controller.exposure_mode=fixed" in runs["fixed-0.25"]
         and "controller.alpha=0.25" in runs["fixed-0.25"]
     )
-    assert set(rs.CONTROLLER) <= set(runs["adaptive"]) and set(rs.CONTROLLER) <= set(runs["random"])
+    assert set(sp.CONTROLLER) <= set(runs["adaptive"]) and set(sp.CONTROLLER) <= set(runs["random"])
     assert not any(o.startswith("controller.") for o in runs["grpo"])
     assert rs.command("grpo", [], "py")[:3] == ["py", "-m", "recipe.atesd.main_grpo"]
     assert rs.command("adaptive", [], "py")[2] == "recipe.atesd.main_atesd"
@@ -275,7 +276,7 @@ def test_a_sweep_arm_trains_the_config_of_its_run_alone(tmp_path, seed, toy_repo
 
     configure_process_env()
     monkeypatch.setenv("ATESD_REPO", str(toy_repo))
-    methods = [m for m in rs.METHODS if rs.METHODS[m].mode != "grpo"]
+    methods = [m for m in sp.METHODS if sp.METHODS[m].mode != "grpo"]
 
     def resolved(args):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
@@ -580,7 +581,7 @@ def test_rows_carry_provenance_and_the_report_says_when_it_differs(tmp_path):
 
 
 def row(method, seed, **kw):
-    m = rs.METHODS[method]
+    m = sp.METHODS[method]
     base = {
         "method": method,
         "mode": rw.mode(method),
@@ -608,7 +609,7 @@ def fixed_rows(acc_by_alpha, kl=lambda a, s: a + 0.01 * s):
             kl_step1=kl(a, s),
             kl_mean_over_steps=kl(a, s),
         )
-        for a in rs.FIXED_ALPHAS
+        for a in sp.FIXED_ALPHAS
         for s in range(len(acc_by_alpha[a]))
     ]
 
@@ -622,12 +623,12 @@ def test_compare_is_welch():
 
 
 def test_claim_a_monotone_and_violations():
-    rows = fixed_rows({a: [0.5, 0.5, 0.5] for a in rs.FIXED_ALPHAS})
+    rows = fixed_rows({a: [0.5, 0.5, 0.5] for a in sp.FIXED_ALPHAS})
     a = rc.claim_a(rows, "kl_step1")
     assert a["holds"] is True and a["seeds"] == [0, 1, 2] and a["violations"] == []
     # seed 1 is flat between 0.5 and 0.75: named with its values
     rows = fixed_rows(
-        {a: [0.5, 0.5] for a in rs.FIXED_ALPHAS}, lambda a, s: 0.5 if (s == 1 and a == 0.75) else a
+        {a: [0.5, 0.5] for a in sp.FIXED_ALPHAS}, lambda a, s: 0.5 if (s == 1 and a == 0.75) else a
     )
     a = rc.claim_a(rows, "kl_step1")
     assert a["holds"] is False and a["violations"] == [[1, 0.5, 0.75, 0.5, 0.5]]
@@ -650,7 +651,7 @@ def test_same_rollouts_per_seed():
 
 
 def test_claim_b_full_exposure_best_or_not():
-    clear = {a: [0.5 + 0.01 * s for s in range(3)] for a in rs.FIXED_ALPHAS} | {1.0: [0.8, 0.81, 0.82]}
+    clear = {a: [0.5 + 0.01 * s for s in range(3)] for a in sp.FIXED_ALPHAS} | {1.0: [0.8, 0.81, 0.82]}
     b = rc.claim_b(fixed_rows(clear))
     assert b["reliably_best"] is True and b["holds"] is False
     assert b["winners_per_seed"] == {0: [1.0], 1: [1.0], 2: [1.0]}
@@ -663,7 +664,7 @@ def test_claim_b_full_exposure_best_or_not():
 
 
 def test_claim_c_adaptive_vs_best_fixed():
-    fixed = fixed_rows({a: [0.5, 0.52, 0.54] for a in rs.FIXED_ALPHAS} | {0.5: [0.6, 0.61, 0.62]})
+    fixed = fixed_rows({a: [0.5, 0.52, 0.54] for a in sp.FIXED_ALPHAS} | {0.5: [0.6, 0.61, 0.62]})
     beats = (
         fixed
         + [row("adaptive", s, acc_after=0.8 + 0.01 * s) for s in range(3)]
@@ -671,7 +672,7 @@ def test_claim_c_adaptive_vs_best_fixed():
     )
     c = rc.claim_c(beats)
     assert c["best_fixed"] == "fixed-0.5" and c["holds"] is True
-    assert set(c["comparisons"]) == {*rs.GROUPS["fixed"], "grpo"}
+    assert set(c["comparisons"]) == {*sp.GROUPS["fixed"], "grpo"}
     level = fixed + [row("adaptive", s, acc_after=v) for s, v in enumerate([0.6, 0.63, 0.6])]
     assert rc.claim_c(level)["holds"] is False
     # claim (c) is about the batch-level arm: a per-difficulty arm far above the fixed α changes nothing
@@ -692,7 +693,7 @@ EASY_HARD = {
 def test_per_difficulty_comparison_and_reading():
     """Per-bucket vs batch-level adaptive, OPSD and the best fixed α; the reading follows the numbers."""
     levels = lambda x: {"2": x, "8": x / 2}  # noqa: E731
-    rows = fixed_rows({a: [0.5, 0.52, 0.54] for a in rs.FIXED_ALPHAS} | {0.5: [0.6, 0.61, 0.62]})
+    rows = fixed_rows({a: [0.5, 0.52, 0.54] for a in sp.FIXED_ALPHAS} | {0.5: [0.6, 0.61, 0.62]})
     rows += [
         row(
             "adaptive",
@@ -749,7 +750,7 @@ def test_per_difficulty_comparison_and_reading():
 def sweep(root):
     """All methods × 2 seeds; KL at step 1 grows with α; seed 1 of random left incomplete."""
     for seed in (0, 1):
-        for method, m in rs.METHODS.items():
+        for method, m in sp.METHODS.items():
             a = m.alpha if m.alpha is not None else 0.5
             kl = tuple(0.1 + a + 0.01 * seed + 0.001 * s for s in range(4))
             make_run(
@@ -769,11 +770,11 @@ def test_report_lists_every_run_and_draws(tmp_path):
     (out.parent / "toy-reproduction" / "reading.md").write_text("The lead's reading.\n")
     rows = rr.write(root, out, val_file(tmp_path))
     results = json.loads((out.parent / "toy-reproduction" / "results.json").read_text())
-    assert results == json.loads(json.dumps(rows)) and len(results) == 2 * len(rs.METHODS)
-    assert [(r["method"], r["seed"]) for r in results] == [(m, s) for m in rs.METHODS for s in (0, 1)]
+    assert results == json.loads(json.dumps(rows)) and len(results) == 2 * len(sp.METHODS)
+    assert [(r["method"], r["seed"]) for r in results] == [(m, s) for m in sp.METHODS for s in (0, 1)]
     md = out.read_text()
     every = md.split("## Every run\n")[1].split("\n## ")[0]
-    assert len([line for line in every.splitlines() if line.startswith("| ")]) == 1 + 2 * len(rs.METHODS)
+    assert len([line for line in every.splitlines() if line.startswith("| ")]) == 1 + 2 * len(sp.METHODS)
     assert "| random | 1 | incomplete | 4/4 |" in every
     assert (
         "(a) KL(p_T ‖ p_S) grows monotonically" in md and md.count("**reproduces**") >= 2
@@ -798,7 +799,7 @@ def test_report_lists_every_run_and_draws(tmp_path):
         assert f"toy-reproduction/{name}" in md, name
         assert imread(png).shape[2] in (3, 4), name
     # every finished run has wall 100 s, steps 10 + 3·1 s, one validation of 3 s: the split is stated
-    n = 2 * len(rs.METHODS) - 1
+    n = 2 * len(sp.METHODS) - 1
     assert f"{n} finished runs, {n * 100 / 60:.1f} min in all" in md
     assert (
         f"outside the steps (start-up of Ray, vLLM and the model, step-0 validation, shutdown) {n * 84 / 60:.1f} min"
@@ -854,7 +855,7 @@ def test_report_from_the_archive_equals_the_report_from_the_directory(tmp_path, 
     assert "runs/toy-repro/fixed-1/seed0/val_generations/4.jsonl" in names
     aside_run = "runs/toy-repro/grpo/seed0.incomplete-20260101T000000Z/run.json"
     assert not [n for n in names if n in [*map(str, extra), aside_run] or "/checkpoints" in n]
-    assert len([n for n in names if n.endswith("/" + rs.METRICS)]) == 2 * len(rs.METHODS)
+    assert len([n for n in names if n.endswith("/" + rs.METRICS)]) == 2 * len(sp.METHODS)
     ra.pack(root, tmp_path / "again.tar.xz")
     assert (tmp_path / "again.tar.xz").read_bytes() == archive.read_bytes()  # no times, owners: same bytes
     # slimmed to what the readers use: no unread metric, no generated text; everything else kept
@@ -948,7 +949,7 @@ def toy_repo(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("method", list(rs.METHODS))
+@pytest.mark.parametrize("method", list(sp.METHODS))
 def test_every_run_composes_and_passes_the_entry_points_checks(tmp_path, method, toy_repo, monkeypatch):
     """Each run's overrides compose against its entry point's config (hydra in-process, as launch/presets.py
     does: a misspelled key fails here) with the toy world and pass the checks the entry point makes before
@@ -974,7 +975,7 @@ def test_every_run_composes_and_passes_the_entry_points_checks(tmp_path, method,
         from recipe.atesd.glue.config_check import check_atesd_config
 
         check_atesd_config(cfg)
-        m = rs.METHODS[method]
+        m = sp.METHODS[method]
         assert cfg.controller.exposure_mode == m.mode and cfg.controller_seed == 2
         assert (cfg.controller.hold_window, cfg.controller.lookahead, cfg.controller.batch_decisions) == (
             2,
@@ -1015,18 +1016,18 @@ def test_study_plan_arms_are_sweep_arms_with_the_recipe_defaults(tmp_path):
     separate runs with their lr; every arm the registered criteria name is in the table."""
     from recipe.atesd.tools.study_stats import load_criteria
 
-    plan = rs.PLANS["study"]
-    arms = rs.select_methods(["arms"], plan)
+    plan = sp.PLANS["study"]
+    arms = sp.select_methods(["arms"], plan)
     assert len(arms) == 16 and "fixed-1" in arms and "anchor_residual-adaptive" in arms
     for arm in arms:
         assert set(rs.arm_keys(arm, plan)) <= {"controller", "teacher_prompt", "distill"}, arm
-        assert not set(rs.CONTROLLER) & set(plan.methods[arm].overrides()), arm
+        assert not set(sp.CONTROLLER) & set(plan.methods[arm].overrides()), arm
     assert rs.arm_keys("adaptive-paper", plan)["controller"]["reward_norm"] == "none"
     assert rs.arm_keys("anchor_residual-0.5", plan)["distill"]["target"] == "anchor_residual"
     assert rs.arm_keys("reference_free", plan)["teacher_prompt"] == {"teacher_context": "reference_free"}
-    grid = rs.select_methods(["grpo-grid"], plan)
+    grid = sp.select_methods(["grpo-grid"], plan)
     assert grid == ["grpo-lr2e-05", "grpo-lr1e-04", "grpo-lr5e-04"]
-    assert rs.select_methods(["all"], plan) == [
+    assert sp.select_methods(["all"], plan) == [
         *arms,
         "grpo",
     ]  # the study: the arms and GRPO at the grid's lr
@@ -1036,9 +1037,9 @@ def test_study_plan_arms_are_sweep_arms_with_the_recipe_defaults(tmp_path):
         2
     ] == ("recipe.atesd.main_grpo")
     stack = rs.stack_overrides(arms, 0, 200, 50, tmp_path, "toy", [], MODEL, plan)
-    assert "controller_seed=0" in stack and not set(rs.CONTROLLER) & set(stack)
+    assert "controller_seed=0" in stack and not set(sp.CONTROLLER) & set(stack)
     named = {c.arm_a for c in load_criteria(rs.REPO_ROOT / "docs/toy-study/criteria.yaml")}
     named |= {c.arm_b for c in load_criteria(rs.REPO_ROOT / "docs/toy-study/criteria.yaml")}
     assert named <= set(arms), named - set(arms)
     with pytest.raises(ValueError, match="unknown method 'fixed-0'"):
-        rs.select_methods(["fixed-0"], plan)  # the reproduction's α = 0 arm is not in the study
+        sp.select_methods(["fixed-0"], plan)  # the reproduction's α = 0 arm is not in the study

@@ -18,9 +18,10 @@ from recipe.atesd.tools import repro_archive as ra
 from recipe.atesd.tools import repro_rows as rw
 from recipe.atesd.tools import repro_sweep as rs
 from recipe.atesd.tools import study_report as sr
+from recipe.atesd.tools import sweep_plans as sp
 from recipe.atesd.tools.study_stats import Criterion, Verdict
 
-STUDY = rs.PLANS["study"]
+STUDY = sp.PLANS["study"]
 CRITERIA = rs.REPO_ROOT / "docs" / "toy-study" / "criteria.yaml"
 BASE = {arm: 0.80 for arm in sr.ARMS} | {"fixed-0.5": 0.83, "adaptive": 0.85, "adaptive-paper": 0.70}
 

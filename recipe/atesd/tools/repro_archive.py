@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipe.atesd.tools.repro_rows import READ_GENERATION, READ_METRICS, discover, run_row
-from recipe.atesd.tools.repro_sweep import PLANS
 from recipe.atesd.tools.run_dirs import DONE, GENERATIONS, METRICS, RECORD, RUN, STACKS
+from recipe.atesd.tools.sweep_plans import PLANS
 
 
 def members(root: Path, methods: dict | None = None) -> list[Path]:
     """The paths :func:`pack` puts into the archive, in order (module docstring); ``methods``: the sweep plan's
-    table (``repro_sweep.PLANS``; None: the reproduction's)."""
+    table (``sweep_plans.PLANS``; None: the reproduction's)."""
     found = discover(root, methods)
     out = [root, *found.aside, *sorted((root / STACKS).glob("*.json"))]
     for _, _, d in found.runs:

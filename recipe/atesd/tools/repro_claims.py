@@ -12,7 +12,7 @@ import math
 import statistics
 
 from recipe.atesd.tools.repro_rows import PER_BUCKET_MODE, done_rows, per_difficulty_rows
-from recipe.atesd.tools.repro_sweep import FIXED_ALPHAS, METHODS
+from recipe.atesd.tools.sweep_plans import FIXED_ALPHAS, METHODS
 
 NOISE = 2.0  # "beyond noise": a difference of means above NOISE standard errors (Welch, seed stds)
 

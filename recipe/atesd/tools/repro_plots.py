@@ -15,8 +15,8 @@ from pathlib import Path
 from matplotlib import colormaps
 
 from recipe.atesd.tools.repro_rows import adaptive_rows, done_rows, per_difficulty_rows
-from recipe.atesd.tools.repro_sweep import FIXED_ALPHAS, METHODS
 from recipe.atesd.tools.run_report import _figure, _save, beta_pdf
+from recipe.atesd.tools.sweep_plans import FIXED_ALPHAS, METHODS
 
 PLOTS = {
     "accuracy_vs_alpha.png": "held-out accuracy after training vs fixed α (claim b), other methods as lines",

@@ -52,12 +52,12 @@ from recipe.atesd.tools.repro_rows import (
     one_model,
     per_difficulty_rows,
 )
-from recipe.atesd.tools.repro_sweep import (
+from recipe.atesd.tools.study_stats import accuracy_se
+from recipe.atesd.tools.sweep_plans import (
     CONTROLLER,
     METHODS,
     PER_DIFFICULTY,
 )
-from recipe.atesd.tools.study_stats import accuracy_se
 
 # ---------------------------------------------------------------------------------------------- report
 

@@ -19,16 +19,16 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipe.atesd.tools.repro_sweep import METHODS, PER_DIFFICULTY
 from recipe.atesd.tools.run_dirs import DONE, GENERATIONS, INITIAL_STATE, METRICS, RECORD, RUN, STACKS
 from recipe.atesd.tools.run_history import read_history
 from recipe.atesd.tools.run_report import ALPHA, hold_windows, series, value
 from recipe.atesd.tools.summarize import read_metrics, validations, windows
+from recipe.atesd.tools.sweep_plans import METHODS, PER_DIFFICULTY
 
 KL, TOP1 = "distill/kl_mean", "distill/top1_disagreement"  # TOP1: the recipe's mismatch (docs/metrics.md)
 PROBE_NLL, REWARD, SCORE = "probe/nll", "controller/reward", "critic/score/mean"
 STEP_TIME, TEST_TIME = "timing_s/step", "timing_s/testing"
-# issue 14: the results.json mode of the arm run with repro_sweep.PER_DIFFICULTY
+# issue 14: the results.json mode of the arm run with sweep_plans.PER_DIFFICULTY
 PER_BUCKET_MODE = "adaptive_per_difficulty"
 # step 1's rollouts, compared across the fixed-α runs of a seed: same values = (very likely) the same samples
 ROLLOUT = ("response_length/mean", "critic/score/mean")

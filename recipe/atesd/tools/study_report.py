@@ -34,7 +34,6 @@ from pathlib import Path
 from recipe.atesd.tools.repro_archive import Records, read_records
 from recipe.atesd.tools.repro_report import provenance_lines
 from recipe.atesd.tools.repro_rows import load_difficulties, one_model
-from recipe.atesd.tools.repro_sweep import PLANS
 from recipe.atesd.tools.run_report import _figure, _save
 from recipe.atesd.tools.study_stats import (
     accuracy_se,
@@ -46,6 +45,7 @@ from recipe.atesd.tools.study_stats import (
     render_verdicts,
     values_by_arm,
 )
+from recipe.atesd.tools.sweep_plans import PLANS
 
 PLAN = PLANS["study"]
 ARMS = PLAN.groups["all"]  # the study's arms, in the plan's order

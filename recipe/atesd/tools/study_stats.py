@@ -4,7 +4,7 @@
 study's results.json (recipe/atesd/tools/repro_report.py) and its criteria file (docs/toy.md, "Running a
 comparison").
 
-A study runs every arm (a fixed α, adaptive, OPSD, …: recipe/atesd/tools/repro_sweep.py ``METHODS``) with the
+A study runs every arm (a fixed α, adaptive, OPSD, …: recipe/atesd/tools/sweep_plans.py ``METHODS``) with the
 same seeds; for one seed every arm sees the same data order and the same step-1 rollouts (paired rollouts,
 recipe/atesd/glue/seeded_rollout.py), so arms are compared **per seed**. The outcome is one number per run,
 e.g. held-out accuracy (recipe/atesd/tools/repro_rows.py ``acc_after``). Inputs are ``{seed: value}``.
