@@ -52,6 +52,7 @@ from recipe.atesd.tools.repro_rows import (
     one_model,
     per_difficulty_rows,
 )
+from recipe.atesd.tools.run_report import _table
 from recipe.atesd.tools.study_stats import accuracy_se
 from recipe.atesd.tools.sweep_plans import (
     CONTROLLER,
@@ -106,14 +107,6 @@ def _acc(p, n) -> str:
     if p is None:
         return "–"
     return f"{_f(p)} ± {accuracy_se(p, n):.3f}" if n else _f(p)
-
-
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
-    return (
-        ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-        + ["| " + " | ".join(r) + " |" for r in body]
-        + [""]
-    )
 
 
 def _per_difficulty_md(rows: list[dict], drawn: dict, rel: str) -> list[str]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from recipe.atesd.tools.repro_archive import Records, read_records
 from recipe.atesd.tools.repro_report import provenance_lines
 from recipe.atesd.tools.repro_rows import load_difficulties, one_model
-from recipe.atesd.tools.run_report import _figure, _save
+from recipe.atesd.tools.run_report import _figure, _save, _table
 from recipe.atesd.tools.study_stats import (
     accuracy_se,
     arm_summary,
@@ -285,16 +285,6 @@ def _mean(values: list) -> float | None:
 
 def _f(v, digits: int = 4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
-
-
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
-    return [
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---" * len(header) + "|",
-        *("| " + " | ".join(r) + " |" for r in body),
-        "",
-    ]
 
 
 def _diff_row(label: str, d) -> list[str]:
