@@ -599,9 +599,10 @@ EVAL = [
 FIXED_TEXT = "Problem: what is 2 + 3?\nAnswer: 2 + 3 = 5, so the answer is \\boxed{5}."
 # Merged LoRA weights W + (alpha/r) B A vs the actor's adapters on the side (fp32 both): the same maths in
 # another rounding order, ~u * sqrt(k) relative per product (u = 6e-8, k <= 128 here) through 2 layers; seen
-# 7.9e-8 on the unit test's model (tests/test_export.py). 1e-5 keeps >100x headroom. A wrong alpha/r or a
-# missing module is off by the adapters' own effect on the log-probs; the test asserts that effect exceeds the
-# bound (else it could not tell a merged model from the base one) and prints it.
+# 7.9e-8 on the unit test's model (tests/test_export.py), 1.65e-7 on this run's (2026-12-08). 1e-5 keeps >60x
+# headroom. A missing module is off by the adapters' own effect on the log-probs (measured 0.109), a wrong alpha/r
+# by that effect scaled (adapters at 1.1x: 1.22e-2): the test asserts both exceed 100x the bound (else it could not
+# tell a merged model from the base one or a 10 % wrong scale) and prints them.
 LORA_MERGE_FP32_TOL = 1e-5
 
 
@@ -626,10 +627,22 @@ def test_exported_model_is_the_trained_actor(full_run, lora_run, which, tmp_path
         torch.testing.assert_close(got, reference, atol=LORA_MERGE_FP32_TOL, rtol=0)
         with actor.disable_adapter():
             effect = (token_log_probs(actor, tokens) - reference).abs().max().item()
+        # Control: the adapters at a scale 10 % off (every lora_B × 1.1: what a wrong alpha/r merges) must miss
+        # the export by more than the bound.
+        lora_b = [p for name, p in actor.named_parameters() if "lora_B" in name]
+        assert lora_b
+        saved = [p.detach().clone() for p in lora_b]
+        with torch.no_grad():
+            for p in lora_b:
+                p.mul_(1.1)
+            wrong_scale = (token_log_probs(actor, tokens) - got).abs().max().item()
+            for p, value in zip(lora_b, saved, strict=True):
+                p.copy_(value)
         print(
-            f"LoRA: merged vs adapters {(got - reference).abs().max().item():.2e}, adapters' effect {effect:.2e}"
+            f"LoRA: merged vs adapters {(got - reference).abs().max().item():.2e}, adapters' effect {effect:.2e}, "
+            f"scale 1.1 vs the export {wrong_scale:.2e}"
         )
-        assert effect > LORA_MERGE_FP32_TOL
+        assert effect > 100 * LORA_MERGE_FP32_TOL and wrong_scale > 100 * LORA_MERGE_FP32_TOL
         merged = actor.merge_and_unload()  # PEFT's own merge: the same weights (fp32 rounding of B @ A aside)
         for key, value in merged.state_dict().items():
             torch.testing.assert_close(exported.state_dict()[key], value, atol=1e-6, rtol=1e-6, msg=key)
