@@ -134,7 +134,7 @@ reproduce-toy: toy
 	$(PY) -m recipe.atesd.tools.repro_report $(REPRO_RECORDS) --out $(REPRO_REPORT); exit $$rc
 
 # The toy-world study (issue 30, docs/toy-study.md): per seed the study plan's 16 ATESD arms as one sweep stack
-# (recipe/atesd/tools/repro_sweep.py, STUDY_METHODS), then GRPO at the grid's lr, 200 steps, validation on the 1024
+# (recipe/atesd/tools/repro_sweep.py, the table sweep_plans.STUDY_METHODS), then GRPO at the grid's lr, 200 steps, validation on the 1024
 # held-out problems every 50 steps; GRPO's lr grid on its own seed: `make study-toy STUDY_METHODS=grpo-grid
 # STUDY_SEEDS=100`. Resumable and runnable in parts (STUDY_SEEDS=0, then 1 ...; default: the plan's 0-4): finished runs are skipped, runs of
 # another command or model refused. The records: `repro_archive --plan study runs/toy-study docs/toy-study/runs.tar.xz`.

@@ -13,8 +13,9 @@ the files ``run_row`` of recipe/atesd/tools/repro_rows.py reads: ``run.json``, t
 JSONL are packed slimmed to what the readers use (repro_rows ``READ_METRICS``: each metrics record keeps its
 step, its attempt boundary and the ``data`` keys under those prefixes; ``READ_GENERATION``: each dump entry
 keeps the prompt and the score, not the generated text): the GRPO grid's three 200-step runs pack into 27 KB
-instead of 361 KB. Every reader gets the same rows from the archive as from the directory (tests/test_repro.py). Members come in that fixed order and carry no owner,
-time or mode of their own, so packing the same records gives the same bytes.
+instead of 361 KB. Every reader gets the same rows from the archive as from the directory (tests/test_repro.py).
+Members come in that fixed order and carry no owner, time or mode of their own, so packing the same records gives
+the same bytes.
 """
 
 from __future__ import annotations

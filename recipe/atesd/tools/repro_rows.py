@@ -133,7 +133,7 @@ def _finite(v) -> float | None:
 
 def mode(method: str, methods: dict | None = None) -> str:
     """The results.json ``mode`` of a sweep arm of ``methods`` (the plan's table, by default the reproduction's
-    :data:`METHODS`): its exposure mode (``Method.mode`` of recipe/atesd/tools/repro_sweep.py), or
+    :data:`METHODS`): its exposure mode (``Method.mode`` of recipe/atesd/tools/sweep_plans.py), or
     :data:`PER_BUCKET_MODE` for an adaptive arm run with ``PER_DIFFICULTY``'s overrides (one α per difficulty
     bucket, issue 14)."""
     m = (METHODS if methods is None else methods)[method]

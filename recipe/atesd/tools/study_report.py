@@ -2,7 +2,7 @@
 ``python -m recipe.atesd.tools.study_report [RECORDS] [--criteria FILE] [--val-file FILE] [--out MD]``
 (``make study-toy-report``).
 
-Reads every run of the study plan (recipe/atesd/tools/repro_sweep.py ``PLANS["study"]``: the arms of the
+Reads every run of the study plan (recipe/atesd/tools/sweep_plans.py ``PLANS["study"]``: the arms of the
 ``all`` group on the plan's seeds, and GRPO's lr grid) from RECORDS, the archive docs/toy-study/runs.tar.xz or
 the sweep directory runs/toy-study (recipe/atesd/tools/repro_archive.py ``read_records``), and writes, into the
 folder of ``MD`` (default docs/toy-study/results.md):
@@ -118,9 +118,9 @@ def claim_a(rows: list[dict], key: str) -> tuple[str, dict[int, bool]]:
     ), per_seed
 
 
-def claim_g(rows: list[dict], values) -> tuple[str, list[tuple[int, float, float]]]:
-    """Claim (g): per seed of ``adaptive``, its last Beta mean and the distance to the best fixed α."""
-    best = best_fixed(values)
+def claim_g(rows: list[dict], best: str | None) -> tuple[str, list[tuple[int, float, float]]]:
+    """Claim (g): per seed of ``adaptive``, its last Beta mean and the distance to the best fixed α (of the arm
+    ``best``, :func:`best_fixed`)."""
     if best is None:
         return "pending", []
     target = PLAN.methods[best].alpha
@@ -190,8 +190,9 @@ def curve_summary(rows: list[dict], arm: str) -> list[tuple[int, float, float, f
 # ---------------------------------------------------------------------------------------------- plots
 
 
-def plot_forest(diffs: dict[str, list[tuple[str, object]]], path: Path) -> None:
-    panels = [(title, rows) for title, rows in diffs.items() if rows]
+def plot_forest(tables, path: Path) -> None:
+    """:func:`against`'s tables, one panel each (those with a row)."""
+    panels = [(f"vs {what} ({b})", pairs) for what, b, _, pairs in tables if pairs]
     fig = _figure(4.2 * max(len(panels), 1) + 1.0, 0.28 * max(len(ARMS), 4) + 1.2)
     for n, (title, rows) in enumerate(panels, 1):
         ax = fig.add_subplot(1, len(panels), n)
@@ -313,6 +314,18 @@ def paired(values, a: str, b: str):
     )
 
 
+def against(values) -> list[tuple[str, str, str, list[tuple[str, object]]]]:
+    """The paired-difference tables: (what b is, b, the note on its choice, [(a, a − b)]) for b = OPSD and
+    b = the best fixed α (none before any fixed arm finished), every other arm a with ≥ 2 shared seeds."""
+    best = best_fixed(values)
+    tables = [("OPSD", OPSD, ""), ("the best fixed α", best, ", chosen after the fact")]
+    return [
+        (what, b, note, [(a, d) for a in ARMS if a != b and (d := paired(values, a, b))])
+        for what, b, note in tables
+        if b
+    ]
+
+
 def stack_row(stack: dict, rows: list[dict]) -> list[str]:
     """A sweep stack's table row: its seed, arms, the arms that finished in it (their reset inside its time),
     exit status, wall, start-up (its start → first arm's reset) and shutdown (last arm's end → its end)."""
@@ -333,9 +346,10 @@ def stack_row(stack: dict, rows: list[dict]) -> list[str]:
     return [str(stack["seed"]), *map(str, cells), _f(stack["wall_s"], 0), _f(up, 0), _f(down, 0)]
 
 
-def render(found: Records, criteria, n_val: int | None, drawn: list[str], records: str) -> tuple[str, list]:
+def render(found: Records, criteria, n_val: int | None, records: str, values, tables) -> str:
+    """The markdown of the report (module docstring); ``values``: :func:`study_values` of the rows, ``tables``:
+    :func:`against` of them."""
     rows = found.rows
-    values = study_values(rows)
     missing = missing_runs(values)
     complete = not missing
     md = [
@@ -426,10 +440,6 @@ def render(found: Records, criteria, n_val: int | None, drawn: list[str], record
     md += _table(["arm", "n", "mean", "SD", "95 % t-CI", "gain over step 0"], body)
 
     best = best_fixed(values)
-    against = {f"vs OPSD (`{OPSD}`)": OPSD, f"vs the best fixed α (`{best}`, chosen after the fact)": best}
-    diffs = {
-        t: [(a, d) for a in ARMS if b and a != b and (d := paired(values, a, b))] for t, b in against.items()
-    }
     md += ["## Paired differences", ""]
     md.append(
         "Per seed d = a − b (the arms of a seed share data order and step-1 rollouts), the mean of d with its 95 % "
@@ -437,9 +447,9 @@ def render(found: Records, criteria, n_val: int | None, drawn: list[str], record
         "seeds at α 0.05, power 0.8 (MDE). The best fixed α is chosen by its mean after seeing the results: its "
         "table is descriptive. ![forest](forest.png)"
     )
-    for title, pairs in diffs.items():
-        md += ["", f"**{title}**"]
-        md += _table(DIFF_HEADER, [_diff_row(f"{a} − {against[title]}", d) for a, d in pairs])
+    for what, b, note, pairs in tables:
+        md += ["", f"**vs {what} (`{b}`{note})**"]
+        md += _table(DIFF_HEADER, [_diff_row(f"{a} − {b}", d) for a, d in pairs])
     verdicts = []
     md += ["## Verdicts", ""]
     if not complete:
@@ -464,7 +474,7 @@ def render(found: Records, criteria, n_val: int | None, drawn: list[str], record
             f"- (a) {label} at step 1 strictly increasing over α = 0.25 < 0.5 < 0.75 < 1 in ≥ {CLAIM_A[0]} of "
             f"{len(PLAN.seeds)} seeds: **{outcome}** ({seeds or 'no seed yet'})."
         )
-    outcome, found_g = claim_g(rows, values)
+    outcome, found_g = claim_g(rows, best)
     target = PLAN.methods[best].alpha if best else None
     seeds = ", ".join(f"seed {s}: {m:.3f} (|Δ| {d:.3f})" for s, m, d in found_g)
     md.append(
@@ -578,8 +588,8 @@ def render(found: Records, criteria, n_val: int | None, drawn: list[str], record
         md.append(
             f"Outside training steps: {1 - total_steps / total_wall:.2f} of {total_wall / 3600:.2f} h of wall time."
         )
-    md += ["", "## Figures", ""] + [f"- `{name}`: {PLOTS[name]}" for name in drawn]
-    return "\n".join(md).rstrip() + "\n", verdicts
+    md += ["", "## Figures", ""] + [f"- `{name}`: {text}" for name, text in PLOTS.items()]
+    return "\n".join(md).rstrip() + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -602,17 +612,10 @@ def write(
     out = Path(out)
     folder = out.parent
     folder.mkdir(parents=True, exist_ok=True)
-    md, _ = render(found, rules, len(difficulties) if difficulties else None, list(PLOTS), str(records))
     values = study_values(rows)
-    best = best_fixed(values)
-    against = {f"vs OPSD ({OPSD})": OPSD, f"vs the best fixed α ({best})": best}
-    plot_forest(
-        {
-            t: [(a, d) for a in ARMS if b and a != b and (d := paired(values, a, b))]
-            for t, b in against.items()
-        },
-        folder / "forest.png",
-    )
+    tables = against(values)  # the bootstraps, once for the markdown and the forest plot
+    md = render(found, rules, len(difficulties) if difficulties else None, str(records), values, tables)
+    plot_forest(tables, folder / "forest.png")
     plot_curves(rows, folder / "curves.png")
     plot_mismatch(rows, folder / "mismatch.png")
     plot_alpha(rows, folder / "alpha.png")
